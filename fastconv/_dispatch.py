@@ -1,0 +1,129 @@
+"""Which convolution algorithm runs: name checking, what each can do, and the "auto" choice.
+
+`functional` asks `resolve()` for a concrete algorithm ("direct", "im2col", "winograd2",
+"winograd4") given the user's request, the layer's geometry and the pass. "auto" uses a
+heuristic derived from benchmark measurements (docs/architecture.md records them), or, with
+`autotune(True)`, times the candidates once per geometry (with callables `functional` hands over,
+so this module imports no kernel) and caches the winner for the process.
+"""
+import threading
+import time
+
+from . import config
+
+ALGORITHMS = ("auto", "direct", "im2col", "winograd", "winograd2", "winograd4")
+CONCRETE = ("direct", "im2col", "winograd2", "winograd4")
+PASSES = ("forward", "backward_data", "backward_weights")
+
+_autotune = False
+_tuned = {}
+_tuned_lock = threading.Lock()
+
+
+class Geometry(tuple):
+    """(N, C, H, W, K, R, S, sh, sw, ph, pw, dtype name, threads): all a choice may depend on."""
+
+    __slots__ = ()
+    fields = ("n", "c", "h", "w", "k", "r", "s", "sh", "sw", "ph", "pw", "dtype", "threads")
+
+    def __getattr__(self, name):
+        try:
+            return self[Geometry.fields.index(name)]
+        except ValueError:
+            raise AttributeError(name) from None
+
+
+def geometry(x_shape, w_shape, stride, padding, dtype, threads):
+    n, c, h, w = x_shape
+    k, _, r, s = w_shape
+    return Geometry((n, c, h, w, k, r, s) + tuple(stride) + tuple(padding) + (str(dtype), threads))
+
+
+def winograd_unsupported_reason(g):
+    """None when Winograd can do this geometry, else why not."""
+    if (g.r, g.s) != (3, 3):
+        return f"Winograd needs a 3x3 kernel, got {g.r}x{g.s}"
+    if (g.sh, g.sw) != (1, 1):
+        return f"Winograd needs stride 1, got stride ({g.sh}, {g.sw})"
+    return None
+
+
+def autotune(enabled=True):
+    """Opt in (or out) of measured algorithm choice for "auto": each new geometry and pass is timed
+    once with every candidate, and the fastest is used from then on (like cuDNN's benchmark mode).
+    """
+    global _autotune
+    _autotune = bool(enabled)
+    if not _autotune:
+        with _tuned_lock:
+            _tuned.clear()
+
+
+def autotune_enabled():
+    return _autotune
+
+
+def candidates(g):
+    """Concrete algorithms that can run geometry `g` and that "auto" may consider."""
+    out = ["direct", "im2col"]
+    if config.winograd_enabled() and winograd_unsupported_reason(g) is None:
+        out += ["winograd2", "winograd4"]
+    return out
+
+
+def heuristic(g, pass_):
+    """The measured rule of thumb for "auto" (see docs/architecture.md for the numbers)."""
+    if winograd_unsupported_reason(g) is None and config.winograd_enabled() and min(g.c, g.k) >= 16:
+        return "winograd4" if min(g.h, g.w) >= 8 else "winograd2"
+    if g.c * g.r * g.s <= 32:
+        return "direct"
+    return "im2col"
+
+
+def resolve(algorithm, g, pass_, run_candidate=None):
+    """The concrete algorithm for `algorithm` on geometry `g` and `pass_`.
+
+    `run_candidate(name)` runs the pass once with `name`; it is used only when autotuning.
+    Raises ValueError for an unknown name or a Winograd request on a shape it cannot do.
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    if algorithm.startswith("winograd"):
+        reason = winograd_unsupported_reason(g)
+        if reason is not None:
+            raise ValueError(f"algorithm={algorithm!r} cannot do this layer: {reason}")
+        if algorithm == "winograd":
+            return "winograd4" if min(g.h, g.w) >= 8 else "winograd2"
+        return algorithm
+    if algorithm != "auto":
+        return algorithm
+    if _autotune and run_candidate is not None:
+        return _measured_choice(g, pass_, run_candidate)
+    return heuristic(g, pass_)
+
+
+def _measured_choice(g, pass_, run_candidate, repeats=3):
+    key = (g, pass_)
+    with _tuned_lock:
+        if key in _tuned:
+            return _tuned[key]
+    best, best_time = None, float("inf")
+    for name in candidates(g):
+        run_candidate(name)  # warm-up: first-touch pages, filter-transform caches
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            run_candidate(name)
+            times.append(time.perf_counter() - t0)
+        t = sorted(times)[len(times) // 2]
+        if t < best_time:
+            best, best_time = name, t
+    with _tuned_lock:
+        _tuned[key] = best
+    return best
+
+
+def tuned_choices():
+    """A copy of the autotune cache: {(geometry, pass): algorithm}."""
+    with _tuned_lock:
+        return dict(_tuned)

@@ -1,0 +1,1 @@
+"""Compiled kernels (Cython over src_c/). Nothing here validates input: fastconv.functional does."""

@@ -1,0 +1,5 @@
+# Declarations of src_c/fc_common.h for every kernel module: cimport from here, never redeclare.
+cdef extern from "fc_common.h" nogil:
+    ctypedef unsigned int fc_fpstate
+    fc_fpstate fc_ftz_enter()
+    void fc_ftz_leave(fc_fpstate old)

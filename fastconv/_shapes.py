@@ -1,0 +1,164 @@
+"""Argument validation and output-size arithmetic, shared by `functional` and `reference`.
+
+Every check raises before any kernel runs, and every message names the argument and what was
+expected. Arrays come back C-contiguous (copied only when they were not), never modified.
+"""
+import numbers
+import os
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def pair(value, name, minimum):
+    """`value` as an (h, w) pair of Python ints >= `minimum`: accepts an int or a 2-sequence."""
+    if isinstance(value, (numbers.Integral,)) and not isinstance(value, bool):
+        items = (value, value)
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        items = tuple(value)
+    else:
+        raise TypeError(f"{name} must be an int or a pair (h, w) of ints, got {value!r}")
+    out = []
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"{name} must be an int or a pair (h, w) of ints, got {value!r}")
+        if v < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        out.append(int(v))
+    return tuple(out)
+
+
+def as_float_array(a, name, ndim, dtype=None):
+    """`a` as a C-contiguous float32/float64 ndarray with `ndim` dimensions, none of them zero.
+
+    Integer, bool, complex and object arrays are refused with a TypeError (fastconv does not cast
+    silently); `dtype`, when given, is the dtype the other arguments already have.
+    """
+    if a is None:
+        raise TypeError(f"{name} must be an array, got None")
+    arr = np.asarray(a)
+    if arr.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must have dtype float32 or float64, got {arr.dtype}")
+    if dtype is not None and arr.dtype != dtype:
+        raise TypeError(f"{name} has dtype {arr.dtype} but the other arguments are {np.dtype(dtype)}: "
+                        f"pass them all as float32 or all as float64")
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
+    if 0 in arr.shape:
+        raise ValueError(f"{name} must not have a zero-sized dimension, got shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def output_size(size, window, stride, padding, what):
+    """(size + 2*padding - window) // stride + 1, or a ValueError that says why it is below 1."""
+    out = (size + 2 * padding - window) // stride + 1
+    if size + 2 * padding < window or out < 1:
+        raise ValueError(f"{what}: window {window} is larger than the padded input "
+                         f"{size} + 2*{padding} = {size + 2 * padding}; the output would be empty")
+    return out
+
+
+def _physical_memory_bytes():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def empty(shape, dtype, what):
+    """np.empty(shape, dtype), or a MemoryError naming `what` when the machine cannot hold it.
+
+    Linux overcommits: a buffer larger than physical memory would be granted and the process
+    killed later, so such a request is refused here, up front.
+    """
+    nbytes = int(np.prod([int(s) for s in shape], dtype=object)) * np.dtype(dtype).itemsize
+    limit = _physical_memory_bytes()
+    if limit is not None and nbytes > limit:
+        raise MemoryError(f"{what} of shape {tuple(shape)} needs {nbytes / 2**30:.1f} GiB, "
+                          f"more than this machine's {limit / 2**30:.1f} GiB of memory")
+    try:
+        return np.empty(shape, dtype)
+    except (MemoryError, ValueError) as exc:
+        raise MemoryError(f"{what} of shape {tuple(shape)} ({nbytes / 2**30:.1f} GiB) "
+                          f"cannot be allocated: {exc}") from None
+
+
+class ConvArgs:
+    """Validated convolution arguments: contiguous arrays, (sh, sw), (ph, pw) and output size."""
+
+    __slots__ = ("x", "w", "b", "stride", "padding", "out_hw", "dtype")
+
+    def __init__(self, x, w, b, stride, padding, op):
+        self.x = as_float_array(x, "x", 4)
+        self.dtype = self.x.dtype
+        self.w = as_float_array(w, "w", 4, self.dtype)
+        n, c, h, wd = self.x.shape
+        k, cw, r, s = self.w.shape
+        if cw != c:
+            raise ValueError(f"{op}: w has {cw} input channels (w.shape[1]) but x has {c} "
+                             f"(x.shape[1]); expected w of shape (K, {c}, R, S)")
+        if b is not None:
+            self.b = as_float_array(b, "b", 1, self.dtype)
+            if self.b.shape != (k,):
+                raise ValueError(f"b must have shape ({k},) to match w's {k} filters, got {self.b.shape}")
+        else:
+            self.b = None
+        self.stride = pair(stride, "stride", 1)
+        self.padding = pair(padding, "padding", 0)
+        self.out_hw = (output_size(h, r, self.stride[0], self.padding[0], f"{op} height"),
+                       output_size(wd, s, self.stride[1], self.padding[1], f"{op} width"))
+
+    @property
+    def y_shape(self):
+        return (self.x.shape[0], self.w.shape[0]) + self.out_hw
+
+
+def conv_args(x, w, b, stride, padding, op="conv2d"):
+    return ConvArgs(x, w, b, stride, padding, op)
+
+
+def conv_backward_args(dy, x, w, stride, padding, op="conv2d_backward"):
+    """Validated arguments of a convolution backward pass; also checks dy's shape."""
+    args = ConvArgs(x, w, None, stride, padding, op)
+    dy = as_float_array(dy, "dy", 4, args.dtype)
+    if dy.shape != args.y_shape:
+        raise ValueError(f"dy must have the forward output's shape {args.y_shape}, got {dy.shape}")
+    return args, dy
+
+
+class PoolArgs:
+    """Validated pooling arguments: contiguous x, window, stride, padding and output size."""
+
+    __slots__ = ("x", "kernel", "stride", "padding", "out_hw", "dtype")
+
+    def __init__(self, x, kernel_size, stride, padding, op):
+        self.x = as_float_array(x, "x", 4)
+        self.dtype = self.x.dtype
+        self.kernel = pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel if stride is None else pair(stride, "stride", 1)
+        self.padding = pair(padding, "padding", 0)
+        for axis, (k, p) in enumerate(zip(self.kernel, self.padding)):
+            if p >= k:
+                # With padding < window every window overlaps the input, so a max is always defined.
+                raise ValueError(f"{op}: padding {self.padding} must be smaller than kernel_size "
+                                 f"{self.kernel} in each dimension (dimension {axis} is not)")
+        h, wd = self.x.shape[2:]
+        self.out_hw = (output_size(h, self.kernel[0], self.stride[0], self.padding[0], f"{op} height"),
+                       output_size(wd, self.kernel[1], self.stride[1], self.padding[1], f"{op} width"))
+
+    @property
+    def y_shape(self):
+        return self.x.shape[:2] + self.out_hw
+
+
+def pool_args(x, kernel_size, stride, padding, op):
+    return PoolArgs(x, kernel_size, stride, padding, op)
+
+
+def pool_backward_args(dy, x, kernel_size, stride, padding, op):
+    args = PoolArgs(x, kernel_size, stride, padding, op)
+    dy = as_float_array(dy, "dy", 4, args.dtype)
+    if dy.shape != args.y_shape:
+        raise ValueError(f"dy must have the forward output's shape {args.y_shape}, got {dy.shape}")
+    return args, dy

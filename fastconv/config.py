@@ -1,0 +1,58 @@
+"""Process-wide settings that change how (not what) fastconv computes.
+
+- Workspace limit: the most extra memory one call's scratch buffers (im2col columns, Winograd
+  tiles) may take; kernels work in chunks to stay under it. Default 256 MiB, or
+  ``FASTCONV_WORKSPACE_MB`` from the environment.
+- Winograd in "auto": on unless ``FASTCONV_DISABLE_WINOGRAD=1`` or `set_winograd_enabled(False)`;
+  explicit ``algorithm="winograd"`` works either way.
+"""
+import os
+
+_DEFAULT_WORKSPACE_MB = 256
+_MIN_WORKSPACE_BYTES = 1 << 20
+
+
+def _env_workspace_bytes():
+    raw = os.environ.get("FASTCONV_WORKSPACE_MB")
+    if raw is None or raw.strip() == "":
+        return _DEFAULT_WORKSPACE_MB << 20
+    try:
+        mb = float(raw)
+    except ValueError:
+        raise ValueError(f"FASTCONV_WORKSPACE_MB must be a number of MiB, got {raw!r}") from None
+    if mb <= 0:
+        raise ValueError(f"FASTCONV_WORKSPACE_MB must be positive, got {raw!r}")
+    return max(int(mb * (1 << 20)), _MIN_WORKSPACE_BYTES)
+
+
+_workspace_bytes = _env_workspace_bytes()
+_winograd_enabled = os.environ.get("FASTCONV_DISABLE_WINOGRAD", "0").strip() in ("", "0")
+
+
+def get_workspace_limit():
+    """Bytes of scratch memory one call may use (>= 1 MiB)."""
+    return _workspace_bytes
+
+
+def set_workspace_limit(nbytes):
+    """Cap one call's scratch memory at `nbytes` (None: back to the default / environment)."""
+    global _workspace_bytes
+    if nbytes is None:
+        _workspace_bytes = _env_workspace_bytes()
+        return _workspace_bytes
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < _MIN_WORKSPACE_BYTES:
+        raise ValueError(f"set_workspace_limit: nbytes must be an int >= {_MIN_WORKSPACE_BYTES} "
+                         f"(1 MiB), got {nbytes!r}")
+    _workspace_bytes = nbytes
+    return _workspace_bytes
+
+
+def winograd_enabled():
+    """Whether algorithm="auto" may choose Winograd."""
+    return _winograd_enabled
+
+
+def set_winograd_enabled(enabled):
+    """Allow (True) or forbid (False) algorithm="auto" to choose Winograd."""
+    global _winograd_enabled
+    _winograd_enabled = bool(enabled)

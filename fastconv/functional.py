@@ -1,0 +1,222 @@
+"""The ops users call: validate, compute shapes, pick the algorithm, call a compiled kernel.
+
+Every function mirrors one in `fastconv.reference` (same signature, same result up to float
+rounding). Inputs are validated before any kernel runs (see `_shapes`), made C-contiguous once,
+and never modified; outputs are fresh arrays.
+"""
+import functools
+import importlib
+
+import numpy as np
+
+from . import _dispatch, config
+from ._shapes import (as_float_array, conv_args, conv_backward_args, empty, pair, pool_args,
+                      pool_backward_args)
+from .threads import get_num_threads
+
+# concrete algorithm -> (module in fastconv._kernels, fixed keyword arguments)
+_IMPLEMENTATIONS = {
+    "direct": ("direct", {}),
+    "im2col": ("im2col_gemm", {}),
+    "winograd2": ("winograd", {"tile": 2}),
+    "winograd4": ("winograd", {"tile": 4}),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _kernel(algorithm, pass_):
+    """The compiled entry point of `algorithm` for `pass_` ("forward", "backward_data", ...).
+
+    Every convolution kernel module has the same three functions, all writing into a
+    preallocated, C-contiguous output of the inputs' dtype (float32 or float64):
+      forward(x, w, b_or_None, y, sh, sw, ph, pw, nthreads, workspace_bytes)
+      backward_data(dy, w, dx, sh, sw, ph, pw, nthreads, workspace_bytes)
+      backward_weights(dy, x, dw, sh, sw, ph, pw, nthreads, workspace_bytes)
+    """
+    module_name, fixed = _IMPLEMENTATIONS[algorithm]
+    module = importlib.import_module("fastconv._kernels." + module_name)
+    fn = getattr(module, pass_)
+    return functools.partial(fn, **fixed) if fixed else fn
+
+
+def _run_conv(pass_, algorithm, g, inputs, out_shape, dtype, what):
+    """Allocate the output, resolve the algorithm and run the kernel for one pass."""
+    out = empty(out_shape, dtype, what)
+    stride, padding = (g.sh, g.sw), (g.ph, g.pw)
+
+    def run(name):
+        _kernel(name, pass_)(*inputs, out, *stride, *padding, g.threads, config.get_workspace_limit())
+
+    run(_dispatch.resolve(algorithm, g, pass_, run))
+    return out
+
+
+def _geometry(x_shape, w_shape, stride, padding, dtype):
+    return _dispatch.geometry(x_shape, w_shape, stride, padding, dtype, get_num_threads())
+
+
+# ---------------------------------------------------------------- convolution
+def conv2d(x, w, b=None, stride=1, padding=0, algorithm="auto"):
+    """2-D cross-correlation of x (N, C, H, W) with w (K, C, R, S), plus bias b (K,).
+
+    stride and padding are an int or an (h, w) pair; returns y (N, K, Ho, Wo) with
+    Ho = (H + 2*ph - R) // sh + 1. algorithm: "auto", "direct", "im2col", "winograd",
+    "winograd2" or "winograd4".
+    """
+    a = conv_args(x, w, b, stride, padding)
+    g = _geometry(a.x.shape, a.w.shape, a.stride, a.padding, a.dtype)
+    return _run_conv("forward", algorithm, g, (a.x, a.w, a.b), a.y_shape, a.dtype, "conv2d output")
+
+
+def conv2d_backward_data(dy, x_shape, w, stride=1, padding=0, algorithm="auto"):
+    """dx of `conv2d` for an input of shape `x_shape`, given dy and w."""
+    x_shape = _checked_shape(x_shape, "x_shape")
+    w_arr = as_float_array(w, "w", 4)
+    # Validate against a zero-strided stand-in for x: no memory is touched.
+    stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, w_arr.dtype), x_shape, (0,) * 4)
+    a, dy = conv_backward_args(dy, stand_in, w_arr, stride, padding, "conv2d_backward_data")
+    g = _geometry(x_shape, a.w.shape, a.stride, a.padding, a.dtype)
+    return _run_conv("backward_data", algorithm, g, (dy, a.w), x_shape, a.dtype, "dx")
+
+
+def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, algorithm="auto"):
+    """dw of `conv2d` for filters of shape `w_shape`, given dy and x."""
+    w_shape = _checked_shape(w_shape, "w_shape")
+    x_arr = as_float_array(x, "x", 4)
+    stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, x_arr.dtype), w_shape, (0,) * 4)
+    a, dy = conv_backward_args(dy, x_arr, stand_in, stride, padding, "conv2d_backward_weights")
+    g = _geometry(a.x.shape, w_shape, a.stride, a.padding, a.dtype)
+    return _run_conv("backward_weights", algorithm, g, (dy, a.x), w_shape, a.dtype, "dw")
+
+
+def conv2d_backward(dy, x, w, stride=1, padding=0, algorithm="auto"):
+    """(dx, dw, db) of `conv2d` given the upstream gradient dy (N, K, Ho, Wo)."""
+    a, dy = conv_backward_args(dy, x, w, stride, padding)
+    g = _geometry(a.x.shape, a.w.shape, a.stride, a.padding, a.dtype)
+    dx = _run_conv("backward_data", algorithm, g, (dy, a.w), a.x.shape, a.dtype, "dx")
+    dw = _run_conv("backward_weights", algorithm, g, (dy, a.x), a.w.shape, a.dtype, "dw")
+    return dx, dw, bias_backward(dy)
+
+
+def bias_backward(dy):
+    """db = dy summed over batch and space: (K,)."""
+    return np.asarray(dy).sum(axis=(0, 2, 3))
+
+
+def _checked_shape(shape, name):
+    try:
+        dims = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a 4-tuple of ints, got {shape!r}") from None
+    if len(dims) != 4 or min(dims) < 1:
+        raise ValueError(f"{name} must be 4 positive ints, got {shape!r}")
+    return dims
+
+
+# ---------------------------------------------------------------- pooling
+def _pool(kind, x, kernel_size, stride, padding):
+    a = pool_args(x, kernel_size, stride, padding, f"{kind}_pool2d")
+    y = empty(a.y_shape, a.dtype, f"{kind}_pool2d output")
+    fn = getattr(importlib.import_module("fastconv._kernels.pool"), f"{kind}_forward")
+    fn(a.x, y, *a.kernel, *a.stride, *a.padding, get_num_threads())
+    return y
+
+
+def _pool_backward(kind, dy, x, kernel_size, stride, padding):
+    a, dy = pool_backward_args(dy, x, kernel_size, stride, padding, f"{kind}_pool2d_backward")
+    dx = empty(a.x.shape, a.dtype, "dx")
+    fn = getattr(importlib.import_module("fastconv._kernels.pool"), f"{kind}_backward")
+    fn(dy, a.x, dx, *a.kernel, *a.stride, *a.padding, get_num_threads())
+    return dx
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """Max over each kernel_size window (stride None = kernel_size; padding never wins)."""
+    return _pool("max", x, kernel_size, stride, padding)
+
+
+def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
+    """dx of `max_pool2d`: each dy goes to its window's first maximum (row-major order)."""
+    return _pool_backward("max", dy, x, kernel_size, stride, padding)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """Mean over each window; padded zeros count in the divisor (PyTorch's default)."""
+    return _pool("avg", x, kernel_size, stride, padding)
+
+
+def avg_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
+    return _pool_backward("avg", dy, x, kernel_size, stride, padding)
+
+
+def l2_pool2d(x, kernel_size, stride=None, padding=0):
+    """sqrt of the sum of squares over each window (padding counts as zeros)."""
+    return _pool("l2", x, kernel_size, stride, padding)
+
+
+def l2_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
+    """dx of `l2_pool2d`: dy * x / y per window; windows with y == 0 pass no gradient."""
+    return _pool_backward("l2", dy, x, kernel_size, stride, padding)
+
+
+# ---------------------------------------------------------------- dense layers and losses
+def relu(x):
+    """max(x, 0), elementwise, as a new array (NaN stays NaN)."""
+    x = np.asarray(x)
+    return np.maximum(x, 0, dtype=x.dtype if x.dtype.kind == "f" else None)
+
+
+def relu_backward(dy, x):
+    """dy where x > 0, else 0."""
+    dy = np.asarray(dy)
+    x = np.asarray(x)
+    if dy.shape != x.shape:
+        raise ValueError(f"dy must have x's shape {x.shape}, got {dy.shape}")
+    return dy * (x > 0)
+
+
+def linear(x, w, b=None):
+    """y = x @ w + b with x (N, D), w (D, M), b (M,) (a dense layer, through BLAS)."""
+    x = as_float_array(x, "x", 2)
+    w = as_float_array(w, "w", 2, x.dtype)
+    if w.shape[0] != x.shape[1]:
+        raise ValueError(f"w must have shape ({x.shape[1]}, M) to match x {x.shape}, got {w.shape}")
+    y = x @ w
+    if b is not None:
+        b = as_float_array(b, "b", 1, x.dtype)
+        if b.shape != (w.shape[1],):
+            raise ValueError(f"b must have shape ({w.shape[1]},), got {b.shape}")
+        y += b
+    return y
+
+
+def linear_backward(dy, x, w):
+    """(dx, dw, db) of `linear`."""
+    x = as_float_array(x, "x", 2)
+    w = as_float_array(w, "w", 2, x.dtype)
+    dy = as_float_array(dy, "dy", 2, x.dtype)
+    if dy.shape != (x.shape[0], w.shape[1]):
+        raise ValueError(f"dy must have shape {(x.shape[0], w.shape[1])}, got {dy.shape}")
+    return dy @ w.T, x.T @ dy, dy.sum(axis=0)
+
+
+def softmax_cross_entropy(logits, labels):
+    """(mean loss, dlogits) of softmax cross-entropy over logits (N, classes), labels (N,) ints."""
+    logits = as_float_array(logits, "logits", 2)
+    labels = np.asarray(labels)
+    if labels.shape != (logits.shape[0],) or labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be {logits.shape[0]} integer class indices, got "
+                         f"shape {labels.shape} dtype {labels.dtype}")
+    if labels.min() < 0 or labels.max() >= logits.shape[1]:
+        raise ValueError(f"labels must lie in [0, {logits.shape[1]}), got range "
+                         f"[{labels.min()}, {labels.max()}]")
+    n = logits.shape[0]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    sums = exp.sum(axis=1, keepdims=True)
+    rows = np.arange(n)
+    loss = float(np.mean(np.log(sums[:, 0]) - shifted[rows, labels]))
+    dlogits = exp / sums
+    dlogits[rows, labels] -= 1
+    dlogits /= n
+    return loss, dlogits

@@ -1,0 +1,149 @@
+"""The NumPy oracle: every op of `fastconv.functional`, same signatures, plain and obviously right.
+
+Convolution is cross-correlation (as in every DL framework):
+``y[n,k,i,j] = b[k] + sum_{c,r,s} x_pad[n,c,i*sh+r, j*sw+s] * w[k,c,r,s]``. The windows are a
+`sliding_window_view` of the padded input, so the sums are single tensordots (BLAS). The
+`algorithm` argument is accepted for signature compatibility and ignored.
+"""
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from ._shapes import (as_float_array, conv_args, conv_backward_args, pool_args,
+                      pool_backward_args)
+
+
+def _pad(x, padding, value=0.0):
+    ph, pw = padding
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def _windows(x_pad, window, stride, out_hw):
+    """View (N, C, Ho, Wo, R, S) of the windows each output sees."""
+    sh, sw = stride
+    ho, wo = out_hw
+    return sliding_window_view(x_pad, window, axis=(2, 3))[:, :, : ho * sh : sh, : wo * sw : sw]
+
+
+def _scatter_windows(per_offset, x_shape, window, stride, padding, out_hw, dtype):
+    """Sum window contributions back into an input-shaped array.
+
+    `per_offset(r, s)` gives the (N, C, Ho, Wo) contribution of window offset (r, s); each lands
+    at x_pad[:, :, i*sh + r, j*sw + s]. The padding is cropped at the end.
+    """
+    n, c, h, w = x_shape
+    (ph, pw), (sh, sw), (ho, wo) = padding, stride, out_hw
+    dx_pad = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype)
+    for r in range(window[0]):
+        for s in range(window[1]):
+            dx_pad[:, :, r : r + ho * sh : sh, s : s + wo * sw : sw] += per_offset(r, s)
+    return dx_pad[:, :, ph : ph + h, pw : pw + w]
+
+
+# ---------------------------------------------------------------- convolution
+def conv2d(x, w, b=None, stride=1, padding=0, algorithm="auto"):
+    a = conv_args(x, w, b, stride, padding)
+    win = _windows(_pad(a.x, a.padding), a.w.shape[2:], a.stride, a.out_hw)
+    y = np.tensordot(win, a.w, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
+    if a.b is not None:
+        y = y + a.b[None, :, None, None]
+    return np.ascontiguousarray(y, dtype=a.dtype)
+
+
+def conv2d_backward(dy, x, w, stride=1, padding=0, algorithm="auto"):
+    """(dx, dw, db) of `conv2d` given the upstream gradient dy."""
+    a, dy = conv_backward_args(dy, x, w, stride, padding)
+    win = _windows(_pad(a.x, a.padding), a.w.shape[2:], a.stride, a.out_hw)
+    dw = np.tensordot(dy, win, axes=([0, 2, 3], [0, 2, 3]))
+    db = dy.sum(axis=(0, 2, 3))
+    dx = _scatter_windows(lambda r, s: np.einsum("nkij,kc->ncij", dy, a.w[:, :, r, s]),
+                          a.x.shape, a.w.shape[2:], a.stride, a.padding, a.out_hw, a.dtype)
+    return np.ascontiguousarray(dx), np.ascontiguousarray(dw, dtype=a.dtype), db.astype(a.dtype)
+
+
+# ---------------------------------------------------------------- pooling
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """Max over each window; padding never wins (it counts as -inf)."""
+    a = pool_args(x, kernel_size, stride, padding, "max_pool2d")
+    win = _windows(_pad(a.x, a.padding, -np.inf), a.kernel, a.stride, a.out_hw)
+    return np.ascontiguousarray(win.max(axis=(4, 5)))
+
+
+def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
+    """dx of `max_pool2d`: each dy goes to the first maximum of its window (row-major order)."""
+    a, dy = pool_backward_args(dy, x, kernel_size, stride, padding, "max_pool2d_backward")
+    win = _windows(_pad(a.x, a.padding, -np.inf), a.kernel, a.stride, a.out_hw)
+    kh, kw = a.kernel
+    first_max = win.reshape(win.shape[:4] + (kh * kw,)).argmax(axis=4)
+    return np.ascontiguousarray(_scatter_windows(
+        lambda r, s: np.where(first_max == r * kw + s, dy, 0),
+        a.x.shape, a.kernel, a.stride, a.padding, a.out_hw, a.dtype))
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """Mean over each window; padded zeros count in the divisor (PyTorch's default)."""
+    a = pool_args(x, kernel_size, stride, padding, "avg_pool2d")
+    win = _windows(_pad(a.x, a.padding), a.kernel, a.stride, a.out_hw)
+    return np.ascontiguousarray(win.mean(axis=(4, 5)), dtype=a.dtype)
+
+
+def avg_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
+    a, dy = pool_backward_args(dy, x, kernel_size, stride, padding, "avg_pool2d_backward")
+    share = dy / (a.kernel[0] * a.kernel[1])
+    return np.ascontiguousarray(_scatter_windows(
+        lambda r, s: share, a.x.shape, a.kernel, a.stride, a.padding, a.out_hw, a.dtype))
+
+
+def l2_pool2d(x, kernel_size, stride=None, padding=0):
+    """sqrt of the sum of squares over each window (padding counts as zeros)."""
+    a = pool_args(x, kernel_size, stride, padding, "l2_pool2d")
+    win = _windows(_pad(a.x, a.padding), a.kernel, a.stride, a.out_hw)
+    return np.ascontiguousarray(np.sqrt((win * win).sum(axis=(4, 5))), dtype=a.dtype)
+
+
+def l2_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
+    """dx of `l2_pool2d`: dy * x / y per window; a window whose y is 0 passes no gradient."""
+    a, dy = pool_backward_args(dy, x, kernel_size, stride, padding, "l2_pool2d_backward")
+    x_pad = _pad(a.x, a.padding)
+    win = _windows(x_pad, a.kernel, a.stride, a.out_hw)
+    y = np.sqrt((win * win).sum(axis=(4, 5)))
+    scale = np.divide(dy, y, out=np.zeros_like(y), where=y > 0)
+    return np.ascontiguousarray(_scatter_windows(
+        lambda r, s: scale * win[:, :, :, :, r, s], a.x.shape, a.kernel, a.stride, a.padding,
+        a.out_hw, a.dtype))
+
+
+# ---------------------------------------------------------------- dense layers and losses
+def relu(x):
+    x = np.asarray(x)
+    return np.where(x > 0, x, np.zeros_like(x))
+
+
+def relu_backward(dy, x):
+    return np.where(np.asarray(x) > 0, dy, np.zeros_like(dy))
+
+
+def linear(x, w, b=None):
+    """y = x @ w + b with x (N, D), w (D, M), b (M,)."""
+    x = as_float_array(x, "x", 2)
+    w = as_float_array(w, "w", 2, x.dtype)
+    y = np.einsum("nd,dm->nm", x, w)
+    return y if b is None else y + b
+
+
+def linear_backward(dy, x, w):
+    """(dx, dw, db) of `linear`."""
+    dy, x, w = (np.asarray(a) for a in (dy, x, w))
+    return np.einsum("nm,dm->nd", dy, w), np.einsum("nd,nm->dm", x, dy), dy.sum(axis=0)
+
+
+def softmax_cross_entropy(logits, labels):
+    """(mean loss, dlogits) of softmax cross-entropy; labels are class indices (N,)."""
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    n = logits.shape[0]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -log_probs[np.arange(n), labels].mean()
+    dlogits = np.exp(log_probs)
+    dlogits[np.arange(n), labels] -= 1
+    return loss, dlogits / n
