@@ -1,0 +1,91 @@
+"""Shapes, input makers, tolerances and a finite-difference helper shared by the test modules."""
+import numpy as np
+from hypothesis import strategies as st
+
+# (N, C, H, W, K, R, S, stride, padding): the awkward corners every conv algorithm must pass.
+AWKWARD_CONV_CASES = [
+    (1, 1, 1, 1, 1, 1, 1, 1, 0),        # everything 1
+    (1, 3, 5, 5, 2, 3, 3, 2, 1),        # the lecture's worked example
+    (2, 3, 7, 7, 4, 3, 3, 1, 1),
+    (1, 2, 13, 11, 3, 5, 3, 1, 0),      # prime, non-square sizes and kernel
+    (3, 5, 17, 17, 7, 3, 3, 4, 0),      # stride > kernel
+    (2, 2, 6, 6, 3, 3, 3, 1, 2),        # padding > kernel half
+    (2, 2, 5, 5, 3, 3, 3, 2, 3),        # padding = kernel size
+    (1, 4, 4, 4, 5, 6, 6, 1, 1),        # kernel as large as the padded input: 1x1 output
+    (2, 8, 9, 9, 16, 1, 1, 1, 0),       # pointwise
+    (2, 6, 10, 12, 4, 1, 1, 2, 0),      # strided pointwise
+    (1, 3, 23, 19, 8, 7, 5, 3, 2),      # large, odd kernel
+    (4, 16, 8, 8, 16, 3, 3, 1, 1),      # enough channels for vector paths
+    (2, 3, 9, 9, 2, (3, 2), None, (2, 3), (1, 0)),  # per-axis kernel, stride and padding
+    (1, 1, 3, 3, 1, 3, 3, 1, 0),        # single output pixel
+]
+
+
+def unpack(case):
+    """(x_shape, w_shape, stride, padding) of a case; R/S, stride and padding may be per-axis."""
+    n, c, h, w, k, r, s, stride, padding = case
+    if isinstance(r, tuple):  # per-axis case: r holds (R, S) and s is unused
+        r, s = r
+    return (n, c, h, w), (k, c, r, s), stride, padding
+
+
+def make_conv(case, dtype, seed=0, bias=True):
+    """Random x, w, b (b None when bias=False) and stride, padding for a case."""
+    x_shape, w_shape, stride, padding = unpack(case)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype) if bias else None
+    return x, w, b, stride, padding
+
+
+def out_size(size, window, stride, padding):
+    return (size + 2 * padding - window) // stride + 1
+
+
+@st.composite
+def conv_geometries(draw, max_hw=12, max_channels=6, max_kernel=5, max_stride=3):
+    """Random valid (N, C, H, W, K, R, S, stride, padding) cases with a non-empty output."""
+    n = draw(st.integers(1, 3))
+    c = draw(st.integers(1, max_channels))
+    k = draw(st.integers(1, max_channels))
+    r = draw(st.integers(1, max_kernel))
+    s = draw(st.integers(1, max_kernel))
+    stride = draw(st.integers(1, max_stride))
+    padding = draw(st.integers(0, max(r, s)))
+    h = draw(st.integers(max(1, r - 2 * padding), max_hw))
+    w = draw(st.integers(max(1, s - 2 * padding), max_hw))
+    return (n, c, h, w, k, r, s, stride, padding)
+
+
+def tolerances(dtype):
+    """(rtol, atol) for comparing a fast result with the reference, relative to output scale."""
+    return (1e-10, 1e-10) if np.dtype(dtype) == np.float64 else (1e-5, 1e-5)
+
+
+def assert_close(actual, expected, dtype, rtol=None, atol=None, what=""):
+    """Allclose with atol scaled by the expected array's magnitude (sums of many terms)."""
+    d_rtol, d_atol = tolerances(dtype)
+    rtol = d_rtol if rtol is None else rtol
+    atol = d_atol if atol is None else atol
+    assert actual.shape == expected.shape, f"{what}: shape {actual.shape} != {expected.shape}"
+    assert actual.dtype == np.dtype(dtype), f"{what}: dtype {actual.dtype} != {np.dtype(dtype)}"
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    np.testing.assert_allclose(actual, expected, rtol=rtol, atol=atol * scale, err_msg=what)
+
+
+def numerical_gradient(f, x, dy, eps=1e-6):
+    """d(sum(f(x) * dy))/dx by central differences, in float64. Does not modify x."""
+    x = np.array(x, dtype=np.float64)
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        old = x[i]
+        x[i] = old + eps
+        plus = np.sum(f(x) * dy)
+        x[i] = old - eps
+        minus = np.sum(f(x) * dy)
+        x[i] = old
+        grad[i] = (plus - minus) / (2 * eps)
+    return grad
