@@ -49,15 +49,44 @@ def conv2d(x, w, b=None, stride=1, padding=0, algorithm="auto"):
     return np.ascontiguousarray(y, dtype=a.dtype)
 
 
+def _conv_dw(dy, a):
+    win = _windows(_pad(a.x, a.padding), a.w.shape[2:], a.stride, a.out_hw)
+    return np.ascontiguousarray(np.tensordot(dy, win, axes=([0, 2, 3], [0, 2, 3])), dtype=a.dtype)
+
+
+def _conv_dx(dy, a):
+    return np.ascontiguousarray(_scatter_windows(
+        lambda r, s: np.einsum("nkij,kc->ncij", dy, a.w[:, :, r, s]),
+        a.x.shape, a.w.shape[2:], a.stride, a.padding, a.out_hw, a.dtype))
+
+
+def _stand_in(shape, like, name):
+    """A read-only zero-strided array of `shape` (validation only needs shape and dtype)."""
+    try:
+        shape = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a 4-tuple of ints, got {shape!r}") from None
+    return np.broadcast_to(np.zeros((), np.asarray(like).dtype), shape)
+
+
 def conv2d_backward(dy, x, w, stride=1, padding=0, algorithm="auto"):
     """(dx, dw, db) of `conv2d` given the upstream gradient dy."""
     a, dy = conv_backward_args(dy, x, w, stride, padding)
-    win = _windows(_pad(a.x, a.padding), a.w.shape[2:], a.stride, a.out_hw)
-    dw = np.tensordot(dy, win, axes=([0, 2, 3], [0, 2, 3]))
-    db = dy.sum(axis=(0, 2, 3))
-    dx = _scatter_windows(lambda r, s: np.einsum("nkij,kc->ncij", dy, a.w[:, :, r, s]),
-                          a.x.shape, a.w.shape[2:], a.stride, a.padding, a.out_hw, a.dtype)
-    return np.ascontiguousarray(dx), np.ascontiguousarray(dw, dtype=a.dtype), db.astype(a.dtype)
+    return _conv_dx(dy, a), _conv_dw(dy, a), dy.sum(axis=(0, 2, 3)).astype(a.dtype)
+
+
+def conv2d_backward_data(dy, x_shape, w, stride=1, padding=0, algorithm="auto"):
+    """dx of `conv2d` for an input of shape `x_shape`, given dy and w."""
+    a, dy = conv_backward_args(dy, _stand_in(x_shape, w, "x_shape"), w, stride, padding,
+                               "conv2d_backward_data")
+    return _conv_dx(dy, a)
+
+
+def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, algorithm="auto"):
+    """dw of `conv2d` for filters of shape `w_shape`, given dy and x."""
+    a, dy = conv_backward_args(dy, x, _stand_in(w_shape, x, "w_shape"), stride, padding,
+                               "conv2d_backward_weights")
+    return _conv_dw(dy, a)
 
 
 # ---------------------------------------------------------------- pooling
