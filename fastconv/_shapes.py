@@ -47,7 +47,11 @@ def as_float_array(a, name, ndim, dtype=None):
         raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
     if 0 in arr.shape:
         raise ValueError(f"{name} must not have a zero-sized dimension, got shape {arr.shape}")
-    return np.ascontiguousarray(arr)
+    if arr.flags.c_contiguous:
+        return arr
+    copy = empty(arr.shape, arr.dtype, f"a contiguous copy of {name}")
+    copy[...] = arr
+    return copy
 
 
 def output_size(size, window, stride, padding, what):

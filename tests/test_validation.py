@@ -1,0 +1,193 @@
+"""Bad input gets a clear Python exception that names the argument, before any kernel runs."""
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import functional as F
+from fastconv import reference as R
+
+OPS = [pytest.param(F, id="functional"), pytest.param(R, id="reference")]
+
+
+def good(dtype=np.float32):
+    rng = np.random.default_rng(0)
+    return (rng.standard_normal((2, 3, 8, 8)).astype(dtype),
+            rng.standard_normal((4, 3, 3, 3)).astype(dtype),
+            rng.standard_normal(4).astype(dtype))
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("mutate,error,words", [
+    (lambda x, w, b: (x[0], w, b), ValueError, "x must be 4-D"),
+    (lambda x, w, b: (x, w[0], b), ValueError, "w must be 4-D"),
+    (lambda x, w, b: (x, w[:, :2], b), ValueError, "input channels"),
+    (lambda x, w, b: (x, w, b[:3]), ValueError, "b must have shape (4,)"),
+    (lambda x, w, b: (x, w, b[:, None]), ValueError, "b must be 1-D"),
+    (lambda x, w, b: (x[:0], w, b), ValueError, "x must not have a zero-sized dimension"),
+    (lambda x, w, b: (x.astype(np.int32), w, b), TypeError, "x must have dtype float32 or float64"),
+    (lambda x, w, b: (x.astype(bool), w, b), TypeError, "x must have dtype"),
+    (lambda x, w, b: (x.astype(np.complex64), w, b), TypeError, "x must have dtype"),
+    (lambda x, w, b: (x, w.astype(np.float64), b), TypeError, "w has dtype float64"),
+    (lambda x, w, b: (x, w.astype(np.float16), b), TypeError, "w must have dtype"),
+    (lambda x, w, b: (None, w, b), TypeError, "x must be an array"),
+    (lambda x, w, b: (x[:, :, :2, :2], w, b), ValueError, "larger than the padded input"),
+])
+def test_conv2d_bad_arrays(op, mutate, error, words):
+    x, w, b = mutate(*good())
+    with pytest.raises(error) as info:
+        op.conv2d(x, w, b)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("kwargs,error,words", [
+    (dict(stride=0), ValueError, "stride must be >= 1"),
+    (dict(stride=-1), ValueError, "stride must be >= 1"),
+    (dict(stride=1.5), TypeError, "stride must be an int"),
+    (dict(stride=True), TypeError, "stride must be an int"),
+    (dict(stride=(1, 2, 3)), TypeError, "stride must be an int or a pair"),
+    (dict(padding=-1), ValueError, "padding must be >= 0"),
+    (dict(padding=(0, -2)), ValueError, "padding must be >= 0"),
+    (dict(padding="1"), TypeError, "padding must be an int"),
+])
+def test_conv2d_bad_stride_padding(op, kwargs, error, words):
+    x, w, b = good()
+    with pytest.raises(error) as info:
+        op.conv2d(x, w, b, **kwargs)
+    assert words in str(info.value)
+
+
+def test_numpy_integer_stride_and_padding_are_accepted():
+    x, w, b = good(np.float64)
+    np.testing.assert_allclose(R.conv2d(x, w, b, np.int64(2), (np.int32(1), 1)),
+                               R.conv2d(x, w, b, 2, 1))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_conv2d_backward_checks_dy(op):
+    x, w, _ = good()
+    with pytest.raises(ValueError, match=r"dy must have the forward output's shape \(2, 4, 6, 6\)"):
+        op.conv2d_backward(np.zeros((2, 4, 5, 6), np.float32), x, w)
+    with pytest.raises(TypeError, match="dy has dtype float64"):
+        op.conv2d_backward(np.zeros((2, 4, 6, 6)), x, w)
+
+
+def test_backward_data_and_weights_check_shapes():
+    x, w, _ = good()
+    dy = np.zeros((2, 4, 6, 6), np.float32)
+    with pytest.raises(ValueError, match="x_shape must be 4 positive ints"):
+        F.conv2d_backward_data(dy, (2, 3, 8), w)
+    with pytest.raises(TypeError, match="x_shape must be a 4-tuple"):
+        F.conv2d_backward_data(dy, None, w)
+    with pytest.raises(ValueError, match="input channels"):
+        F.conv2d_backward_data(dy, (2, 5, 8, 8), w)
+    with pytest.raises(ValueError, match="w_shape must be 4 positive ints"):
+        F.conv2d_backward_weights(dy, x, (4, 3, 0, 3))
+    with pytest.raises(ValueError, match="dy must have the forward output's shape"):
+        F.conv2d_backward_weights(dy, x, (4, 3, 5, 5))
+
+
+@pytest.mark.parametrize("name", ["fft", "Direct", "", None])
+def test_unknown_algorithm(name):
+    x, w, b = good()
+    with pytest.raises(ValueError, match="algorithm must be one of"):
+        F.conv2d(x, w, b, algorithm=name)
+
+
+@pytest.mark.parametrize("algorithm", ["winograd", "winograd2", "winograd4"])
+@pytest.mark.parametrize("wshape,stride,reason", [
+    ((4, 3, 5, 5), 1, "needs a 3x3 kernel"),
+    ((4, 3, 3, 3), 2, "needs stride 1"),
+])
+def test_winograd_refuses_shapes_it_cannot_do(algorithm, wshape, stride, reason):
+    x = np.zeros((1, 3, 9, 9), np.float32)
+    with pytest.raises(ValueError, match=reason):
+        F.conv2d(x, np.zeros(wshape, np.float32), stride=stride, algorithm=algorithm)
+
+
+def test_huge_output_is_a_memory_error_not_a_crash():
+    # Padding makes a 1x1 input give an output of ~1.4 TB: refused up front, naming the output.
+    one = np.ones((1, 1, 1, 1), np.float32)
+    with pytest.raises(MemoryError, match="conv2d output of shape"):
+        F.conv2d(one, one, padding=300_000)
+
+
+def test_huge_strided_input_copy_is_a_memory_error_not_a_crash():
+    # A zero-strided view of 1.3 TB costs nothing until it is made contiguous: refused up front.
+    x = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), (1, 1, 600_000, 600_000), (0, 0, 0, 0))
+    with pytest.raises(MemoryError, match="a contiguous copy of x"):
+        F.conv2d(x, np.zeros((1, 1, 1, 1), np.float32))
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("kind", ["max", "avg", "l2"])
+@pytest.mark.parametrize("args,error,words", [
+    (dict(kernel_size=2, padding=2), ValueError, "must be smaller than kernel_size"),
+    (dict(kernel_size=9), ValueError, "larger than the padded input"),
+    (dict(kernel_size=0), ValueError, "kernel_size must be >= 1"),
+    (dict(kernel_size=2, stride=0), ValueError, "stride must be >= 1"),
+    (dict(kernel_size=2.0), TypeError, "kernel_size must be an int"),
+])
+def test_pool_bad_arguments(op, kind, args, error, words):
+    x = np.zeros((1, 2, 5, 5), np.float32)
+    with pytest.raises(error) as info:
+        getattr(op, f"{kind}_pool2d")(x, **args)
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("kind", ["max", "avg", "l2"])
+def test_pool_backward_bad_dy_and_dtype(op, kind):
+    x = np.zeros((1, 2, 6, 6), np.float32)
+    with pytest.raises(ValueError, match=r"dy must have the forward output's shape \(1, 2, 3, 3\)"):
+        getattr(op, f"{kind}_pool2d_backward")(np.zeros((1, 2, 2, 3), np.float32), x, 2)
+    with pytest.raises(TypeError, match="x must have dtype float32 or float64"):
+        getattr(op, f"{kind}_pool2d")(np.zeros((1, 2, 6, 6), np.int64), 2)
+    with pytest.raises(ValueError, match="x must be 4-D"):
+        getattr(op, f"{kind}_pool2d")(np.zeros((2, 6, 6), np.float32), 2)
+
+
+def test_dense_and_loss_bad_input():
+    x = np.zeros((3, 4), np.float32)
+    with pytest.raises(ValueError, match=r"w must have shape \(4, M\)"):
+        F.linear(x, np.zeros((5, 2), np.float32))
+    with pytest.raises(ValueError, match=r"b must have shape \(2,\)"):
+        F.linear(x, np.zeros((4, 2), np.float32), np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="labels must lie in"):
+        F.softmax_cross_entropy(x, np.array([0, 1, 4]))
+    with pytest.raises(ValueError, match="labels must be 3 integer class indices"):
+        F.softmax_cross_entropy(x, np.array([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="dy must have x's shape"):
+        F.relu_backward(np.zeros(3), np.zeros(4))
+
+
+@pytest.mark.parametrize("n", [0, -1, 1.5, "2", True])
+def test_set_num_threads_rejects_bad_values(n):
+    with pytest.raises(ValueError, match="positive int"):
+        fastconv.set_num_threads(n)
+
+
+def test_set_num_threads_round_trip():
+    before = fastconv.get_num_threads()
+    try:
+        assert fastconv.set_num_threads(1) == 1
+        assert fastconv.get_num_threads() == 1
+    finally:
+        fastconv.set_num_threads(before)
+    assert fastconv.get_num_threads() == before
+
+
+@pytest.mark.parametrize("n", [0, 1000, 2.5, True])
+def test_workspace_limit_rejects_bad_values(n):
+    with pytest.raises(ValueError, match="nbytes must be an int >= 1048576"):
+        fastconv.set_workspace_limit(n)
+
+
+def test_bad_input_is_never_modified():
+    x, w, b = good()
+    x.setflags(write=False)
+    copies = [a.copy() for a in (x, w, b)]
+    with pytest.raises(ValueError):
+        F.conv2d(x, w, b, stride=0)
+    for a, c in zip((x, w, b), copies):
+        np.testing.assert_array_equal(a, c)
