@@ -1,0 +1,104 @@
+"""Algorithm choice: names, what each algorithm can do, the "auto" rule and autotuning."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import _dispatch, config
+from fastconv import reference as R
+from conv_cases import AWKWARD_CONV_CASES, assert_close, make_conv, unpack
+
+
+def geometry(case, threads=2):
+    x_shape, w_shape, stride, padding = unpack(case)
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
+    return _dispatch.geometry(x_shape, w_shape, pair(stride), pair(padding), np.float32, threads)
+
+
+@pytest.mark.parametrize("case", AWKWARD_CONV_CASES)
+@pytest.mark.parametrize("pass_", _dispatch.PASSES)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_auto_only_picks_algorithms_that_can_do_the_shape(case, pass_, threads):
+    g = geometry(case, threads)
+    choice = _dispatch.resolve("auto", g, pass_)
+    assert choice in _dispatch.candidates(g)
+    if choice.startswith("winograd"):
+        assert _dispatch.winograd_unsupported_reason(g) is None
+
+
+def test_winograd_alias_picks_a_tile():
+    small = geometry((1, 16, 6, 6, 16, 3, 3, 1, 1))
+    large = geometry((1, 16, 28, 28, 16, 3, 3, 1, 1))
+    assert _dispatch.resolve("winograd", small, "forward") in ("winograd2", "winograd4")
+    assert _dispatch.resolve("winograd", large, "forward") in ("winograd2", "winograd4")
+    assert _dispatch.resolve("winograd2", large, "forward") == "winograd2"
+
+
+def test_disabling_winograd_keeps_auto_away_from_it():
+    g = geometry((8, 64, 28, 28, 64, 3, 3, 1, 1))
+    try:
+        fastconv.set_winograd_enabled(False)
+        for pass_ in _dispatch.PASSES:
+            assert not _dispatch.resolve("auto", g, pass_).startswith("winograd")
+        assert _dispatch.resolve("winograd4", g, "forward") == "winograd4"  # explicit still works
+    finally:
+        fastconv.set_winograd_enabled(True)
+
+
+def test_environment_switch_disables_winograd():
+    code = "import fastconv.config as c; print(c.winograd_enabled())"
+    env = dict(os.environ, FASTCONV_DISABLE_WINOGRAD="1")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_environment_sets_the_workspace_limit():
+    code = "import fastconv.config as c; print(c.get_workspace_limit())"
+    env = dict(os.environ, FASTCONV_WORKSPACE_MB="8")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert int(out.stdout) == 8 << 20
+    env["FASTCONV_WORKSPACE_MB"] = "lots"
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "FASTCONV_WORKSPACE_MB must be a number" in bad.stderr
+
+
+def test_autotune_times_candidates_once_and_caches_the_winner():
+    calls = []
+    g = geometry((2, 4, 9, 9, 4, 3, 3, 1, 1))
+    slow = {"direct": 0.002}
+
+    def run(name):
+        calls.append(name)
+        import time
+        time.sleep(slow.get(name, 0.0))
+
+    try:
+        _dispatch.autotune(True)
+        first = _dispatch.resolve("auto", g, "forward", run)
+        n_calls = len(calls)
+        assert first != "direct" and first in _dispatch.candidates(g)
+        assert set(calls) == set(_dispatch.candidates(g))
+        assert _dispatch.resolve("auto", g, "forward", run) == first
+        assert len(calls) == n_calls  # cached: nothing timed again
+        assert _dispatch.tuned_choices()[(g, "forward")] == first
+    finally:
+        _dispatch.autotune(False)
+    assert _dispatch.tuned_choices() == {}
+
+
+def test_autotuned_results_equal_the_reference():
+    x, w, b, stride, padding = make_conv((2, 8, 10, 10, 8, 3, 3, 1, 1), np.float32)
+    try:
+        fastconv.autotune(True)
+        y = fastconv.conv2d(x, w, b, stride, padding)
+        dx, dw, db = fastconv.conv2d_backward(np.ones_like(y), x, w, stride, padding)
+    finally:
+        fastconv.autotune(False)
+    assert_close(y, R.conv2d(x, w, b, stride, padding), np.float32, rtol=1e-3, atol=1e-3)
+    rdx, rdw, rdb = R.conv2d_backward(np.ones_like(y), x, w, stride, padding)
+    assert_close(dx, rdx, np.float32, rtol=1e-3, atol=1e-3)
+    assert_close(dw, rdw, np.float32, rtol=1e-3, atol=1e-3)
+    assert_close(db, rdb, np.float32)
