@@ -88,17 +88,35 @@ def empty(shape, dtype, what):
                           f"cannot be allocated: {exc}") from None
 
 
+def shape4(shape, name):
+    """`shape` as a tuple of 4 positive ints (for x_shape / w_shape arguments)."""
+    try:
+        dims = tuple(int(d) for d in shape)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a 4-tuple of ints, got {shape!r}") from None
+    if len(dims) != 4 or min(dims) < 1:
+        raise ValueError(f"{name} must be 4 positive ints, got {shape!r}")
+    return dims
+
+
 class ConvArgs:
-    """Validated convolution arguments: contiguous arrays, (sh, sw), (ph, pw) and output size."""
+    """Validated convolution arguments: contiguous arrays, (sh, sw), (ph, pw) and output size.
 
-    __slots__ = ("x", "w", "b", "stride", "padding", "out_hw", "dtype")
+    `x` or `w` may be None when only its shape is known (`x_shape` / `w_shape`, for the backward
+    passes that do not read it); the corresponding attribute is then None.
+    """
 
-    def __init__(self, x, w, b, stride, padding, op):
-        self.x = as_float_array(x, "x", 4)
-        self.dtype = self.x.dtype
-        self.w = as_float_array(w, "w", 4, self.dtype)
-        n, c, h, wd = self.x.shape
-        k, cw, r, s = self.w.shape
+    __slots__ = ("x", "w", "b", "x_shape", "w_shape", "stride", "padding", "out_hw", "dtype")
+
+    def __init__(self, x, w, b, stride, padding, op, x_shape=None, w_shape=None, dtype=None):
+        self.x = as_float_array(x, "x", 4, dtype) if x_shape is None else None
+        dtype = dtype if self.x is None else self.x.dtype
+        self.w = as_float_array(w, "w", 4, dtype) if w_shape is None else None
+        self.dtype = np.dtype(dtype if self.w is None else self.w.dtype)
+        self.x_shape = self.x.shape if self.x is not None else x_shape
+        self.w_shape = self.w.shape if self.w is not None else w_shape
+        n, c, h, wd = self.x_shape
+        k, cw, r, s = self.w_shape
         if cw != c:
             raise ValueError(f"{op}: w has {cw} input channels (w.shape[1]) but x has {c} "
                              f"(x.shape[1]); expected w of shape (K, {c}, R, S)")
@@ -115,7 +133,13 @@ class ConvArgs:
 
     @property
     def y_shape(self):
-        return (self.x.shape[0], self.w.shape[0]) + self.out_hw
+        return (self.x_shape[0], self.w_shape[0]) + self.out_hw
+
+    def checked_dy(self, dy):
+        dy = as_float_array(dy, "dy", 4, self.dtype)
+        if dy.shape != self.y_shape:
+            raise ValueError(f"dy must have the forward output's shape {self.y_shape}, got {dy.shape}")
+        return dy
 
 
 def conv_args(x, w, b, stride, padding, op="conv2d"):
@@ -125,10 +149,19 @@ def conv_args(x, w, b, stride, padding, op="conv2d"):
 def conv_backward_args(dy, x, w, stride, padding, op="conv2d_backward"):
     """Validated arguments of a convolution backward pass; also checks dy's shape."""
     args = ConvArgs(x, w, None, stride, padding, op)
-    dy = as_float_array(dy, "dy", 4, args.dtype)
-    if dy.shape != args.y_shape:
-        raise ValueError(f"dy must have the forward output's shape {args.y_shape}, got {dy.shape}")
-    return args, dy
+    return args, args.checked_dy(dy)
+
+
+def conv_backward_data_args(dy, x_shape, w, stride, padding, op="conv2d_backward_data"):
+    """Like `conv_backward_args` when only x's shape is known (args.x is None)."""
+    args = ConvArgs(None, w, None, stride, padding, op, x_shape=shape4(x_shape, "x_shape"))
+    return args, args.checked_dy(dy)
+
+
+def conv_backward_weights_args(dy, x, w_shape, stride, padding, op="conv2d_backward_weights"):
+    """Like `conv_backward_args` when only w's shape is known (args.w is None)."""
+    args = ConvArgs(x, None, None, stride, padding, op, w_shape=shape4(w_shape, "w_shape"))
+    return args, args.checked_dy(dy)
 
 
 class PoolArgs:

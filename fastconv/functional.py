@@ -10,8 +10,8 @@ import importlib
 import numpy as np
 
 from . import _dispatch, config
-from ._shapes import (as_float_array, conv_args, conv_backward_args, empty, pair, pool_args,
-                      pool_backward_args)
+from ._shapes import (as_float_array, conv_args, conv_backward_args, conv_backward_data_args,
+                      conv_backward_weights_args, empty, pool_args, pool_backward_args)
 from .threads import get_num_threads
 
 # concrete algorithm -> (module in fastconv._kernels, fixed keyword arguments)
@@ -70,23 +70,16 @@ def conv2d(x, w, b=None, stride=1, padding=0, algorithm="auto"):
 
 def conv2d_backward_data(dy, x_shape, w, stride=1, padding=0, algorithm="auto"):
     """dx of `conv2d` for an input of shape `x_shape`, given dy and w."""
-    x_shape = _checked_shape(x_shape, "x_shape")
-    w_arr = as_float_array(w, "w", 4)
-    # Validate against a zero-strided stand-in for x: no memory is touched.
-    stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, w_arr.dtype), x_shape, (0,) * 4)
-    a, dy = conv_backward_args(dy, stand_in, w_arr, stride, padding, "conv2d_backward_data")
-    g = _geometry(x_shape, a.w.shape, a.stride, a.padding, a.dtype)
-    return _run_conv("backward_data", algorithm, g, (dy, a.w), x_shape, a.dtype, "dx")
+    a, dy = conv_backward_data_args(dy, x_shape, w, stride, padding)
+    g = _geometry(a.x_shape, a.w_shape, a.stride, a.padding, a.dtype)
+    return _run_conv("backward_data", algorithm, g, (dy, a.w), a.x_shape, a.dtype, "dx")
 
 
 def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, algorithm="auto"):
     """dw of `conv2d` for filters of shape `w_shape`, given dy and x."""
-    w_shape = _checked_shape(w_shape, "w_shape")
-    x_arr = as_float_array(x, "x", 4)
-    stand_in = np.lib.stride_tricks.as_strided(np.zeros(1, x_arr.dtype), w_shape, (0,) * 4)
-    a, dy = conv_backward_args(dy, x_arr, stand_in, stride, padding, "conv2d_backward_weights")
-    g = _geometry(a.x.shape, w_shape, a.stride, a.padding, a.dtype)
-    return _run_conv("backward_weights", algorithm, g, (dy, a.x), w_shape, a.dtype, "dw")
+    a, dy = conv_backward_weights_args(dy, x, w_shape, stride, padding)
+    g = _geometry(a.x_shape, a.w_shape, a.stride, a.padding, a.dtype)
+    return _run_conv("backward_weights", algorithm, g, (dy, a.x), a.w_shape, a.dtype, "dw")
 
 
 def conv2d_backward(dy, x, w, stride=1, padding=0, algorithm="auto"):
@@ -101,16 +94,6 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, algorithm="auto"):
 def bias_backward(dy):
     """db = dy summed over batch and space: (K,)."""
     return np.asarray(dy).sum(axis=(0, 2, 3))
-
-
-def _checked_shape(shape, name):
-    try:
-        dims = tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a 4-tuple of ints, got {shape!r}") from None
-    if len(dims) != 4 or min(dims) < 1:
-        raise ValueError(f"{name} must be 4 positive ints, got {shape!r}")
-    return dims
 
 
 # ---------------------------------------------------------------- pooling

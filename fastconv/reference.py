@@ -8,8 +8,8 @@ Convolution is cross-correlation (as in every DL framework):
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._shapes import (as_float_array, conv_args, conv_backward_args, pool_args,
-                      pool_backward_args)
+from ._shapes import (as_float_array, conv_args, conv_backward_args, conv_backward_data_args,
+                      conv_backward_weights_args, pool_args, pool_backward_args)
 
 
 def _pad(x, padding, value=0.0):
@@ -42,7 +42,7 @@ def _scatter_windows(per_offset, x_shape, window, stride, padding, out_hw, dtype
 # ---------------------------------------------------------------- convolution
 def conv2d(x, w, b=None, stride=1, padding=0, algorithm="auto"):
     a = conv_args(x, w, b, stride, padding)
-    win = _windows(_pad(a.x, a.padding), a.w.shape[2:], a.stride, a.out_hw)
+    win = _windows(_pad(a.x, a.padding), a.w_shape[2:], a.stride, a.out_hw)
     y = np.tensordot(win, a.w, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
     if a.b is not None:
         y = y + a.b[None, :, None, None]
@@ -50,23 +50,14 @@ def conv2d(x, w, b=None, stride=1, padding=0, algorithm="auto"):
 
 
 def _conv_dw(dy, a):
-    win = _windows(_pad(a.x, a.padding), a.w.shape[2:], a.stride, a.out_hw)
+    win = _windows(_pad(a.x, a.padding), a.w_shape[2:], a.stride, a.out_hw)
     return np.ascontiguousarray(np.tensordot(dy, win, axes=([0, 2, 3], [0, 2, 3])), dtype=a.dtype)
 
 
 def _conv_dx(dy, a):
     return np.ascontiguousarray(_scatter_windows(
         lambda r, s: np.einsum("nkij,kc->ncij", dy, a.w[:, :, r, s]),
-        a.x.shape, a.w.shape[2:], a.stride, a.padding, a.out_hw, a.dtype))
-
-
-def _stand_in(shape, like, name):
-    """A read-only zero-strided array of `shape` (validation only needs shape and dtype)."""
-    try:
-        shape = tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a 4-tuple of ints, got {shape!r}") from None
-    return np.broadcast_to(np.zeros((), np.asarray(like).dtype), shape)
+        a.x_shape, a.w_shape[2:], a.stride, a.padding, a.out_hw, a.dtype))
 
 
 def conv2d_backward(dy, x, w, stride=1, padding=0, algorithm="auto"):
@@ -77,15 +68,13 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, algorithm="auto"):
 
 def conv2d_backward_data(dy, x_shape, w, stride=1, padding=0, algorithm="auto"):
     """dx of `conv2d` for an input of shape `x_shape`, given dy and w."""
-    a, dy = conv_backward_args(dy, _stand_in(x_shape, w, "x_shape"), w, stride, padding,
-                               "conv2d_backward_data")
+    a, dy = conv_backward_data_args(dy, x_shape, w, stride, padding)
     return _conv_dx(dy, a)
 
 
 def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, algorithm="auto"):
     """dw of `conv2d` for filters of shape `w_shape`, given dy and x."""
-    a, dy = conv_backward_args(dy, x, _stand_in(w_shape, x, "w_shape"), stride, padding,
-                               "conv2d_backward_weights")
+    a, dy = conv_backward_weights_args(dy, x, w_shape, stride, padding)
     return _conv_dw(dy, a)
 
 
