@@ -1,0 +1,98 @@
+"""Fashion-MNIST from its idx files (plain or gzip-compressed).
+
+Looked up in `path`, else ``$FASTCONV_DATA``, else ``/usr/share/datasets/fashion-mnist/`` (where
+Debian's ``dataset-fashion-mnist`` package puts them). The idx format: a 4-byte magic number
+(two zero bytes, a type code, 0x08 = unsigned byte, and the number of dimensions), then each
+dimension as a big-endian uint32, then the data. Every header field and the file length is
+checked, so a damaged file gives an error, never a wrong array.
+"""
+import gzip
+import os
+
+import numpy as np
+
+DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
+CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+               "Sneaker", "Bag", "Ankle boot")
+FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+HOW_TO_GET = ("install them with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu, into "
+              f"{DEFAULT_DIR}), or download the four idx files from "
+              "https://github.com/zalandoresearch/fashion-mnist and point FASTCONV_DATA (or "
+              "path=) at their folder")
+
+
+class DatasetError(ValueError):
+    """A data file is missing, damaged or not what it claims to be."""
+
+
+def _find(folder, stem):
+    for name in (stem, stem + ".gz"):
+        candidate = os.path.join(folder, name)
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f"Fashion-MNIST file {stem}[.gz] not found in {folder}: {HOW_TO_GET}")
+
+
+def read_idx(filename, expected_ndim):
+    """The uint8 array stored in an idx file, after checking magic, dimensions and length."""
+    opener = gzip.open if filename.endswith(".gz") else open
+    try:
+        with opener(filename, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as exc:  # gzip reports a truncated stream as EOFError/BadGzipFile
+        raise DatasetError(f"{filename}: cannot be read ({exc})") from None
+    if len(raw) < 4:
+        raise DatasetError(f"{filename}: {len(raw)} bytes, too short for an idx header")
+    zero, dtype_code, ndim = raw[:2], raw[2], raw[3]
+    if zero != b"\x00\x00" or dtype_code != 0x08 or ndim != expected_ndim:
+        raise DatasetError(f"{filename}: bad magic number {raw[:4].hex()}; expected "
+                           f"0000080{expected_ndim} (unsigned bytes, {expected_ndim} dimensions)")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DatasetError(f"{filename}: truncated header ({len(raw)} bytes, need {header})")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    size = int(np.prod(dims, dtype=np.int64))
+    if len(raw) - header != size:
+        raise DatasetError(f"{filename}: header says {dims} = {size} bytes of data but the file "
+                           f"holds {len(raw) - header} (truncated or corrupt)")
+    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+
+
+def _load_split(folder, images_key, labels_key):
+    images = read_idx(_find(folder, FILES[images_key]), 3)
+    labels = read_idx(_find(folder, FILES[labels_key]), 1)
+    if images.shape[1:] != (28, 28):
+        raise DatasetError(f"{FILES[images_key]}: images must be 28x28, got {images.shape[1:]}")
+    if len(labels) != len(images):
+        raise DatasetError(f"{FILES[labels_key]} has {len(labels)} labels but "
+                           f"{FILES[images_key]} has {len(images)} images")
+    if len(labels) and labels.max() >= len(CLASS_NAMES):
+        raise DatasetError(f"{FILES[labels_key]}: label {labels.max()} is not a class (0-9)")
+    x = images.reshape(-1, 1, 28, 28).astype(np.float32)
+    x /= np.float32(255)
+    return x, labels.astype(np.int64)
+
+
+def data_dir(path=None):
+    """The folder the files are read from: `path`, ``$FASTCONV_DATA`` or the Debian location."""
+    folder = path or os.environ.get("FASTCONV_DATA") or DEFAULT_DIR
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"Fashion-MNIST folder {folder} does not exist: {HOW_TO_GET}")
+    return folder
+
+
+def load_fashion_mnist(path=None):
+    """((x_train, y_train), (x_test, y_test)): x float32 (N, 1, 28, 28) in [0, 1], y int64 (N,).
+
+    Raises FileNotFoundError (saying how to get the data) when the files are absent and
+    `DatasetError` (a ValueError) when one is damaged.
+    """
+    folder = data_dir(path)
+    return (_load_split(folder, "train_images", "train_labels"),
+            _load_split(folder, "test_images", "test_labels"))

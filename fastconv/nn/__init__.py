@@ -1,0 +1,11 @@
+"""Layers, a Sequential model, a loss and optimisers over `fastconv.functional`."""
+from .init import glorot_uniform, he_normal, make_rng
+from .layers import (AvgPool2D, Conv2D, Dense, Dropout, Flatten, L2Pool2D, Layer, MaxPool2D,
+                     ReLU)
+from .losses import SoftmaxCrossEntropy
+from .model import Sequential
+from .optim import SGD, Adam, Optimizer
+
+__all__ = ["Layer", "Conv2D", "MaxPool2D", "AvgPool2D", "L2Pool2D", "ReLU", "Flatten", "Dense",
+           "Dropout", "Sequential", "SoftmaxCrossEntropy", "SGD", "Adam", "Optimizer",
+           "he_normal", "glorot_uniform", "make_rng"]

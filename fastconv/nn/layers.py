@@ -1,0 +1,326 @@
+"""Layers: objects holding parameters, with ``forward(x, training=True)`` and ``backward(dout)``.
+
+Each layer keeps ``params`` and ``grads``, dicts of NumPy arrays with the same keys ("w", "b"),
+so any optimiser can update any layer. ``forward`` caches what ``backward`` needs only when
+``training`` is true; ``backward`` fills ``grads`` and returns dL/dx (or None when
+``needs_input_grad`` is false: a first layer whose input gradient nobody reads).
+The arithmetic is in `fastconv.functional`; layers only hold state and check arguments.
+"""
+import numbers
+
+import numpy as np
+
+from .. import functional as F
+from .._dispatch import ALGORITHMS
+from .._shapes import output_size, pair
+from .init import check_dtype, initializer, make_rng
+
+
+def _positive_int(value, name, owner):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _check_input(x, ndim, what, owner):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{owner}: x must be a numpy array, got {type(x).__name__}")
+    if x.ndim != ndim:
+        raise ValueError(f"{owner}: x must be {ndim}-D {what}, got shape {x.shape}")
+
+
+class Layer:
+    """Base class. Subclasses set ``params``/``grads`` and implement forward/backward."""
+
+    #: True when the layer keeps a reference to its own output for backward (none of the built-in
+    #: ones do); a following in-place layer (ReLU, Dropout) must then not overwrite that output.
+    keeps_output = False
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+        self.needs_input_grad = True
+
+    def forward(self, x, training=True):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    def output_shape(self, input_shape):
+        """The per-example output shape, (C, H, W) or (D,), for a per-example input shape."""
+        return tuple(input_shape)
+
+    def config(self):
+        """JSON-serialisable constructor arguments (the architecture `Sequential.save` writes)."""
+        return {}
+
+    @property
+    def num_params(self):
+        return int(sum(p.size for p in self.params.values()))
+
+    @property
+    def dtype(self):
+        return next(iter(self.params.values())).dtype if self.params else None
+
+    def astype(self, dtype):
+        """Cast the parameters to float32 or float64 (float64 for gradient checks)."""
+        dtype = check_dtype(dtype)
+        for key, value in self.params.items():
+            self.params[key] = value.astype(dtype)
+        self.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
+        return self
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation) of NCHW input with K filters of size kernel_size.
+
+    params: "w" (out_channels, in_channels, R, S), He-initialised; "b" (out_channels,), zeros.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 algorithm="auto", init="he", seed=None, dtype=np.float32):
+        super().__init__()
+        name = "Conv2D"
+        self.in_channels = _positive_int(in_channels, "in_channels", name)
+        self.out_channels = _positive_int(out_channels, "out_channels", name)
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
+        self.stride = pair(stride, "stride", 1)
+        self.padding = pair(padding, "padding", 0)
+        if algorithm not in ALGORITHMS:
+            raise ValueError(f"{name}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+        self.algorithm = algorithm
+        self.init = init
+        dtype = check_dtype(dtype)
+        shape = (self.out_channels, self.in_channels) + self.kernel_size
+        self.params = {"w": initializer(init)(shape, make_rng(seed), dtype),
+                       "b": np.zeros(self.out_channels, dtype)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._x = None
+
+    def forward(self, x, training=True):
+        _check_input(x, 4, "(N, C, H, W)", "Conv2D")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"Conv2D: expected {self.in_channels} input channels (x.shape[1]), "
+                             f"got x of shape {x.shape}")
+        self._x = x if training else None
+        return F.conv2d(x, self.params["w"], self.params["b"], self.stride, self.padding,
+                        self.algorithm)
+
+    def backward(self, dout):
+        if self._x is None:
+            raise RuntimeError("Conv2D.backward called without a forward(training=True) first")
+        w = self.params["w"]
+        if self.needs_input_grad:
+            dx, dw, db = F.conv2d_backward(dout, self._x, w, self.stride, self.padding,
+                                           self.algorithm)
+        else:
+            # A first layer: its dx would be thrown away, so skip the backward-data pass.
+            dx = None
+            dw = F.conv2d_backward_weights(dout, self._x, w.shape, self.stride, self.padding,
+                                           self.algorithm)
+            db = F.bias_backward(dout)
+        self.grads["w"], self.grads["b"] = dw, db.astype(w.dtype, copy=False)
+        self._x = None
+        return dx
+
+    def output_shape(self, input_shape):
+        c, h, w = input_shape
+        if c != self.in_channels:
+            raise ValueError(f"Conv2D expects {self.in_channels} input channels, got shape {input_shape}")
+        (r, s), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return (self.out_channels, output_size(h, r, sh, ph, "Conv2D height"),
+                output_size(w, s, sw, pw, "Conv2D width"))
+
+    def config(self):
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding), "algorithm": self.algorithm, "init": self.init}
+
+
+class _Pool2D(Layer):
+    kind = None
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = pair(kernel_size, "kernel_size", 1)
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride", 1)
+        self.padding = pair(padding, "padding", 0)
+        if any(p >= k for p, k in zip(self.padding, self.kernel_size)):
+            raise ValueError(f"{type(self).__name__}: padding {self.padding} must be smaller than "
+                             f"kernel_size {self.kernel_size}")
+        self._forward = getattr(F, f"{self.kind}_pool2d")
+        self._backward = getattr(F, f"{self.kind}_pool2d_backward")
+        self._x = None
+
+    def forward(self, x, training=True):
+        _check_input(x, 4, "(N, C, H, W)", type(self).__name__)
+        self._x = x if training else None
+        return self._forward(x, self.kernel_size, self.stride, self.padding)
+
+    def backward(self, dout):
+        if self._x is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called without a forward first")
+        dx = self._backward(dout, self._x, self.kernel_size, self.stride, self.padding)
+        self._x = None
+        return dx
+
+    def output_shape(self, input_shape):
+        c, h, w = input_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        name = type(self).__name__
+        return (c, output_size(h, kh, sh, ph, f"{name} height"),
+                output_size(w, kw, sw, pw, f"{name} width"))
+
+    def config(self):
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding)}
+
+
+class MaxPool2D(_Pool2D):
+    """Max over each window (the gradient goes to the window's first maximum)."""
+    kind = "max"
+
+
+class AvgPool2D(_Pool2D):
+    """Mean over each window (padding counts as zeros in the divisor)."""
+    kind = "avg"
+
+
+class L2Pool2D(_Pool2D):
+    """sqrt of the sum of squares over each window."""
+    kind = "l2"
+
+
+class ReLU(Layer):
+    """max(x, 0). With ``inplace`` it overwrites its input and the incoming gradient.
+
+    `Sequential` turns ``inplace`` on for a ReLU that follows another layer (that layer's output
+    is a fresh array nobody else holds), saving an activation-sized allocation per pass.
+    """
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = bool(inplace)
+        self._mask = None
+
+    def forward(self, x, training=True):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"ReLU: x must be a numpy array, got {type(x).__name__}")
+        out = np.maximum(x, 0, out=x if self.inplace else None)
+        self._mask = (out > 0) if training else None
+        return out
+
+    def backward(self, dout):
+        if self._mask is None:
+            raise RuntimeError("ReLU.backward called without a forward(training=True) first")
+        mask, self._mask = self._mask, None
+        if self.inplace:
+            return np.multiply(dout, mask, out=dout)
+        return dout * mask
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W): a view, no copy."""
+
+    def __init__(self):
+        super().__init__()
+        self._shape = None
+
+    def forward(self, x, training=True):
+        if not isinstance(x, np.ndarray) or x.ndim < 2:
+            raise ValueError(f"Flatten: x must be an array with a batch axis, got "
+                             f"{getattr(x, 'shape', type(x).__name__)}")
+        self._shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        return dout.reshape(self._shape)
+
+    def output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+
+class Dense(Layer):
+    """Fully connected: y = x @ w + b with w (in_features, out_features), b (out_features,)."""
+
+    def __init__(self, in_features, out_features, init="he", seed=None, dtype=np.float32):
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features", "Dense")
+        self.out_features = _positive_int(out_features, "out_features", "Dense")
+        self.init = init
+        dtype = check_dtype(dtype)
+        self.params = {"w": initializer(init)((self.in_features, self.out_features),
+                                              make_rng(seed), dtype),
+                       "b": np.zeros(self.out_features, dtype)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._x = None
+
+    def forward(self, x, training=True):
+        _check_input(x, 2, "(N, in_features)", "Dense")
+        if x.shape[1] != self.in_features:
+            raise ValueError(f"Dense: expected {self.in_features} input features (x.shape[1]), "
+                             f"got x of shape {x.shape}")
+        self._x = x if training else None
+        return F.linear(x, self.params["w"], self.params["b"])
+
+    def backward(self, dout):
+        if self._x is None:
+            raise RuntimeError("Dense.backward called without a forward(training=True) first")
+        x, w = self._x, self.params["w"]
+        self._x = None
+        self.grads["w"] = x.T @ dout
+        self.grads["b"] = dout.sum(axis=0)
+        return dout @ w.T if self.needs_input_grad else None
+
+    def output_shape(self, input_shape):
+        if tuple(input_shape) != (self.in_features,):
+            raise ValueError(f"Dense expects input shape ({self.in_features},), got {tuple(input_shape)}")
+        return (self.out_features,)
+
+    def config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "init": self.init}
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each activation with probability p and scale the rest
+    by 1/(1-p), so evaluation (training=False) is the identity."""
+
+    def __init__(self, p=0.5, seed=None):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must be a float in [0, 1), got {p!r}")
+        self.p = float(p)
+        self.rng = make_rng(seed)
+        self.inplace = False
+        self._mask = None
+
+    def forward(self, x, training=True):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"Dropout: x must be a numpy array, got {type(x).__name__}")
+        if not training or self.p == 0:
+            self._mask = None
+            return x
+        keep = self.rng.random(x.shape, dtype=np.float32 if x.dtype == np.float32 else np.float64)
+        mask = (keep >= self.p).astype(x.dtype)
+        mask *= 1.0 / (1.0 - self.p)
+        self._mask = mask
+        return np.multiply(x, mask, out=x if self.inplace else None)
+
+    def backward(self, dout):
+        if self._mask is None:  # p == 0, or a forward without training: identity
+            return dout
+        mask, self._mask = self._mask, None
+        return np.multiply(dout, mask, out=dout if self.inplace else None)
+
+    def config(self):
+        return {"p": self.p}
+
+
+LAYERS = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, AvgPool2D, L2Pool2D, ReLU, Flatten,
+                                        Dense, Dropout)}

@@ -1,0 +1,288 @@
+"""`Sequential`: a stack of layers with training (`fit`), evaluation, a summary table and
+save/load to a pickle-free .npz."""
+import json
+import numbers
+import time
+
+import numpy as np
+
+from .init import check_dtype, make_rng
+from .layers import LAYERS, Dropout, Flatten, Layer, ReLU
+from .losses import LOSSES, SoftmaxCrossEntropy
+from .optim import Adam, Optimizer
+
+FORMAT = "fastconv.nn.Sequential"
+VERSION = 1
+
+
+def _positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _check_xy(x, y, what="x"):
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim < 2:
+        raise ValueError(f"{what} must have a batch axis and at least one feature axis, got shape {x.shape}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(f"y must be 1-D with one label per example ({len(x)}), got shape {y.shape}")
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+    return x, y
+
+
+class Sequential:
+    """Layers applied in order. The loss is softmax cross-entropy over the last layer's output.
+
+    ``input_grad=False`` (the default) tells the first layer its dx is not needed, so a first
+    Conv2D skips its backward-data pass and `backward` returns None.
+    """
+
+    def __init__(self, layers, loss=None, input_grad=False):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layers[{i}] must be a fastconv.nn layer, got {type(layer).__name__}")
+        self.layers = layers
+        self.loss = SoftmaxCrossEntropy() if loss is None else loss
+        if not callable(self.loss):
+            raise TypeError("loss must be callable as loss(logits, labels) -> (loss, dlogits)")
+        self.input_grad = bool(input_grad)
+        self._plan_inplace()
+        self.history = None
+
+    def _plan_inplace(self):
+        """Mark which layers need dx and which ReLU/Dropout may overwrite their input.
+
+        An input may be overwritten when it is a fresh array the previous layer made and does
+        not keep: never the caller's x (nor a Flatten view of it), hence the `fresh` walk.
+        """
+        fresh, prev = False, None
+        for i, layer in enumerate(self.layers):
+            layer.needs_input_grad = self.input_grad if i == 0 else True
+            if isinstance(layer, (ReLU, Dropout)):
+                layer.inplace = fresh and not prev.keeps_output
+            aliases = isinstance(layer, (Flatten, Dropout)) or getattr(layer, "inplace", False)
+            fresh = fresh if aliases else True
+            prev = layer
+
+    # ------------------------------------------------------------ passes
+    @property
+    def dtype(self):
+        """The parameters' dtype (float32 unless `astype` changed it)."""
+        for layer in self.layers:
+            if layer.params:
+                return layer.dtype
+        return np.dtype(np.float32)
+
+    def astype(self, dtype):
+        """Cast every parameter to float32 or float64 (e.g. float64 for gradient checks)."""
+        check_dtype(dtype)
+        for layer in self.layers:
+            layer.astype(dtype)
+        return self
+
+    def _as_input(self, x):
+        x = np.asarray(x)
+        if x.dtype != self.dtype:  # the one explicit cast: uint8 images, float64 data, ...
+            x = x.astype(self.dtype)
+        return x
+
+    def forward(self, x, training=True):
+        x = self._as_input(x)
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, dout):
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return dout
+
+    def train_step(self, x, y, optimizer):
+        """forward, loss, backward and one optimiser step on a batch; returns (loss, logits)."""
+        logits = self.forward(x, training=True)
+        loss, dlogits = self.loss(logits, y)
+        self.backward(dlogits)
+        optimizer.step(self.layers)
+        return loss, logits
+
+    def predict(self, x, batch_size=256):
+        """The last layer's outputs (class scores) for x, in evaluation mode."""
+        batch_size = _positive_int(batch_size, "batch_size")
+        x = np.asarray(x)
+        outs = [self.forward(x[i:i + batch_size], training=False) for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs)
+
+    def evaluate(self, x, y, batch_size=256):
+        """(mean loss, accuracy) over (x, y) in evaluation mode."""
+        x, y = _check_xy(x, y)
+        batch_size = _positive_int(batch_size, "batch_size")
+        total_loss, correct = 0.0, 0
+        for i in range(0, len(x), batch_size):
+            logits = self.forward(x[i:i + batch_size], training=False)
+            loss, _ = self.loss(logits, y[i:i + batch_size])
+            total_loss += loss * len(logits)
+            correct += int((logits.argmax(axis=1) == y[i:i + batch_size]).sum())
+        return total_loss / len(x), correct / len(x)
+
+    # ------------------------------------------------------------ training
+    def fit(self, x, y, epochs=1, batch_size=64, optimizer=None, validation_data=None,
+            shuffle=True, seed=None, lr_schedule=None, verbose=True, on_epoch_end=None):
+        """Train for `epochs` passes over (x, y) in minibatches; returns the history dict.
+
+        history: per-epoch lists "loss", "accuracy" (running training metrics), "val_loss",
+        "val_accuracy" (when validation_data=(x_val, y_val) is given), "lr", "seconds",
+        "images_per_s". lr_schedule(epoch) -> lr sets the optimiser's rate before each epoch.
+        verbose shows a tqdm bar per epoch. on_epoch_end(epoch, history) runs after each epoch.
+
+        On KeyboardInterrupt the parameters are put back to the end of the last complete epoch
+        (``self.history`` holds that epoch's metrics) and the interrupt is re-raised.
+        """
+        x, y = _check_xy(x, y)
+        epochs = _positive_int(epochs, "epochs")
+        batch_size = _positive_int(batch_size, "batch_size")
+        optimizer = Adam() if optimizer is None else optimizer
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a fastconv.nn optimiser, got {type(optimizer).__name__}")
+        if validation_data is not None:
+            if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
+                raise TypeError("validation_data must be a pair (x_val, y_val)")
+            validation_data = _check_xy(*validation_data, what="validation_data x")
+        if lr_schedule is not None and not callable(lr_schedule):
+            raise TypeError("lr_schedule must be callable as lr_schedule(epoch) -> lr")
+        rng = make_rng(seed)
+        keys = ["loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_s"]
+        self.history = history = {k: [] for k in keys}
+        snapshot = self._snapshot()
+        try:
+            for epoch in range(epochs):
+                if lr_schedule is not None:
+                    optimizer.lr = float(lr_schedule(epoch))
+                loss, acc, seconds = self._epoch(x, y, batch_size, optimizer, rng, shuffle,
+                                                 verbose, f"epoch {epoch + 1}/{epochs}")
+                record = {"loss": loss, "accuracy": acc, "lr": optimizer.lr, "seconds": seconds,
+                          "images_per_s": len(x) / seconds if seconds > 0 else float("inf")}
+                if validation_data is not None:
+                    record["val_loss"], record["val_accuracy"] = self.evaluate(*validation_data)
+                for k, v in record.items():
+                    history[k].append(v)
+                snapshot = self._snapshot()
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, history)
+        except KeyboardInterrupt:
+            self._restore(snapshot)
+            history["interrupted"] = True
+            raise
+        return history
+
+    def _epoch(self, x, y, batch_size, optimizer, rng, shuffle, verbose, desc):
+        from tqdm.auto import tqdm  # a declared dependency; imported late to keep import light
+
+        n = len(x)
+        order = rng.permutation(n) if shuffle else np.arange(n)
+        total_loss, correct, seen = 0.0, 0, 0
+        start = time.perf_counter()
+        with tqdm(total=n, desc=desc, unit="img", disable=not verbose, leave=True,
+                  dynamic_ncols=True) as bar:
+            for i in range(0, n, batch_size):
+                idx = order[i:i + batch_size]
+                loss, logits = self.train_step(x[idx], y[idx], optimizer)
+                total_loss += loss * len(idx)
+                correct += int((logits.argmax(axis=1) == y[idx]).sum())
+                seen += len(idx)
+                bar.update(len(idx))
+                elapsed = time.perf_counter() - start
+                bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}",
+                                img_s=f"{seen / elapsed:.0f}", refresh=False)
+        return total_loss / n, correct / n, time.perf_counter() - start
+
+    def _snapshot(self):
+        return [{k: v.copy() for k, v in layer.params.items()} for layer in self.layers]
+
+    def _restore(self, snapshot):
+        for layer, saved in zip(self.layers, snapshot):
+            for k, v in saved.items():
+                layer.params[k][...] = v  # in place: optimiser state stays attached
+
+    # ------------------------------------------------------------ description
+    def layer_shapes(self, input_shape):
+        """[(name, output shape, parameter count)] for a per-example input shape, e.g. (1, 28, 28).
+
+        Sizes follow W_out = (W - F + 2P)/S + 1 (rounded down, as the ops do) and a conv layer
+        has F*F*D_in*K + K parameters.
+        """
+        try:
+            shape = tuple(int(d) for d in input_shape)
+        except (TypeError, ValueError):
+            raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}") from None
+        rows = []
+        for i, layer in enumerate(self.layers):
+            shape = layer.output_shape(shape)
+            rows.append((f"{type(layer).__name__.lower()}_{i + 1}", shape, layer.num_params))
+        return rows
+
+    def summary(self, input_shape, print_fn=print):
+        """A table of layers, output shapes (C, H, W) and parameter counts; returns it as text."""
+        rows = self.layer_shapes(input_shape)
+        table = [("Layer", "Output shape", "Params")]
+        table += [(name, str(tuple(shape)), f"{count:,}")
+                  for name, shape, count in rows]
+        widths = [max(len(r[i]) for r in table) for i in range(3)]
+        line = "-" * (sum(widths) + 4)
+        fmt = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}"  # noqa: E731
+        text = "\n".join([f"Input shape: {tuple(input_shape)}", line, fmt(table[0]), line]
+                         + [fmt(r) for r in table[1:]]
+                         + [line, f"Total params: {sum(r[2] for r in rows):,}"])
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    @property
+    def num_params(self):
+        return sum(layer.num_params for layer in self.layers)
+
+    # ------------------------------------------------------------ persistence
+    def architecture(self):
+        return {"format": FORMAT, "version": VERSION, "input_grad": self.input_grad,
+                "loss": getattr(self.loss, "name", None),
+                "layers": [{"class": type(l).__name__, "config": l.config()} for l in self.layers]}
+
+    def save(self, path):
+        """Write parameters and the architecture (JSON, inside the .npz) to `path`; no pickle."""
+        arrays = {"architecture": np.array(json.dumps(self.architecture()))}
+        for i, layer in enumerate(self.layers):
+            for key, value in layer.params.items():
+                arrays[f"layer{i}.{key}"] = value
+        with open(path, "wb") as f:  # a file object: np.savez would otherwise append ".npz"
+            np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path):
+        """Rebuild a model written by `save` (same layers, same parameter values and dtype)."""
+        with np.load(path, allow_pickle=False) as data:
+            if "architecture" not in data.files:
+                raise ValueError(f"{path} is not a fastconv model: no 'architecture' entry")
+            arch = json.loads(str(data["architecture"]))
+            if arch.get("format") != FORMAT or arch.get("version") != VERSION:
+                raise ValueError(f"{path}: unsupported model format {arch.get('format')!r} "
+                                 f"version {arch.get('version')!r}")
+            layers = []
+            for i, spec in enumerate(arch["layers"]):
+                if spec["class"] not in LAYERS:
+                    raise ValueError(f"{path}: unknown layer class {spec['class']!r}")
+                layer = LAYERS[spec["class"]](**spec["config"])
+                for key in layer.params:
+                    value = data[f"layer{i}.{key}"]
+                    if value.shape != layer.params[key].shape:
+                        raise ValueError(f"{path}: layer {i} {key} has shape {value.shape}, "
+                                         f"expected {layer.params[key].shape}")
+                    layer.params[key] = value
+                layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
+                layers.append(layer)
+        loss = LOSSES.get(arch.get("loss"), SoftmaxCrossEntropy)()
+        return cls(layers, loss=loss, input_grad=arch.get("input_grad", False))

@@ -1,0 +1,128 @@
+"""Optimisers over any layers' ``params``/``grads`` dicts: SGD (momentum, Nesterov) and Adam.
+
+``step(layers)`` accepts a `Sequential`, one layer, or an iterable of layers. Parameters are
+updated in place (so references held elsewhere stay valid); per-parameter state (velocity,
+moments) is keyed by the parameter array itself. Weight decay applies to weights ("w") only:
+decaying biases only hurts (they do not add capacity).
+"""
+import numbers
+
+import numpy as np
+
+
+def _nonneg(value, name, owner, upper=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0 \
+            or (upper is not None and value >= upper):
+        bound = f"in [0, {upper})" if upper is not None else ">= 0"
+        raise ValueError(f"{owner}: {name} must be a number {bound}, got {value!r}")
+    return float(value)
+
+
+def _layers(target):
+    if hasattr(target, "layers"):
+        return list(target.layers)
+    if hasattr(target, "params") and hasattr(target, "grads"):
+        return [target]
+    try:
+        layers = list(target)
+    except TypeError:
+        raise TypeError("step() needs a Sequential, a layer or an iterable of layers, got "
+                        f"{type(target).__name__}") from None
+    for layer in layers:
+        if not (hasattr(layer, "params") and hasattr(layer, "grads")):
+            raise TypeError(f"step(): {layer!r} has no params/grads dicts")
+    return layers
+
+
+class Optimizer:
+    def __init__(self, lr, weight_decay=0.0):
+        name = type(self).__name__
+        self.lr = _nonneg(lr, "lr", name)
+        if self.lr == 0:
+            raise ValueError(f"{name}: lr must be > 0, got {lr!r}")
+        self.weight_decay = _nonneg(weight_decay, "weight_decay", name)
+        self.iterations = 0
+        self._state = {}
+
+    def _slot(self, p):
+        """Per-parameter state dict; holds `p` itself so its id cannot be reused while tracked."""
+        entry = self._state.get(id(p))
+        if entry is None or entry["param"] is not p:
+            entry = self._state[id(p)] = {"param": p}
+        return entry
+
+    def step(self, layers):
+        """One update of every parameter of `layers` from its current gradient."""
+        self.iterations += 1
+        for layer in _layers(layers):
+            for key, p in layer.params.items():
+                g = layer.grads.get(key)
+                if g is None or g.shape != p.shape:
+                    raise ValueError(f"{type(layer).__name__}.grads[{key!r}] is missing or has the "
+                                     f"wrong shape; call backward() before step()")
+                self._update(p, g, self._slot(p), decay=key == "w")
+
+    def _update(self, p, g, state, decay):
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """SGD with optional (Nesterov) momentum, in PyTorch's formulation:
+    ``buf = momentum*buf + g``; ``p -= lr * (g + momentum*buf if nesterov else buf)``, with
+    ``g = grad + weight_decay*p`` for weights.
+    """
+
+    def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
+        super().__init__(lr, weight_decay)
+        self.momentum = _nonneg(momentum, "momentum", "SGD", upper=1)
+        if nesterov and self.momentum == 0:
+            raise ValueError("SGD: nesterov=True needs momentum > 0")
+        self.nesterov = bool(nesterov)
+
+    def _update(self, p, g, state, decay):
+        if decay and self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.momentum:
+            buf = state.get("buf")
+            if buf is None:
+                buf = state["buf"] = np.zeros_like(p)
+            buf *= self.momentum
+            buf += g
+            g = g + self.momentum * buf if self.nesterov else buf
+        p -= (self.lr * g).astype(p.dtype, copy=False)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with bias correction. ``weight_decay`` is L2 added to the gradient,
+    or, with ``decoupled=True``, AdamW's ``p -= lr*weight_decay*p`` (Loshchilov & Hutter 2019).
+    """
+
+    def __init__(self, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                 decoupled=False):
+        super().__init__(lr, weight_decay)
+        self.beta1 = _nonneg(beta1, "beta1", "Adam", upper=1)
+        self.beta2 = _nonneg(beta2, "beta2", "Adam", upper=1)
+        self.eps = _nonneg(eps, "eps", "Adam")
+        self.decoupled = bool(decoupled)
+
+    def _update(self, p, g, state, decay):
+        if decay and self.weight_decay:
+            if self.decoupled:
+                p -= (self.lr * self.weight_decay) * p
+            else:
+                g = g + self.weight_decay * p
+        if "m" not in state:
+            state["m"], state["v"], state["t"] = np.zeros_like(p), np.zeros_like(p), 0
+        m, v = state["m"], state["v"]
+        state["t"] += 1
+        t = state["t"]
+        m *= self.beta1
+        m += (1 - self.beta1) * g
+        v *= self.beta2
+        v += (1 - self.beta2) * (g * g)
+        step = self.lr * np.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
+        # lr * m_hat / (sqrt(v_hat) + eps), with eps scaled to stay outside the bias correction
+        p -= step * m / (np.sqrt(v) + self.eps * np.sqrt(1 - self.beta2 ** t))
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam}
