@@ -1,0 +1,41 @@
+/* Winograd F(2x2,3x3) and F(4x4,3x3) kernels: see winograd.h for the layout and flow, and
+ * docs/algorithms.md for the maths. The precision-generic code lives in winograd_tmpl.h and is
+ * instantiated here for float and double. */
+#define _POSIX_C_SOURCE 200112L
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "fc_common.h"
+#include "winograd.h"
+
+/* Lanes: tiles transformed together; 8 floats fill one AVX register (two for double). */
+#define FC_WL 8
+
+/* 64-byte aligned scratch (cache lines, and full-width vector loads in the transforms). */
+static void *fc_wino_alloc(size_t bytes)
+{
+    void *p = NULL;
+    if (bytes == 0) bytes = 64;
+    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
+    return p;
+}
+static void fc_wino_free(void *p) { free(p); }
+
+#define REAL float
+#define SFX(name) name##_f
+#define GEMM_FN fc_sgemm_fn
+#include "winograd_tmpl.h"
+#undef REAL
+#undef SFX
+#undef GEMM_FN
+
+#define REAL double
+#define SFX(name) name##_d
+#define GEMM_FN fc_dgemm_fn
+#include "winograd_tmpl.h"
+#undef REAL
+#undef SFX
+#undef GEMM_FN
