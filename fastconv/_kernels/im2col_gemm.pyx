@@ -1,0 +1,440 @@
+# cython: language_level=3
+"""im2col + BLAS GEMM convolution: forward, backward_data, backward_weights (float32/float64).
+
+Layout (row-major; every GEMM is issued to column-major BLAS as the transposed product):
+  forward           Y_n[K, P]   = W[K, CRS] . cols_n[CRS, P]            (+ bias: Y prefilled, beta=1)
+  backward_data     dcols[CRS,P] = W^T . dY_n[K, P]; dx_n = col2im(dcols)
+  backward_weights  dW[K, CRS]  += dY_n[K, P] . cols_n^T                 (summed over the batch)
+with P = Ho*Wo, CRS = C*R*S. cols is built per chunk of output positions [p0, p1) of one image so
+the scratch memory stays under `workspace_bytes` whatever the layer size (a chunk is at least one
+output pixel: CRS elements per thread is the floor). A 1x1, stride-1, unpadded layer uses x (and
+dx) in place as the column matrix: no packing at all.
+
+Threads, two designs (both kept, chosen per call by `_choose_design`):
+  (a) "blas":  chunks run one after another; each GEMM is BLAS-threaded with `nthreads` threads and
+      the pack/unpack loops are split over `nthreads` OpenMP threads (BLAS limited to nthreads).
+  (b) "omp":   OpenMP over (image, chunk) tasks; each thread packs its own columns into its own slice
+      of the workspace and calls single-threaded BLAS (BLAS limited to 1 thread for the call, once,
+      in Python). The GEMM then runs in our own threads, under our flush-to-zero/denormals-are-zero
+      MXCSR, so subnormal inputs cost nothing. backward_weights gives each thread a private dW
+      (reduced at the end); backward_data gives each thread whole images (col2im windows overlap
+      between chunks of one image).
+Measured on the 2-core Zen 3 dev box (see the report in the commit history / _choose_design): (b)
+is as fast or faster whenever there are enough independent tasks; (a) is used when there are not
+(backward_data with a batch smaller than the thread count, or private dW copies too large).
+"""
+from cython.parallel cimport parallel, prange, threadid
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+cimport cython
+from cython cimport floating
+
+from fc_common cimport fc_ftz_enter, fc_ftz_leave, fc_fpstate
+
+import math
+
+from fastconv.threads import blas_limits
+
+cdef extern from "im2col_gemm.h" nogil:
+    ctypedef struct fc_conv_geom:
+        Py_ssize_t C, H, W, R, S, sh, sw, ph, pw, Ho, Wo
+    void fc_im2col_f32(const float *x, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
+                       Py_ssize_t q0, Py_ssize_t q1, float *cols, int flush)
+    void fc_im2col_f64(const double *x, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
+                       Py_ssize_t q0, Py_ssize_t q1, double *cols, int flush)
+    void fc_col2im_f32(const float *cols, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
+                       Py_ssize_t c0, Py_ssize_t c1, float *dx)
+    void fc_col2im_f64(const double *cols, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
+                       Py_ssize_t c0, Py_ssize_t c1, double *dx)
+
+cdef extern from "limits.h":
+    int INT_MAX
+
+# Packing never flushes subnormals: design (b) runs every GEMM under FTZ/DAZ in our threads, and
+# design (a) measured no slowdown from subnormals in OpenBLAS's own threads on this CPU (see the
+# report); the C loops keep the option (flush=1) should another CPU need it.
+DEF FLUSH = 0
+
+
+# ---------------------------------------------------------------- small nogil helpers
+cdef inline void _gemm(char ta, char tb, int m, int n, int k, const floating *a, int lda,
+                       const floating *b, int ldb, floating beta, floating *c,
+                       int ldc) noexcept nogil:
+    """Column-major C[m, n] = op(A) . op(B) + beta C (BLAS semantics, alpha = 1)."""
+    cdef floating one = 1
+    if floating is float:
+        sgemm(&ta, &tb, &m, &n, &k, &one, <float *> a, &lda, <float *> b, &ldb, &beta, c, &ldc)
+    else:
+        dgemm(&ta, &tb, &m, &n, &k, &one, <double *> a, &lda, <double *> b, &ldb, &beta, c, &ldc)
+
+
+cdef inline void _im2col(const floating *x, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
+                         Py_ssize_t q0, Py_ssize_t q1, floating *cols) noexcept nogil:
+    if floating is float:
+        fc_im2col_f32(x, g, p0, p1, q0, q1, cols, FLUSH)
+    else:
+        fc_im2col_f64(x, g, p0, p1, q0, q1, cols, FLUSH)
+
+
+cdef inline void _col2im(const floating *cols, const fc_conv_geom *g, Py_ssize_t p0,
+                         Py_ssize_t p1, Py_ssize_t c0, Py_ssize_t c1, floating *dx) noexcept nogil:
+    if floating is float:
+        fc_col2im_f32(cols, g, p0, p1, c0, c1, dx)
+    else:
+        fc_col2im_f64(cols, g, p0, p1, c0, c1, dx)
+
+
+cdef inline void _fill_bias(floating *y, const floating *b, Py_ssize_t K, Py_ssize_t P,
+                            Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
+    """y[k, p0:p1] = b[k] (y is one image's (K, P) output)."""
+    cdef Py_ssize_t k, p
+    cdef floating v
+    cdef floating *row
+    for k in range(K):
+        v = b[k]
+        row = y + k * P
+        for p in range(p0, p1):
+            row[p] = v
+
+
+# ---------------------------------------------------------------- one chunk of each pass
+# `cols` is the chunk's (CRS, L) buffer, or NULL for the pointwise fast path (x used in place).
+cdef inline void _forward_chunk(const floating *xn, const floating *w, const floating *b,
+                                floating *yn, const fc_conv_geom *g, Py_ssize_t K,
+                                Py_ssize_t p0, Py_ssize_t p1, floating *cols,
+                                bint pack) noexcept nogil:
+    cdef Py_ssize_t P = g.Ho * g.Wo, CRS = g.C * g.R * g.S, L = p1 - p0
+    cdef const floating *a
+    cdef int lda
+    cdef floating beta = 0
+    if cols == NULL:
+        a = xn + p0
+        lda = <int> P
+    else:
+        if pack:
+            _im2col(xn, g, p0, p1, 0, CRS, cols)
+        a = cols
+        lda = <int> L
+    if b != NULL:
+        _fill_bias(yn, b, K, P, p0, p1)
+        beta = 1
+    # Y^T[L, K] (ldc P) = cols^T[L, CRS] . W^T[CRS, K]
+    _gemm(c'N', c'N', <int> L, <int> K, <int> CRS, a, lda, w, <int> CRS, beta, yn + p0, <int> P)
+
+
+cdef inline void _weights_chunk(const floating *dyn, const floating *xn, floating *dw,
+                                const fc_conv_geom *g, Py_ssize_t K, Py_ssize_t p0, Py_ssize_t p1,
+                                floating *cols, bint pack, floating beta) noexcept nogil:
+    cdef Py_ssize_t P = g.Ho * g.Wo, CRS = g.C * g.R * g.S, L = p1 - p0
+    cdef const floating *a
+    cdef int lda
+    if cols == NULL:
+        a = xn + p0
+        lda = <int> P
+    else:
+        if pack:
+            _im2col(xn, g, p0, p1, 0, CRS, cols)
+        a = cols
+        lda = <int> L
+    # dW^T[CRS, K] (+)= (cols^T[L, CRS])^T . dY^T[L, K]
+    _gemm(c'T', c'N', <int> CRS, <int> K, <int> L, a, lda, dyn + p0, <int> P, beta, dw, <int> CRS)
+
+
+cdef inline void _data_gemm(const floating *dyn, const floating *w, floating *out, int ldo,
+                            const fc_conv_geom *g, Py_ssize_t K, Py_ssize_t p0,
+                            Py_ssize_t p1) noexcept nogil:
+    """dcols^T[L, CRS] (ld ldo) = dY^T[L, K] . W[K, CRS]."""
+    cdef Py_ssize_t P = g.Ho * g.Wo, CRS = g.C * g.R * g.S, L = p1 - p0
+    _gemm(c'N', c'T', <int> L, <int> CRS, <int> K, dyn + p0, <int> P, w, <int> CRS,
+          <floating> 0, out, ldo)
+
+
+# ---------------------------------------------------------------- planning (Python side)
+cdef fc_conv_geom _geom(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t R, Py_ssize_t S,
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                        Py_ssize_t Ho, Py_ssize_t Wo):
+    cdef fc_conv_geom g
+    g.C = C; g.H = H; g.W = W; g.R = R; g.S = S
+    g.sh = sh; g.sw = sw; g.ph = ph; g.pw = pw; g.Ho = Ho; g.Wo = Wo
+    return g
+
+
+def _check_blas_ints(K, CRS, P):
+    # Every GEMM dimension and leading dimension is K, CRS, P or a chunk length <= P: all must fit
+    # BLAS's 32-bit int. Only absurd layers (one image's output plane > 2**31 elements) hit this.
+    if max(K, CRS, P) > INT_MAX:
+        raise ValueError(f"im2col: a GEMM dimension (K={K}, C*R*S={CRS}, Ho*Wo={P}) exceeds "
+                         f"BLAS's 32-bit int limit {INT_MAX}; use algorithm='direct'")
+
+
+def _plan(N, P, CRS, itemsize, nthreads, workspace_bytes, reserved_elems, needs_cols,
+          balance=True):
+    """(chunk length L, chunks per image, tasks) for `nthreads` buffers of CRS x L elements.
+
+    `reserved_elems` is other scratch already taken from the workspace (private dW copies).
+    With `balance`, the chunks per image make N * chunks a multiple of nthreads, so a static share
+    of tasks is even (a batch of 1 on 2 threads is cut in halves, 3 images in 6 half images).
+    """
+    budget = workspace_bytes // itemsize - reserved_elems
+    if needs_cols:
+        # A chunk is at least one output pixel: CRS elements per thread is the floor (only a layer
+        # with C*R*S > workspace/itemsize/threads exceeds the limit, by less than CRS per thread).
+        L = max(1, min(P, budget // (nthreads * CRS)))
+    else:
+        L = P
+    chunks = -(-P // L)
+    if balance and nthreads > 1:
+        step = nthreads // math.gcd(N, nthreads)
+        chunks = -(-chunks // step) * step
+        chunks = min(chunks, P)
+    L = -(-P // chunks)
+    chunks = -(-P // L)
+    return L, chunks, N * chunks
+
+
+cdef floating *_alloc(Py_ssize_t count, floating *dummy) except? NULL:
+    cdef floating *p
+    if count <= 0:
+        return NULL
+    p = <floating *> malloc(<size_t> count * sizeof(floating))
+    if p == NULL:
+        raise MemoryError(f"im2col: could not allocate {count * sizeof(floating)} bytes of workspace")
+    return p
+
+
+def _choose_design(pass_, N, K, CRS, nthreads, workspace_bytes, itemsize, pointwise):
+    """"omp" (design b) or "blas" (design a); see the module docstring and the report numbers."""
+    if nthreads <= 1:
+        return "omp"  # one thread either way; "omp" also runs the GEMM under FTZ/DAZ
+    if pass_ == "backward_data" and not pointwise and N % nthreads != 0 and N < 4 * nthreads:
+        return "blas"  # whole images per thread would leave threads idle
+    if pass_ == "backward_weights" and nthreads * K * CRS * itemsize > workspace_bytes // 2:
+        return "blas"  # private dW copies would eat the column budget
+    return "omp"
+
+
+# ---------------------------------------------------------------- forward
+def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+            const floating[::1] b, floating[:, :, :, ::1] y, Py_ssize_t sh, Py_ssize_t sw,
+            Py_ssize_t ph, Py_ssize_t pw, int nthreads, Py_ssize_t workspace_bytes,
+            design=None):
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = w.shape[0], R = w.shape[2], S = w.shape[3]
+    cdef Py_ssize_t Ho = y.shape[2], Wo = y.shape[3], P = Ho * Wo, CRS = C * R * S
+    cdef fc_conv_geom g = _geom(C, H, W, R, S, sh, sw, ph, pw, Ho, Wo)
+    cdef bint pointwise = R == 1 and S == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    cdef const floating *bp = &b[0] if b is not None else NULL
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef const floating *wp = &w[0, 0, 0, 0]
+    cdef floating *yp = &y[0, 0, 0, 0]
+    cdef floating *ws = NULL
+    cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, t, q0, q1
+    cdef int nt = max(1, nthreads), tid
+    cdef fc_fpstate fp
+    _check_blas_ints(K, CRS, P)
+    if design is None:
+        design = _choose_design("forward", N, K, CRS, nt, workspace_bytes, sizeof(floating), pointwise)
+
+    if design == "omp":
+        L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), nt, workspace_bytes, 0, not pointwise)
+        if not pointwise:
+            ws = _alloc(nt * CRS * L, ws)
+        try:
+            with blas_limits(1), nogil, parallel(num_threads=nt):
+                fp = fc_ftz_enter()
+                tid = threadid()
+                for task in prange(ntasks, schedule="dynamic"):
+                    n = task // chunks
+                    p0 = (task % chunks) * L
+                    p1 = min(p0 + L, P)
+                    _forward_chunk(xp + n * C * H * W, wp, bp, yp + n * K * P, &g, K, p0, p1,
+                                   ws + tid * CRS * L if ws != NULL else NULL, True)
+                fc_ftz_leave(fp)
+        finally:
+            free(ws)
+        return
+
+    # design (a): chunks in sequence, BLAS-threaded GEMM, OpenMP-split packing
+    L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), 1, workspace_bytes, 0, not pointwise,
+                              balance=False)
+    if not pointwise:
+        ws = _alloc(CRS * L, ws)
+    try:
+        with blas_limits(nt), nogil:
+            for task in range(ntasks):
+                n = task // chunks
+                p0 = (task % chunks) * L
+                p1 = min(p0 + L, P)
+                if ws != NULL:
+                    for t in prange(nt, num_threads=nt, schedule="static"):
+                        fp = fc_ftz_enter()
+                        q0 = CRS * t // nt
+                        q1 = CRS * (t + 1) // nt
+                        _im2col(xp + n * C * H * W, &g, p0, p1, q0, q1, ws)
+                        fc_ftz_leave(fp)
+                _forward_chunk(xp + n * C * H * W, wp, bp, yp + n * K * P, &g, K, p0, p1, ws,
+                               False)
+    finally:
+        free(ws)
+
+
+# ---------------------------------------------------------------- backward_weights
+def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
+                     floating[:, :, :, ::1] dw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                     Py_ssize_t pw, int nthreads, Py_ssize_t workspace_bytes, design=None):
+    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t K = dw.shape[0], R = dw.shape[2], S = dw.shape[3]
+    cdef Py_ssize_t Ho = dy.shape[2], Wo = dy.shape[3], P = Ho * Wo, CRS = C * R * S
+    cdef fc_conv_geom g = _geom(C, H, W, R, S, sh, sw, ph, pw, Ho, Wo)
+    cdef bint pointwise = R == 1 and S == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    cdef const floating *xp = &x[0, 0, 0, 0]
+    cdef const floating *dyp = &dy[0, 0, 0, 0]
+    cdef floating *dwp = &dw[0, 0, 0, 0]
+    cdef floating *ws = NULL
+    cdef floating *cols
+    cdef floating *acc
+    cdef floating acc_sum
+    cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, t, q0, q1, e, KC = K * CRS
+    cdef int nt = max(1, nthreads), tid
+    cdef fc_fpstate fp
+    _check_blas_ints(K, CRS, P)
+    if design is None:
+        design = _choose_design("backward_weights", N, K, CRS, nt, workspace_bytes,
+                                sizeof(floating), pointwise)
+
+    if design == "omp":
+        # each thread: a private dW accumulator (KC) and its column buffer (CRS * L)
+        L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), nt, workspace_bytes, nt * KC,
+                                  not pointwise)
+        ws = _alloc(nt * (KC + (0 if pointwise else CRS * L)), ws)
+        try:
+            with blas_limits(1), nogil, parallel(num_threads=nt):
+                fp = fc_ftz_enter()
+                tid = threadid()
+                acc = ws + tid * KC
+                cols = NULL if pointwise else ws + nt * KC + tid * CRS * L
+                memset(acc, 0, KC * sizeof(floating))
+                for task in prange(ntasks, schedule="dynamic"):
+                    n = task // chunks
+                    p0 = (task % chunks) * L
+                    p1 = min(p0 + L, P)
+                    _weights_chunk(dyp + n * K * P, xp + n * C * H * W, acc, &g, K, p0, p1,
+                                   cols, True, 1)
+                fc_ftz_leave(fp)
+            with nogil:
+                for e in prange(KC, num_threads=nt, schedule="static"):
+                    acc_sum = 0
+                    for t in range(nt):
+                        acc_sum = acc_sum + ws[t * KC + e]
+                    dwp[e] = acc_sum
+        finally:
+            free(ws)
+        return
+
+    L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), 1, workspace_bytes, 0, not pointwise,
+                              balance=False)
+    if not pointwise:
+        ws = _alloc(CRS * L, ws)
+    try:
+        with blas_limits(nt), nogil:
+            for task in range(ntasks):
+                n = task // chunks
+                p0 = (task % chunks) * L
+                p1 = min(p0 + L, P)
+                if ws != NULL:
+                    for t in prange(nt, num_threads=nt, schedule="static"):
+                        fp = fc_ftz_enter()
+                        q0 = CRS * t // nt
+                        q1 = CRS * (t + 1) // nt
+                        _im2col(xp + n * C * H * W, &g, p0, p1, q0, q1, ws)
+                        fc_ftz_leave(fp)
+                _weights_chunk(dyp + n * K * P, xp + n * C * H * W, dwp, &g, K, p0, p1, ws,
+                               False, 0 if task == 0 else 1)
+    finally:
+        free(ws)
+
+
+# ---------------------------------------------------------------- backward_data
+def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
+                  floating[:, :, :, ::1] dx, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
+                  Py_ssize_t pw, int nthreads, Py_ssize_t workspace_bytes, design=None):
+    cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef Py_ssize_t K = w.shape[0], R = w.shape[2], S = w.shape[3]
+    cdef Py_ssize_t Ho = dy.shape[2], Wo = dy.shape[3], P = Ho * Wo, CRS = C * R * S
+    cdef Py_ssize_t HW = H * W
+    cdef fc_conv_geom g = _geom(C, H, W, R, S, sh, sw, ph, pw, Ho, Wo)
+    cdef bint pointwise = R == 1 and S == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    cdef const floating *wp = &w[0, 0, 0, 0]
+    cdef const floating *dyp = &dy[0, 0, 0, 0]
+    cdef floating *dxp = &dx[0, 0, 0, 0]
+    cdef floating *ws = NULL
+    cdef floating *cols
+    cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, t, c0, c1, chunk
+    cdef int nt = max(1, nthreads), tid, pnt
+    cdef fc_fpstate fp
+    _check_blas_ints(K, CRS, P)
+    if design is None:
+        design = _choose_design("backward_data", N, K, CRS, nt, workspace_bytes,
+                                sizeof(floating), pointwise)
+
+    if pointwise:
+        # dx_n is the column matrix itself (CRS = C rows of P = H*W): chunks write disjoint columns
+        L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), nt if design == "omp" else 1,
+                                  workspace_bytes, 0, False, balance=design == "omp")
+        # design (a) here is one thread issuing BLAS-threaded GEMMs, design (b) the reverse
+        pnt = nt if design == "omp" else 1
+        with blas_limits(1 if design == "omp" else nt), nogil, parallel(num_threads=pnt):
+            fp = fc_ftz_enter()
+            for task in prange(ntasks, schedule="dynamic"):
+                n = task // chunks
+                p0 = (task % chunks) * L
+                p1 = min(p0 + L, P)
+                _data_gemm(dyp + n * K * P, wp, dxp + n * C * HW + p0, <int> P, &g, K, p0, p1)
+            fc_ftz_leave(fp)
+        return
+
+    if design == "omp":
+        # whole images per thread: col2im windows of neighbouring chunks overlap in dx
+        L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), nt, workspace_bytes, 0, True,
+                                  balance=False)
+        ws = _alloc(nt * CRS * L, ws)
+        try:
+            with blas_limits(1), nogil, parallel(num_threads=nt):
+                fp = fc_ftz_enter()
+                tid = threadid()
+                cols = ws + tid * CRS * L
+                for n in prange(N, schedule="dynamic"):
+                    memset(dxp + n * C * HW, 0, C * HW * sizeof(floating))
+                    for chunk in range(chunks):
+                        p0 = chunk * L
+                        p1 = min(p0 + L, P)
+                        _data_gemm(dyp + n * K * P, wp, cols, <int> (p1 - p0), &g, K, p0, p1)
+                        _col2im(cols, &g, p0, p1, 0, C, dxp + n * C * HW)
+                fc_ftz_leave(fp)
+        finally:
+            free(ws)
+        return
+
+    L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), 1, workspace_bytes, 0, True,
+                              balance=False)
+    ws = _alloc(CRS * L, ws)
+    try:
+        with blas_limits(nt), nogil:
+            for task in range(ntasks):
+                n = task // chunks
+                chunk = task % chunks
+                p0 = chunk * L
+                p1 = min(p0 + L, P)
+                _data_gemm(dyp + n * K * P, wp, ws, <int> (p1 - p0), &g, K, p0, p1)
+                for t in prange(nt, num_threads=nt, schedule="static"):
+                    fp = fc_ftz_enter()
+                    c0 = C * t // nt
+                    c1 = C * (t + 1) // nt
+                    if chunk == 0:
+                        memset(dxp + (n * C + c0) * HW, 0, (c1 - c0) * HW * sizeof(floating))
+                    _col2im(ws, &g, p0, p1, c0, c1, dxp + n * C * HW)
+                    fc_ftz_leave(fp)
+    finally:
+        free(ws)

@@ -1,0 +1,40 @@
+/* Packing loops of the im2col + GEMM convolution (fastconv/_kernels/im2col_gemm.pyx).
+ *
+ * A "chunk" is a range [p0, p1) of flattened output positions p = i*Wo + j of one image, so the
+ * column buffer can be bounded at any granularity down to one output pixel. The column matrix of a
+ * chunk is row-major (C*R*S) x L with L = p1 - p0; row q = (c*R + r)*S + s holds
+ * x_pad[c, i*sh + r, j*sw + s] for the chunk's positions (zeros where the window hits padding).
+ *
+ * im2col takes a range [q0, q1) of column rows, col2im a range [c0, c1) of input channels, so the
+ * caller can split either across threads without write conflicts. Both are single-threaded and
+ * touch no global state. Sizes are ptrdiff_t: no int overflow for any array numpy can hold. */
+#ifndef FC_IM2COL_GEMM_H
+#define FC_IM2COL_GEMM_H
+
+#include <stddef.h>
+
+typedef struct {
+    ptrdiff_t C, H, W;   /* input image */
+    ptrdiff_t R, S;      /* kernel */
+    ptrdiff_t sh, sw, ph, pw;
+    ptrdiff_t Ho, Wo;    /* output image */
+} fc_conv_geom;
+
+/* Fill column rows q in [q0, q1); row q starts at cols + q*L (the layout of the whole buffer).
+ * flush != 0 replaces subnormal values by +0 while copying (exact under FTZ/DAZ semantics). */
+void fc_im2col_f32(const float *x, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t p1,
+                   ptrdiff_t q0, ptrdiff_t q1, float *cols, int flush);
+void fc_im2col_f64(const double *x, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t p1,
+                   ptrdiff_t q0, ptrdiff_t q1, double *cols, int flush);
+
+/* dx[c] += the chunk's column rows of channel c, for c in [c0, c1) (scatter-add of col2im). */
+void fc_col2im_f32(const float *cols, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t p1,
+                   ptrdiff_t c0, ptrdiff_t c1, float *dx);
+void fc_col2im_f64(const double *cols, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t p1,
+                   ptrdiff_t c0, ptrdiff_t c1, double *dx);
+
+/* dst[i] = flush ? (subnormal(src[i]) ? 0 : src[i]) : src[i] for n elements. */
+void fc_copy_flush_f32(const float *src, float *dst, ptrdiff_t n);
+void fc_copy_flush_f64(const double *src, double *dst, ptrdiff_t n);
+
+#endif
