@@ -1,0 +1,87 @@
+"""Facts about the machine and software a benchmark ran on, for the report header."""
+import importlib
+import os
+import platform
+import subprocess
+
+import numpy as np
+import scipy
+
+import fastconv
+
+KERNEL_MODULES = ("direct", "im2col_gemm", "winograd", "pool")
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def built_kernels():
+    """{module: True/False}: which fastconv._kernels modules import in this checkout."""
+    out = {}
+    for name in KERNEL_MODULES:
+        try:
+            importlib.import_module("fastconv._kernels." + name)
+            out[name] = True
+        except ImportError:
+            out[name] = False
+    return out
+
+
+def blas_info():
+    """BLAS libraries threadpoolctl sees: "openblas 0.3.27 (Haswell, 2 threads)" each."""
+    from threadpoolctl import threadpool_info
+
+    return [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture', '?')}, "
+            f"{i.get('num_threads')} threads, {os.path.basename(i.get('filepath', ''))})"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+
+
+def git_commit():
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def load_average():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def facts(threads, torch_module=None):
+    return {
+        "cpu": cpu_model(),
+        "cores": usable_cores(),
+        "threads": threads,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "torch": getattr(torch_module, "__version__", None),
+        "fastconv": fastconv.__version__,
+        "fastconv_commit": git_commit(),
+        "openmp": fastconv.openmp_enabled(),
+        "kernels_built": built_kernels(),
+        "blas": blas_info(),
+        "load_average_start": load_average(),
+    }
