@@ -2,6 +2,7 @@
 save/load to a pickle-free .npz."""
 import json
 import numbers
+import sys
 import time
 
 import numpy as np
@@ -187,18 +188,19 @@ class Sequential:
         order = rng.permutation(n) if shuffle else np.arange(n)
         total_loss, correct, seen = 0.0, 0, 0
         start = time.perf_counter()
+        # tqdm's rate column is the images/s; redraw less often when writing to a log file
+        interval = 0.1 if sys.stderr.isatty() else 5.0
         with tqdm(total=n, desc=desc, unit="img", disable=not verbose, leave=True,
-                  dynamic_ncols=True) as bar:
+                  dynamic_ncols=True, mininterval=interval) as bar:
             for i in range(0, n, batch_size):
                 idx = order[i:i + batch_size]
                 loss, logits = self.train_step(x[idx], y[idx], optimizer)
                 total_loss += loss * len(idx)
                 correct += int((logits.argmax(axis=1) == y[idx]).sum())
                 seen += len(idx)
-                bar.update(len(idx))
-                elapsed = time.perf_counter() - start
                 bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}",
-                                img_s=f"{seen / elapsed:.0f}", refresh=False)
+                                refresh=False)
+                bar.update(len(idx))
         return total_loss / n, correct / n, time.perf_counter() - start
 
     def _snapshot(self):

@@ -1,0 +1,80 @@
+"""PNG pictures of a training run: learning curves, first-layer filters, first-layer feature maps.
+
+matplotlib is optional (``pip install fastconv[plot]``); `require_matplotlib` says so clearly.
+"""
+import math
+
+import numpy as np
+
+
+def require_matplotlib():
+    """matplotlib.pyplot on the non-interactive Agg backend, or ImportError with what to install."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("the training pictures need matplotlib: pip install matplotlib "
+                          "(or pip install 'fastconv[plot]')") from None
+    matplotlib.use("Agg")  # files only: works without a display
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_history(history, path, title=""):
+    """Loss and accuracy per epoch, training and test side by side."""
+    plt = require_matplotlib()
+    epochs = np.arange(1, len(history["loss"]) + 1)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+        ax.plot(epochs, history[key], "o-", label=f"train {label}")
+        if history.get("val_" + key):
+            ax.plot(epochs, history["val_" + key], "s-", label=f"test {label}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.set_xticks(epochs)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title or "Fashion-MNIST training")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _grid(n):
+    cols = math.ceil(math.sqrt(n))
+    return math.ceil(n / cols), cols
+
+
+def plot_filters(w, path, title="first-layer filters"):
+    """Each filter of w (K, C, R, S), channel-averaged, on its own grey scale."""
+    plt = require_matplotlib()
+    k = w.shape[0]
+    rows, cols = _grid(k)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.1 + 0.4))
+    for i, ax in enumerate(np.ravel(axes)):
+        ax.axis("off")
+        if i < k:
+            ax.imshow(w[i].mean(axis=0), cmap="gray", interpolation="nearest")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_feature_maps(image, maps, path, title="feature maps after the first conv layer"):
+    """The input image (C, H, W) and the maps (K, H', W') one conv layer makes from it."""
+    plt = require_matplotlib()
+    k = maps.shape[0]
+    rows, cols = _grid(k + 1)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.3 + 0.4))
+    for i, ax in enumerate(np.ravel(axes)):
+        ax.axis("off")
+        if i == 0:
+            ax.imshow(image.mean(axis=0), cmap="gray")
+            ax.set_title("input", fontsize=8)
+        elif i <= k:
+            ax.imshow(maps[i - 1], cmap="viridis")
+            ax.set_title(str(i - 1), fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

@@ -1,0 +1,194 @@
+"""Train a CNN on Fashion-MNIST: ``python -m fastconv.train [--model cnn|lenet5] [options]``.
+
+Prints a progress bar per epoch and train/test metrics after each, then writes to --out: the
+model (model.npz, reloadable with ``fastconv.nn.Sequential.load``), metrics.json and PNG
+pictures (learning curves, first-layer filters, first-layer feature maps of one test image).
+Ctrl-C stops cleanly: the model of the last complete epoch is still saved.
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from . import __version__, get_num_threads, set_num_threads
+from .datasets import CLASS_NAMES, load_fashion_mnist
+from .nn import SGD, Adam, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, make_rng
+
+
+def cnn(rng=None, algorithm="auto"):
+    """conv(1->32, 3x3, p1)-ReLU-maxpool2-conv(32->64, 3x3, p1)-ReLU-maxpool2-dense(3136->128)-
+    ReLU-dense(128->10): 421,642 parameters."""
+    rng = make_rng(rng)
+    return Sequential([
+        Conv2D(1, 32, 3, padding=1, algorithm=algorithm, seed=rng), ReLU(), MaxPool2D(2),
+        Conv2D(32, 64, 3, padding=1, algorithm=algorithm, seed=rng), ReLU(), MaxPool2D(2),
+        Flatten(), Dense(64 * 7 * 7, 128, seed=rng), ReLU(), Dense(128, 10, seed=rng),
+    ])
+
+
+def lenet5(rng=None, algorithm="auto"):
+    """LeNet-5 for 28x28 inputs (padding 2 on the first conv, as in the original's 32x32), with
+    the modern ReLU and max pooling instead of tanh and subsampling: 61,706 parameters."""
+    rng = make_rng(rng)
+    return Sequential([
+        Conv2D(1, 6, 5, padding=2, algorithm=algorithm, seed=rng), ReLU(), MaxPool2D(2),
+        Conv2D(6, 16, 5, algorithm=algorithm, seed=rng), ReLU(), MaxPool2D(2),
+        Flatten(), Dense(16 * 5 * 5, 120, seed=rng), ReLU(), Dense(120, 84, seed=rng), ReLU(),
+        Dense(84, 10, seed=rng),
+    ])
+
+
+MODELS = {"cnn": cnn, "lenet5": lenet5}
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m fastconv.train", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", choices=sorted(MODELS), default="cnn")
+    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    p.add_argument("--lr", type=_positive_float, default=None,
+                   help="learning rate (default: 1e-3 for adam, 0.05 for sgd)")
+    p.add_argument("--lr-schedule", choices=["cosine", "none"], default="cosine",
+                   help="cosine: the rate falls from --lr towards 0 over the epochs")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Nesterov)")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--algorithm", default="auto", help="convolution algorithm for every conv layer")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="threads for fastconv's kernels and BLAS (default: all cores)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--subset", type=_positive_int, default=None,
+                   help="use only the first N training and first N test images")
+    p.add_argument("--test-subset", type=_positive_int, default=None,
+                   help="number of test images (default: --subset, or all)")
+    p.add_argument("--data", default=None,
+                   help="folder of the idx files (default: $FASTCONV_DATA or "
+                        "/usr/share/datasets/fashion-mnist)")
+    p.add_argument("--out", default="runs/fashion_mnist", help="output folder")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG pictures")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p.parse_args(argv)
+
+
+def make_optimizer(args):
+    if args.optimizer == "adam":
+        return Adam(lr=args.lr or 1e-3, weight_decay=args.weight_decay)
+    return SGD(lr=args.lr or 0.05, momentum=args.momentum, nesterov=args.momentum > 0,
+               weight_decay=args.weight_decay)
+
+
+def cosine_schedule(base_lr, epochs):
+    """lr at epoch e: base * (1 + cos(pi * e / epochs)) / 2, from base down towards 0."""
+    return lambda epoch: base_lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+
+
+def _epoch_line(epoch, epochs, h):
+    return (f"epoch {epoch + 1}/{epochs}: train loss {h['loss'][-1]:.4f} acc {h['accuracy'][-1]:.4f}"
+            f" | test loss {h['val_loss'][-1]:.4f} acc {h['val_accuracy'][-1]:.4f}"
+            f" | {h['seconds'][-1]:.1f} s ({h['images_per_s'][-1]:.0f} img/s), lr {h['lr'][-1]:.2e}")
+
+
+def save_run(model, history, args, out, test, interrupted, log=print):
+    """model.npz, metrics.json and (unless --no-plots) the PNG pictures."""
+    os.makedirs(out, exist_ok=True)
+    model.save(os.path.join(out, "model.npz"))
+    done = len(history["loss"])
+    metrics = {
+        "fastconv_version": __version__, "python": platform.python_version(),
+        "args": vars(args), "threads": get_num_threads(), "epochs_completed": done,
+        "interrupted": interrupted, "parameters": model.num_params,
+        "history": {k: v for k, v in history.items() if isinstance(v, list)},
+        "final_test_accuracy": history["val_accuracy"][-1] if done else None,
+        "final_test_loss": history["val_loss"][-1] if done else None,
+        "mean_seconds_per_epoch": float(np.mean(history["seconds"])) if done else None,
+        "classes": list(CLASS_NAMES),
+    }
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    written = ["model.npz", "metrics.json"]
+    if not args.no_plots:
+        try:
+            from .nn import plots
+            plots.require_matplotlib()
+        except ImportError as exc:
+            log(f"note: {exc}; skipping the PNG pictures")
+        else:
+            title = f"{args.model} on Fashion-MNIST ({args.optimizer}, batch {args.batch_size})"
+            plots.plot_history(history, os.path.join(out, "curves.png"), title)
+            first = next(l for l in model.layers if isinstance(l, Conv2D))
+            plots.plot_filters(first.params["w"], os.path.join(out, "filters.png"),
+                               f"{first.out_channels} learned first-layer filters")
+            image = test[0][:1]
+            maps = first.forward(image.astype(model.dtype), training=False)[0]
+            plots.plot_feature_maps(image[0], maps, os.path.join(out, "feature_maps.png"),
+                                    f"first conv layer on a test image "
+                                    f"({CLASS_NAMES[int(test[1][0])]})")
+            written += ["curves.png", "filters.png", "feature_maps.png"]
+    log(f"wrote {', '.join(written)} to {out}")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.threads is not None:
+        set_num_threads(args.threads)
+    try:
+        (x_train, y_train), (x_test, y_test) = load_fashion_mnist(args.data)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    test_n = args.test_subset or args.subset
+    if args.subset:
+        x_train, y_train = x_train[:args.subset], y_train[:args.subset]
+    if test_n:
+        x_test, y_test = x_test[:test_n], y_test[:test_n]
+
+    model = MODELS[args.model](np.random.default_rng(args.seed), args.algorithm)
+    print(f"fastconv {__version__}, {get_num_threads()} thread(s); {args.model} on "
+          f"{len(x_train)} training and {len(x_test)} test images")
+    model.summary(x_train.shape[1:])
+    optimizer = make_optimizer(args)
+    schedule = cosine_schedule(optimizer.lr, args.epochs) if args.lr_schedule == "cosine" else None
+
+    interrupted = False
+    start = time.perf_counter()
+    try:
+        model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                  optimizer=optimizer, validation_data=(x_test, y_test), seed=args.seed,
+                  lr_schedule=schedule, verbose=not args.quiet,
+                  on_epoch_end=lambda e, h: print(_epoch_line(e, args.epochs, h), flush=True))
+    except KeyboardInterrupt:
+        interrupted = True
+        print("\ninterrupted: keeping the model of the last complete epoch", file=sys.stderr)
+    history = model.history
+    done = len(history["loss"])
+    if done == 0:
+        print("no epoch completed: nothing saved", file=sys.stderr)
+        return 130
+    print(f"{done} epoch(s) in {time.perf_counter() - start:.1f} s; test accuracy "
+          f"{history['val_accuracy'][-1]:.4f}")
+    save_run(model, history, args, args.out, (x_test, y_test), interrupted)
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

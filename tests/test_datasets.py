@@ -1,0 +1,102 @@
+"""Fashion-MNIST idx loading: round trip, damaged files and the missing-data message."""
+import gzip
+import struct
+
+import numpy as np
+import pytest
+
+from fastconv import datasets
+from fastconv.datasets import DatasetError, load_fashion_mnist, read_idx
+
+
+def idx_bytes(array, magic=None):
+    """The idx encoding of a uint8 array (magic 0x0000080D, D = ndim, then big-endian dims)."""
+    magic = bytes([0, 0, 8, array.ndim]) if magic is None else magic
+    return magic + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+
+
+def write_set(folder, n_train=5, n_test=3, gz=False, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, (n_train, 28, 28)),
+        "train-labels-idx1-ubyte": rng.integers(0, 10, n_train),
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, (n_test, 28, 28)),
+        "t10k-labels-idx1-ubyte": rng.integers(0, 10, n_test),
+    }
+    for name, array in arrays.items():
+        data = idx_bytes(array)
+        if gz:
+            with gzip.open(folder / (name + ".gz"), "wb") as f:
+                f.write(data)
+        else:
+            (folder / name).write_bytes(data)
+    return arrays
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_round_trip(tmp_path, gz):
+    arrays = write_set(tmp_path, gz=gz)
+    (x_train, y_train), (x_test, y_test) = load_fashion_mnist(tmp_path)
+    assert x_train.shape == (5, 1, 28, 28) and x_train.dtype == np.float32
+    assert x_test.shape == (3, 1, 28, 28)
+    assert y_train.dtype == np.int64 and y_test.dtype == np.int64
+    np.testing.assert_allclose(x_train[:, 0] * 255, arrays["train-images-idx3-ubyte"], atol=1e-4)
+    np.testing.assert_array_equal(y_test, arrays["t10k-labels-idx1-ubyte"])
+    assert 0 <= x_train.min() and x_train.max() <= 1
+
+
+def test_environment_variable_is_used(tmp_path, monkeypatch):
+    write_set(tmp_path)
+    monkeypatch.setenv("FASTCONV_DATA", str(tmp_path))
+    (x_train, _), _ = load_fashion_mnist()
+    assert len(x_train) == 5
+
+
+def test_bad_magic(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(idx_bytes(np.zeros((2, 28, 28)), magic=b"\x00\x00\x0d\x03"))  # float, not ubyte
+    with pytest.raises(DatasetError, match="bad magic number 00000d03"):
+        read_idx(str(path), 3)
+    path.write_bytes(idx_bytes(np.zeros(4)))  # a label file where images were expected
+    with pytest.raises(DatasetError, match="magic"):
+        read_idx(str(path), 3)
+
+
+@pytest.mark.parametrize("cut", [2, 10, 100])
+def test_truncated_file(tmp_path, cut):
+    data = idx_bytes(np.ones((3, 28, 28)))
+    path = tmp_path / "f"
+    path.write_bytes(data[:-cut] if cut != 10 else data[:10])  # cut data, or cut the header
+    with pytest.raises(DatasetError, match="truncated|too short"):
+        read_idx(str(path), 3)
+
+
+def test_truncated_gzip(tmp_path):
+    packed = gzip.compress(idx_bytes(np.ones((3, 28, 28))))
+    (tmp_path / "f.gz").write_bytes(packed[: len(packed) // 2])
+    with pytest.raises(DatasetError, match="cannot be read|truncated"):
+        read_idx(str(tmp_path / "f.gz"), 3)
+
+
+def test_wrong_image_size_and_label_count(tmp_path):
+    write_set(tmp_path)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(idx_bytes(np.zeros((3, 27, 27))))
+    with pytest.raises(DatasetError, match="28x28"):
+        load_fashion_mnist(tmp_path)
+    write_set(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.zeros(4)))
+    with pytest.raises(DatasetError, match="4 labels"):
+        load_fashion_mnist(tmp_path)
+    write_set(tmp_path)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.array([1, 12, 3])))
+    with pytest.raises(DatasetError, match="label 12"):
+        load_fashion_mnist(tmp_path)
+
+
+def test_missing_data_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("FASTCONV_DATA", raising=False)
+    with pytest.raises(FileNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        load_fashion_mnist(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="FASTCONV_DATA"):
+        load_fashion_mnist(tmp_path)  # the folder exists, the files do not
+    assert datasets.DEFAULT_DIR == "/usr/share/datasets/fashion-mnist"
