@@ -1,0 +1,95 @@
+/* Direct convolution: the vector layer, then src_c/direct_impl.h instantiated for float and
+ * double. See direct.h for the algorithms.
+ *
+ * Vectors are GNU vector extensions sized to the widest unit the build targets (32 bytes with
+ * AVX, 16 otherwise: SSE2 is the x86-64 baseline, and GCC lowers them on other targets), so a
+ * portable build is still vectorised. FMA is an intrinsic when the build has it (-std=c99 turns
+ * off GCC's automatic a*b+c contraction); otherwise a multiply and an add. A compiler without
+ * vector extensions gets one-lane scalar "vectors": the same code, register-blocked. */
+#include "direct.h"
+
+#include <string.h>
+
+#include "fc_common.h"
+
+#if defined(__FMA__) && defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+#define FC_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define FC_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* floor(a / b) and ceil(a / b) for b > 0 and any sign of a (C division truncates toward 0). */
+static ptrdiff_t fc_floor_div(ptrdiff_t a, ptrdiff_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+static ptrdiff_t fc_ceil_div(ptrdiff_t a, ptrdiff_t b) { return -fc_floor_div(-a, b); }
+static ptrdiff_t fc_clamp(ptrdiff_t v, ptrdiff_t lo, ptrdiff_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
+
+/* Register-tile limits (16 vector registers on AVX2): forward tiles hold KB x NV accumulators,
+ * backward-weights tiles KB x SB; both stay at <= 12 so loads and broadcasts have room. */
+#define FC_KB_MAX 6
+#define FC_NV_MAX 4
+#define FC_SB_MAX 6
+#define FC_KBW_MAX 4
+#define FC_TILE_MAX 12
+
+/* Out-channel block for a forward tile that is `nv` vectors wide. */
+static ptrdiff_t fc_kb_for_nv(ptrdiff_t nv) { return FC_MIN(FC_KB_MAX, FC_TILE_MAX / nv); }
+/* Filters per backward-weights tile that covers `sb` kernel columns. */
+static ptrdiff_t fc_kbw_for_sb(ptrdiff_t sb) { return FC_MIN(FC_KBW_MAX, FC_TILE_MAX / sb); }
+
+/* The panel (forward form) is kept near L2-sized: larger reduction depths are split into
+ * passes that reload the output tile, which costs little once a pass is this deep. */
+#define FC_PANEL_BYTES (128 * 1024)
+/* Backward-weights keeps one group's repacked dy per thread under this many bytes. */
+#define FC_DYPACK_BYTES (256 * 1024)
+
+static size_t fc_round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+#if defined(__GNUC__) || defined(__clang__)
+#if defined(__AVX__)
+#define FC_VBYTES 32
+#else
+#define FC_VBYTES 16
+#endif
+typedef float fc_vf __attribute__((vector_size(FC_VBYTES)));
+typedef double fc_vd __attribute__((vector_size(FC_VBYTES)));
+typedef int fc_vfi __attribute__((vector_size(FC_VBYTES)));
+typedef long long fc_vdi __attribute__((vector_size(FC_VBYTES)));
+#define FC_HAVE_VECTORS 1
+#endif
+
+/* ------------------------------------------------------------------ float */
+#define T float
+#define SFX(name) name##_f32
+#ifdef FC_HAVE_VECTORS
+#define V fc_vf
+#define VI fc_vfi
+#define VLEN (FC_VBYTES / 4)
+#if defined(__FMA__) && defined(__AVX__)
+#define VFMA(a, b, c) ((fc_vf)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
+#else
+#define VFMA(a, b, c) ((a) * (b) + (c))
+#endif
+#endif
+#include "direct_impl.h"
+#undef T
+#undef SFX
+#undef V
+#undef VI
+#undef VLEN
+#undef VFMA
+
+/* ------------------------------------------------------------------ double */
+#define T double
+#define SFX(name) name##_f64
+#ifdef FC_HAVE_VECTORS
+#define V fc_vd
+#define VI fc_vdi
+#define VLEN (FC_VBYTES / 8)
+#if defined(__FMA__) && defined(__AVX__)
+#define VFMA(a, b, c) ((fc_vd)_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
+#else
+#define VFMA(a, b, c) ((a) * (b) + (c))
+#endif
+#endif
+#include "direct_impl.h"

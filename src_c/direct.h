@@ -1,0 +1,65 @@
+/* Direct 2-D convolution (NCHW) kernels: forward, backward-data and backward-weights, float32 and
+ * float64. Plain C99 (GNU vector extensions where the compiler has them); no Python, no OpenMP:
+ * the caller (fastconv/_kernels/direct.pyx) plans a call, then runs its independent tasks on
+ * as many threads as it likes, giving each thread its own scratch buffer.
+ *
+ * Forward and backward-data share one engine, "forward form":
+ *   out[n,o,h,w] = init[o] + sum_q sum_{(row,r) pairs of h} sum_s wt(o,q,r,s) * srcrow[col(w,s)]
+ * For the forward pass o=k, q=c, src=x. For backward-data o=c, q=k, src=dy and dy is read
+ * dilated by the stride and the kernel flipped along S (the full convolution of dy with w);
+ * rows are matched exactly (only rows with (h + ph - r) % sh == 0 contribute).
+ * Per output row, the needed source rows are packed into a small zero-padded "panel" (split
+ * into stride phases for the forward pass) so the micro-kernel reads unit-stride vectors with
+ * no bounds checks; it accumulates a register tile of KB output channels x NV vectors of pixels.
+ *
+ * Backward-weights: dw[k,c,r,s] = sum_{n,i,j} dy[n,k,i,j] * x_pad[n,c,i*sh+r, j*sw+s]; the
+ * micro-kernel keeps KB x SB vector accumulators (filters x kernel columns) over a whole image
+ * and reduces their lanes once per image. Tasks own disjoint (k, c) blocks of dw: no atomics,
+ * and every dw element is summed in the same order whatever the thread count. */
+#ifndef FC_DIRECT_H
+#define FC_DIRECT_H
+
+#include <stddef.h>
+
+#define FC_DIR_FORWARD 0
+#define FC_DIR_BACKWARD_DATA 1
+
+typedef struct {
+    int mode;                          /* FC_DIR_FORWARD or FC_DIR_BACKWARD_DATA */
+    ptrdiff_t N, O, Q, R, S;           /* batch, out channels, reduction channels, kernel */
+    ptrdiff_t OH, OW, IH, IW;          /* out and src planes */
+    ptrdiff_t sh, sw, ph, pw;          /* the convolution's stride and padding */
+    ptrdiff_t vlen, nvec, nv;          /* lanes per vector, vectors per out row, per tile */
+    ptrdiff_t nblocks, ngroups, ntasks; /* out-channel register blocks, groups of them, tasks */
+    ptrdiff_t nphase, L, rs, qchunk;   /* panel: phases per row, phase length, row stride, q per pass */
+    size_t scratch_bytes;              /* per thread */
+    size_t wpack_elems;                /* packed weights, shared by all threads */
+} fc_dirplan;
+
+typedef struct {
+    ptrdiff_t N, K, C, H, W, R, S, Ho, Wo, sh, sw, ph, pw;
+    ptrdiff_t vlen, nfull, tail, VW;   /* full vectors and leftover lanes of an out row, padded width */
+    ptrdiff_t sb, kbmax, nblocks;      /* kernel columns and filters per register tile, filter blocks */
+    ptrdiff_t ngroups, ncc, ntasks;    /* filter-block groups x channel chunks = tasks */
+    ptrdiff_t kgmax, HP, L, rs;        /* most filters per group; padded x plane rows, phase length, row stride */
+    size_t scratch_bytes;              /* per thread */
+} fc_bwplan;
+
+#define FC_DIRECT_DECLARE(T, SFX)                                                                  \
+    void fc_dir_plan_##SFX(fc_dirplan *p, int mode, ptrdiff_t N, ptrdiff_t O, ptrdiff_t Q,          \
+                           ptrdiff_t R, ptrdiff_t S, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t IH,     \
+                           ptrdiff_t IW, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t ph, ptrdiff_t pw,   \
+                           int nthreads);                                                           \
+    void fc_dir_pack_weights_##SFX(const fc_dirplan *p, const T *w, T *wp);                        \
+    void fc_dir_task_##SFX(const fc_dirplan *p, ptrdiff_t task, const T *src, const T *wp,         \
+                           const T *bias, T *out, void *scratch);                                  \
+    void fc_bw_plan_##SFX(fc_bwplan *p, ptrdiff_t N, ptrdiff_t K, ptrdiff_t C, ptrdiff_t H,         \
+                          ptrdiff_t W, ptrdiff_t R, ptrdiff_t S, ptrdiff_t Ho, ptrdiff_t Wo,       \
+                          ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t ph, ptrdiff_t pw, int nthreads);    \
+    void fc_bw_task_##SFX(const fc_bwplan *p, ptrdiff_t task, const T *dy, const T *x, T *dw,      \
+                          void *scratch);
+
+FC_DIRECT_DECLARE(float, f32)
+FC_DIRECT_DECLARE(double, f64)
+
+#endif

@@ -1,0 +1,419 @@
+/* Direct convolution for one element type. Included by direct.c with T (float or double),
+ * SFX(name) (name_f32 / name_f64) and, when the compiler has vector extensions, V (the vector
+ * type), VI (same-size integer vector), VLEN (lanes) and VFMA(a, b, c) = a*b + c. */
+
+#ifndef V
+#define V T
+#define VLEN 1
+#define VFMA(a, b, c) ((a) * (b) + (c))
+#define FC_SCALAR_VECTORS
+#endif
+
+/* ------------------------------------------------------------------ vector helpers */
+FC_INLINE V SFX(vload)(const T *p) {
+    V v;
+    memcpy(&v, p, sizeof v); /* an unaligned load */
+    return v;
+}
+FC_INLINE void SFX(vstore)(T *p, V v) { memcpy(p, &v, sizeof v); }
+FC_INLINE V SFX(vset1)(T x) {
+#ifdef FC_SCALAR_VECTORS
+    return x;
+#else
+    return (V){0} + x;
+#endif
+}
+/* Load n >= 1 lanes from p (zeros after them) without reading past p[n-1]. */
+FC_INLINE V SFX(vload_part)(const T *p, ptrdiff_t n) {
+    if (n >= VLEN) return SFX(vload)(p);
+    T tmp[VLEN] = {0};
+    memcpy(tmp, p, (size_t)n * sizeof(T));
+    return SFX(vload)(tmp);
+}
+/* Store the first n >= 1 lanes of v to p without writing past p[n-1]. */
+FC_INLINE void SFX(vstore_part)(T *p, V v, ptrdiff_t n) {
+    if (n >= VLEN) {
+        SFX(vstore)(p, v);
+        return;
+    }
+    T tmp[VLEN];
+    SFX(vstore)(tmp, v);
+    memcpy(p, tmp, (size_t)n * sizeof(T));
+}
+/* Sum of the lanes, in lane order (fixed, so results do not depend on threads). */
+FC_INLINE T SFX(vsum)(V v) {
+    T tmp[VLEN];
+    SFX(vstore)(tmp, v);
+    T s = tmp[0];
+    for (int i = 1; i < VLEN; i++) s += tmp[i];
+    return s;
+}
+#ifndef FC_SCALAR_VECTORS
+/* A mask keeping the first n lanes: AND-ing with it zeroes the rest bit-wise, so that NaN or
+ * Inf in x beyond the last output column cannot leak into a sum as 0 * Inf. */
+FC_INLINE VI SFX(vmask)(ptrdiff_t n) {
+    VI m;
+    for (int i = 0; i < VLEN; i++) m[i] = i < n ? -1 : 0;
+    return m;
+}
+FC_INLINE V SFX(vand)(V v, VI m) { return (V)((VI)v & m); }
+#endif
+
+/* ================================================================== forward form */
+
+/* Accumulate one register tile: KB out channels x NV vectors of one output row.
+ * panel: the packed source rows for this output row, already offset to the tile's first column;
+ *   row p of reduction channel q starts at panel + (q*np + p)*rs.
+ * wblk: packed weights of this out-channel block from the chunk's first q: [q][r][s][KB].
+ * rr[p]: the kernel row of panel row p; off[s]: where kernel column s reads within a row.
+ * out0: the tile's first output of its first channel (channels `plane` apart); nvalid: outputs
+ * left in the row from the tile's start. The tile starts from the bias (or zero), or from out0
+ * when `load` (a later pass over the reduction channels). */
+FC_INLINE void SFX(fwd_tile)(const T *FC_RESTRICT panel, ptrdiff_t nq, ptrdiff_t np, ptrdiff_t rs,
+                             const T *FC_RESTRICT wblk, const int *FC_RESTRICT rr, ptrdiff_t R,
+                             ptrdiff_t S, const int *FC_RESTRICT off, T *FC_RESTRICT out0,
+                             ptrdiff_t plane, ptrdiff_t nvalid, const T *FC_RESTRICT bias, int load,
+                             const int KB, const int NV) {
+    V acc[FC_KB_MAX][FC_NV_MAX];
+    for (int kb = 0; kb < KB; kb++)
+        for (int v = 0; v < NV; v++)
+            acc[kb][v] = load ? SFX(vload_part)(out0 + kb * plane + v * VLEN, nvalid - v * VLEN)
+                              : SFX(vset1)(bias ? bias[kb] : (T)0);
+    const ptrdiff_t SK = S * KB;
+    for (ptrdiff_t q = 0; q < nq; q++) {
+        const T *wq = wblk + q * R * SK;
+        for (ptrdiff_t p = 0; p < np; p++) {
+            const T *xr = panel + (q * np + p) * rs;
+            const T *wr = wq + rr[p] * SK;
+            for (ptrdiff_t s = 0; s < S; s++) {
+                const T *xs = xr + off[s];
+                V xv[FC_NV_MAX];
+                for (int v = 0; v < NV; v++) xv[v] = SFX(vload)(xs + v * VLEN);
+                for (int kb = 0; kb < KB; kb++) {
+                    V wv = SFX(vset1)(wr[s * KB + kb]);
+                    for (int v = 0; v < NV; v++) acc[kb][v] = VFMA(wv, xv[v], acc[kb][v]);
+                }
+            }
+        }
+    }
+    for (int kb = 0; kb < KB; kb++)
+        for (int v = 0; v < NV; v++)
+            SFX(vstore_part)(out0 + kb * plane + v * VLEN, acc[kb][v], nvalid - v * VLEN);
+}
+
+/* fwd_tile with KB and NV as compile-time constants: each case is its own unrolled kernel. */
+static void SFX(fwd_tile_any)(const T *panel, ptrdiff_t nq, ptrdiff_t np, ptrdiff_t rs,
+                              const T *wblk, const int *rr, ptrdiff_t R, ptrdiff_t S, const int *off,
+                              T *out0, ptrdiff_t plane, ptrdiff_t nvalid, const T *bias, int load,
+                              int KB, int NV) {
+#define FC_CASE(kb, nv)                                                                             \
+    case (kb) * 8 + (nv):                                                                           \
+        SFX(fwd_tile)(panel, nq, np, rs, wblk, rr, R, S, off, out0, plane, nvalid, bias, load, kb, nv); \
+        break;
+    switch (KB * 8 + NV) {
+        FC_CASE(1, 1) FC_CASE(2, 1) FC_CASE(3, 1) FC_CASE(4, 1) FC_CASE(5, 1) FC_CASE(6, 1)
+        FC_CASE(1, 2) FC_CASE(2, 2) FC_CASE(3, 2) FC_CASE(4, 2) FC_CASE(5, 2) FC_CASE(6, 2)
+        FC_CASE(1, 3) FC_CASE(2, 3) FC_CASE(3, 3) FC_CASE(4, 3)
+        FC_CASE(1, 4) FC_CASE(2, 4) FC_CASE(3, 4)
+        default: break; /* unreachable: the plan only makes the pairs above */
+    }
+#undef FC_CASE
+}
+
+void SFX(fc_dir_plan)(fc_dirplan *p, int mode, ptrdiff_t N, ptrdiff_t O, ptrdiff_t Q, ptrdiff_t R,
+                      ptrdiff_t S, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t IH, ptrdiff_t IW,
+                      ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t ph, ptrdiff_t pw, int nthreads) {
+    memset(p, 0, sizeof *p);
+    p->mode = mode;
+    p->N = N, p->O = O, p->Q = Q, p->R = R, p->S = S;
+    p->OH = OH, p->OW = OW, p->IH = IH, p->IW = IW;
+    p->sh = sh, p->sw = sw, p->ph = ph, p->pw = pw;
+    p->vlen = VLEN;
+    p->nvec = (OW + VLEN - 1) / VLEN;
+    p->nv = FC_MIN(p->nvec, FC_NV_MAX);
+    ptrdiff_t kbmax = fc_kb_for_nv(p->nv);
+    p->nblocks = (O + kbmax - 1) / kbmax;
+    /* Split out channels into groups only when the batch alone cannot keep the threads busy:
+     * each task repacks its image's rows, so fewer, larger tasks repack less. */
+    ptrdiff_t want = 4 * (ptrdiff_t)FC_MAX(nthreads, 1);
+    p->ngroups = FC_MIN(p->nblocks, FC_MAX(1, (want + N - 1) / N));
+    if (nthreads <= 1) p->ngroups = 1;
+    p->ntasks = N * p->ngroups;
+    /* Forward: a source row is split into sw phases so that every kernel column reads a
+     * unit-stride run. Backward-data: one row of dilated dy, padded by S-1-pw on the left. */
+    p->nphase = mode == FC_DIR_FORWARD ? sw : 1;
+    p->L = p->nvec * VLEN + (mode == FC_DIR_FORWARD ? (S - 1) / sw : S - 1);
+    p->rs = p->nphase * p->L;
+    size_t row_bytes = (size_t)(R * p->rs) * sizeof(T);
+    p->qchunk = FC_MAX(1, FC_MIN(Q, (ptrdiff_t)(FC_PANEL_BYTES / row_bytes)));
+    p->scratch_bytes = fc_round64((size_t)p->qchunk * row_bytes) + fc_round64((size_t)(2 * R + S) * sizeof(int));
+    p->wpack_elems = (size_t)(O * Q * R * S);
+}
+
+/* First out channel of register block b (blocks differ in size by at most one). */
+static ptrdiff_t SFX(block_start)(ptrdiff_t b, ptrdiff_t total, ptrdiff_t nblocks) {
+    ptrdiff_t base = total / nblocks, rem = total % nblocks;
+    return b * base + FC_MIN(b, rem);
+}
+
+/* Weights as the micro-kernel reads them: per out-channel block, [q][r][s][kb]. Backward-data
+ * transposes w (K, C, R, S) to out channel c, reduction channel k, and flips it along S. */
+void SFX(fc_dir_pack_weights)(const fc_dirplan *p, const T *w, T *wp) {
+    const ptrdiff_t O = p->O, Q = p->Q, R = p->R, S = p->S, QRS = Q * R * S;
+    for (ptrdiff_t b = 0; b < p->nblocks; b++) {
+        ptrdiff_t o0 = SFX(block_start)(b, O, p->nblocks);
+        ptrdiff_t kb = SFX(block_start)(b + 1, O, p->nblocks) - o0;
+        T *dst = wp + o0 * QRS;
+        for (ptrdiff_t q = 0; q < Q; q++)
+            for (ptrdiff_t r = 0; r < R; r++)
+                for (ptrdiff_t s = 0; s < S; s++)
+                    for (ptrdiff_t k = 0; k < kb; k++) {
+                        ptrdiff_t o = o0 + k;
+                        T v = p->mode == FC_DIR_FORWARD ? w[((o * Q + q) * R + r) * S + s]
+                                                        : w[((q * O + o) * R + r) * S + (S - 1 - s)];
+                        dst[((q * R + r) * S + s) * kb + k] = v;
+                    }
+    }
+}
+
+/* The (source row, kernel row) pairs that feed output row h; returns how many. */
+static ptrdiff_t SFX(row_pairs)(const fc_dirplan *p, ptrdiff_t h, int *rr, int *srow) {
+    ptrdiff_t np = 0;
+    for (ptrdiff_t r = 0; r < p->R; r++) {
+        ptrdiff_t row;
+        if (p->mode == FC_DIR_FORWARD) {
+            row = h * p->sh + r - p->ph;
+        } else {
+            ptrdiff_t t = h + p->ph - r; /* = i*sh for the dy row i that reaches h through r */
+            if (t < 0 || t % p->sh != 0) continue;
+            row = t / p->sh;
+        }
+        if (row < 0 || row >= p->IH) continue;
+        rr[np] = (int)r;
+        srow[np] = (int)row;
+        np++;
+    }
+    return np;
+}
+
+/* One forward-pass panel row: phase f holds x_pad[m*sw + f] for m < L, zero outside x. */
+static void SFX(pack_row_phases)(const T *src, ptrdiff_t IW, ptrdiff_t sw, ptrdiff_t pw, ptrdiff_t L,
+                                 T *dst) {
+    for (ptrdiff_t f = 0; f < sw; f++) {
+        T *d = dst + f * L;
+        ptrdiff_t lo = fc_clamp(fc_ceil_div(pw - f, sw), 0, L);
+        ptrdiff_t hi = fc_clamp(fc_floor_div(IW - 1 + pw - f, sw) + 1, lo, L);
+        for (ptrdiff_t m = 0; m < lo; m++) d[m] = 0;
+        const T *s = src + f - pw;
+        for (ptrdiff_t m = lo; m < hi; m++) d[m] = s[m * sw];
+        for (ptrdiff_t m = hi; m < L; m++) d[m] = 0;
+    }
+}
+
+/* One backward-data panel row: dy dilated by sw, shifted right by S-1-pw (may be negative). */
+static void SFX(pack_row_dilated)(const T *src, ptrdiff_t IW, ptrdiff_t sw, ptrdiff_t shift,
+                                  ptrdiff_t L, T *dst) {
+    for (ptrdiff_t m = 0; m < L; m++) dst[m] = 0;
+    ptrdiff_t lo = FC_MAX(0, fc_ceil_div(-shift, sw));
+    ptrdiff_t hi = FC_MIN(IW, fc_floor_div(L - 1 - shift, sw) + 1);
+    for (ptrdiff_t j = lo; j < hi; j++) dst[j * sw + shift] = src[j];
+}
+
+static void SFX(pack_panel)(const fc_dirplan *p, const T *src_q0, ptrdiff_t nq, ptrdiff_t np,
+                            const int *srow, T *panel) {
+    const ptrdiff_t plane = p->IH * p->IW;
+    for (ptrdiff_t q = 0; q < nq; q++)
+        for (ptrdiff_t k = 0; k < np; k++) {
+            const T *src = src_q0 + q * plane + (ptrdiff_t)srow[k] * p->IW;
+            T *dst = panel + (q * np + k) * p->rs;
+            if (p->mode == FC_DIR_FORWARD)
+                SFX(pack_row_phases)(src, p->IW, p->sw, p->pw, p->L, dst);
+            else
+                SFX(pack_row_dilated)(src, p->IW, p->sw, p->S - 1 - p->pw, p->L, dst);
+        }
+}
+
+/* Task `task` = (image n, group g of out-channel blocks): writes out[n, group's channels]. */
+void SFX(fc_dir_task)(const fc_dirplan *p, ptrdiff_t task, const T *src, const T *wp, const T *bias,
+                      T *out, void *scratch) {
+    const ptrdiff_t n = task / p->ngroups, g = task % p->ngroups;
+    const ptrdiff_t b0 = g * p->nblocks / p->ngroups, b1 = (g + 1) * p->nblocks / p->ngroups;
+    const ptrdiff_t R = p->R, S = p->S, Q = p->Q, OW = p->OW, plane = p->OH * p->OW;
+    const T *src_n = src + n * Q * p->IH * p->IW;
+    T *out_n = out + n * p->O * plane;
+    T *panel = (T *)scratch;
+    int *rr = (int *)((char *)scratch + fc_round64((size_t)(p->qchunk * R * p->rs) * sizeof(T)));
+    int *srow = rr + R, *off = srow + R;
+    for (ptrdiff_t s = 0; s < S; s++)
+        off[s] = (int)(p->mode == FC_DIR_FORWARD ? (s % p->sw) * p->L + s / p->sw : s);
+
+    for (ptrdiff_t q0 = 0; q0 < Q; q0 += p->qchunk) {
+        const ptrdiff_t nq = FC_MIN(p->qchunk, Q - q0);
+        for (ptrdiff_t h = 0; h < p->OH; h++) {
+            const ptrdiff_t np = SFX(row_pairs)(p, h, rr, srow);
+            SFX(pack_panel)(p, src_n + q0 * p->IH * p->IW, nq, np, srow, panel);
+            for (ptrdiff_t b = b0; b < b1; b++) {
+                const ptrdiff_t o0 = SFX(block_start)(b, p->O, p->nblocks);
+                const ptrdiff_t kb = SFX(block_start)(b + 1, p->O, p->nblocks) - o0;
+                const T *wblk = wp + o0 * Q * R * S + q0 * R * S * kb;
+                const T *bias_b = (bias && q0 == 0) ? bias + o0 : NULL;
+                for (ptrdiff_t jv = 0; jv < p->nvec; jv += p->nv) {
+                    const ptrdiff_t nv = FC_MIN(p->nv, p->nvec - jv), j0 = jv * VLEN;
+                    SFX(fwd_tile_any)(panel + j0, nq, np, p->rs, wblk, rr, R, S, off,
+                                      out_n + o0 * plane + h * OW + j0, plane, OW - j0, bias_b,
+                                      q0 > 0, (int)kb, (int)nv);
+                }
+            }
+        }
+    }
+}
+
+/* ================================================================== backward weights */
+
+/* KB filters x SB kernel columns of dw[., c, r, s0..] for one image: dyk holds the filters'
+ * repacked dy rows (VW wide, filters dstride apart); xrow0 the padded x row of output row 0 for
+ * kernel row r (output row i reads xrow0 + i*xstep); off the columns' offsets within a row.
+ * The lanes past the last output column are masked so that they add exact zeros. */
+FC_INLINE void SFX(bw_tile)(const T *FC_RESTRICT dyk, ptrdiff_t dstride, const T *FC_RESTRICT xrow0,
+                            ptrdiff_t xstep, const int *FC_RESTRICT off, ptrdiff_t Ho, ptrdiff_t VW,
+                            ptrdiff_t nfull, ptrdiff_t tail, T *FC_RESTRICT dw, ptrdiff_t dwstride,
+                            const int KB, const int SB) {
+    V acc[FC_KBW_MAX][FC_SB_MAX];
+    for (int kb = 0; kb < KB; kb++)
+        for (int sb = 0; sb < SB; sb++) acc[kb][sb] = SFX(vset1)((T)0);
+#ifndef FC_SCALAR_VECTORS
+    const VI mask = SFX(vmask)(tail);
+#endif
+    for (ptrdiff_t i = 0; i < Ho; i++) {
+        const T *xr = xrow0 + i * xstep;
+        const T *dr = dyk + i * VW;
+        for (ptrdiff_t jv = 0; jv < nfull; jv++) {
+            const ptrdiff_t j = jv * VLEN;
+            V dv[FC_KBW_MAX];
+            for (int kb = 0; kb < KB; kb++) dv[kb] = SFX(vload)(dr + kb * dstride + j);
+            for (int sb = 0; sb < SB; sb++) {
+                V xv = SFX(vload)(xr + off[sb] + j);
+                for (int kb = 0; kb < KB; kb++) acc[kb][sb] = VFMA(dv[kb], xv, acc[kb][sb]);
+            }
+        }
+#ifndef FC_SCALAR_VECTORS
+        if (tail) {
+            const ptrdiff_t j = nfull * VLEN;
+            V dv[FC_KBW_MAX];
+            for (int kb = 0; kb < KB; kb++) dv[kb] = SFX(vload)(dr + kb * dstride + j);
+            for (int sb = 0; sb < SB; sb++) {
+                V xv = SFX(vand)(SFX(vload)(xr + off[sb] + j), mask);
+                for (int kb = 0; kb < KB; kb++) acc[kb][sb] = VFMA(dv[kb], xv, acc[kb][sb]);
+            }
+        }
+#endif
+    }
+    for (int kb = 0; kb < KB; kb++)
+        for (int sb = 0; sb < SB; sb++) dw[kb * dwstride + sb] += SFX(vsum)(acc[kb][sb]);
+}
+
+static void SFX(bw_tile_any)(const T *dyk, ptrdiff_t dstride, const T *xrow0, ptrdiff_t xstep,
+                             const int *off, ptrdiff_t Ho, ptrdiff_t VW, ptrdiff_t nfull,
+                             ptrdiff_t tail, T *dw, ptrdiff_t dwstride, int KB, int SB) {
+#define FC_CASE(kb, sb)                                                                             \
+    case (kb) * 8 + (sb):                                                                           \
+        SFX(bw_tile)(dyk, dstride, xrow0, xstep, off, Ho, VW, nfull, tail, dw, dwstride, kb, sb);     \
+        break;
+    switch (KB * 8 + SB) {
+        FC_CASE(1, 1) FC_CASE(2, 1) FC_CASE(3, 1) FC_CASE(4, 1)
+        FC_CASE(1, 2) FC_CASE(2, 2) FC_CASE(3, 2) FC_CASE(4, 2)
+        FC_CASE(1, 3) FC_CASE(2, 3) FC_CASE(3, 3) FC_CASE(4, 3)
+        FC_CASE(1, 4) FC_CASE(2, 4) FC_CASE(3, 4)
+        FC_CASE(1, 5) FC_CASE(2, 5)
+        FC_CASE(1, 6) FC_CASE(2, 6)
+        default: break; /* unreachable: the plan only makes the pairs above */
+    }
+#undef FC_CASE
+}
+
+void SFX(fc_bw_plan)(fc_bwplan *p, ptrdiff_t N, ptrdiff_t K, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+                     ptrdiff_t R, ptrdiff_t S, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t sh, ptrdiff_t sw,
+                     ptrdiff_t ph, ptrdiff_t pw, int nthreads) {
+    memset(p, 0, sizeof *p);
+    p->N = N, p->K = K, p->C = C, p->H = H, p->W = W, p->R = R, p->S = S, p->Ho = Ho, p->Wo = Wo;
+    p->sh = sh, p->sw = sw, p->ph = ph, p->pw = pw;
+    p->vlen = VLEN;
+    p->nfull = Wo / VLEN;
+    p->tail = Wo % VLEN;
+    p->VW = (p->nfull + (p->tail > 0)) * VLEN;
+    p->sb = FC_MIN(S, FC_SB_MAX);
+    p->kbmax = fc_kbw_for_sb(p->sb);
+    p->nblocks = (K + p->kbmax - 1) / p->kbmax;
+    /* Tasks are (group of filter blocks) x (chunk of channels), about 4 per thread; a group's
+     * repacked dy must also stay cache-sized. The split never changes any dw element's
+     * summation order (that is per element: images, then rows, then vector lanes). */
+    ptrdiff_t want = nthreads <= 1 ? 1 : 4 * (ptrdiff_t)nthreads;
+    p->ncc = FC_MIN(C, want);
+    p->ngroups = FC_MIN(p->nblocks, FC_MAX(1, (want + p->ncc - 1) / p->ncc));
+    size_t dy_bytes = (size_t)(K * Ho * p->VW) * sizeof(T);
+    ptrdiff_t by_cache = (ptrdiff_t)((dy_bytes + FC_DYPACK_BYTES - 1) / FC_DYPACK_BYTES);
+    p->ngroups = FC_MIN(p->nblocks, FC_MAX(p->ngroups, by_cache));
+    p->ntasks = p->ngroups * p->ncc;
+    p->kgmax = ((p->nblocks + p->ngroups - 1) / p->ngroups) * p->kbmax;
+    /* x plane rows -ph .. (Ho-1)*sh + R-1-ph, each split into sw phases as in the forward pass */
+    p->HP = (Ho - 1) * sh + R;
+    p->L = p->VW + (S - 1) / sw;
+    p->rs = sw * p->L;
+    p->scratch_bytes = fc_round64((size_t)(p->kgmax * Ho * p->VW) * sizeof(T)) +
+                       fc_round64((size_t)(p->HP * p->rs) * sizeof(T)) + fc_round64((size_t)S * sizeof(int));
+}
+
+/* dy[n, k0..k0+nk) as rows VW wide with zeros after Wo. */
+static void SFX(pack_dy)(const fc_bwplan *p, const T *dy_n, ptrdiff_t k0, ptrdiff_t nk, T *dyp) {
+    for (ptrdiff_t k = 0; k < nk; k++)
+        for (ptrdiff_t i = 0; i < p->Ho; i++) {
+            const T *s = dy_n + ((k0 + k) * p->Ho + i) * p->Wo;
+            T *d = dyp + (k * p->Ho + i) * p->VW;
+            for (ptrdiff_t j = 0; j < p->Wo; j++) d[j] = s[j];
+            for (ptrdiff_t j = p->Wo; j < p->VW; j++) d[j] = 0;
+        }
+}
+
+/* x[n, c] zero-padded: plane row t is x row t - ph, in sw phases. */
+static void SFX(pack_xplane)(const fc_bwplan *p, const T *x_nc, T *xp) {
+    for (ptrdiff_t t = 0; t < p->HP; t++) {
+        const ptrdiff_t row = t - p->ph;
+        T *d = xp + t * p->rs;
+        if (row < 0 || row >= p->H) {
+            for (ptrdiff_t m = 0; m < p->rs; m++) d[m] = 0;
+        } else {
+            SFX(pack_row_phases)(x_nc + row * p->W, p->W, p->sw, p->pw, p->L, d);
+        }
+    }
+}
+
+/* Task (filter-block group g, channel chunk cc): writes dw[group's filters, chunk's channels]. */
+void SFX(fc_bw_task)(const fc_bwplan *p, ptrdiff_t task, const T *dy, const T *x, T *dw, void *scratch) {
+    const ptrdiff_t g = task / p->ncc, cc = task % p->ncc;
+    const ptrdiff_t b0 = g * p->nblocks / p->ngroups, b1 = (g + 1) * p->nblocks / p->ngroups;
+    const ptrdiff_t k0 = SFX(block_start)(b0, p->K, p->nblocks), k1 = SFX(block_start)(b1, p->K, p->nblocks);
+    const ptrdiff_t c0 = cc * p->C / p->ncc, c1 = (cc + 1) * p->C / p->ncc;
+    const ptrdiff_t R = p->R, S = p->S, C = p->C, RS = R * S, Ho = p->Ho;
+    T *dyp = (T *)scratch;
+    T *xp = (T *)((char *)dyp + fc_round64((size_t)(p->kgmax * Ho * p->VW) * sizeof(T)));
+    int *off = (int *)((char *)xp + fc_round64((size_t)(p->HP * p->rs) * sizeof(T)));
+    for (ptrdiff_t s = 0; s < S; s++) off[s] = (int)((s % p->sw) * p->L + s / p->sw);
+
+    for (ptrdiff_t k = k0; k < k1; k++) memset(dw + (k * C + c0) * RS, 0, (size_t)((c1 - c0) * RS) * sizeof(T));
+    for (ptrdiff_t n = 0; n < p->N; n++) {
+        SFX(pack_dy)(p, dy + n * p->K * Ho * p->Wo, k0, k1 - k0, dyp);
+        for (ptrdiff_t c = c0; c < c1; c++) {
+            SFX(pack_xplane)(p, x + (n * C + c) * p->H * p->W, xp);
+            for (ptrdiff_t b = b0; b < b1; b++) {
+                const ptrdiff_t kb0 = SFX(block_start)(b, p->K, p->nblocks);
+                const ptrdiff_t kb = SFX(block_start)(b + 1, p->K, p->nblocks) - kb0;
+                for (ptrdiff_t r = 0; r < R; r++)
+                    for (ptrdiff_t s0 = 0; s0 < S; s0 += p->sb)
+                        SFX(bw_tile_any)(dyp + (kb0 - k0) * Ho * p->VW, Ho * p->VW, xp + r * p->rs,
+                                         p->sh * p->rs, off + s0, Ho, p->VW, p->nfull, p->tail,
+                                         dw + ((kb0 * C + c) * R + r) * S + s0, C * RS, (int)kb,
+                                         (int)FC_MIN(p->sb, S - s0));
+            }
+        }
+    }
+}
