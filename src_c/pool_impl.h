@@ -48,7 +48,11 @@ void NAME(fc_max_fwd)(const T *FC_RESTRICT x, T *FC_RESTRICT y, const fc_pool_ge
             const T *FC_RESTRICT r0 = x + 2 * i * W;
             const T *FC_RESTRICT r1 = r0 + W;
             T *FC_RESTRICT yr = y + i * Wo;
-            for (ptrdiff_t j = 0; j < Wo; ++j) {
+            ptrdiff_t j = 0;
+#ifdef FC_MAX2X2_FWD_VEC
+            j = FC_MAX2X2_FWD_VEC(r0, r1, yr, Wo);
+#endif
+            for (; j < Wo; ++j) {
                 T a = NAME(nanmax)(r0[2 * j], r0[2 * j + 1]);
                 T b = NAME(nanmax)(r1[2 * j], r1[2 * j + 1]);
                 yr[j] = NAME(nanmax)(a, b);
@@ -145,18 +149,24 @@ void NAME(fc_max_bwd)(const T *FC_RESTRICT dy, const T *FC_RESTRICT x, T *FC_RES
             T *FC_RESTRICT d0 = dx + 2 * i * W;
             T *FC_RESTRICT d1 = d0 + W;
             const T *FC_RESTRICT dyr = dy + i * Wo;
-            for (ptrdiff_t j = 0; j < Wo; ++j) {
+            ptrdiff_t j = 0;
+#ifdef FC_MAX2X2_BWD_VEC
+            j = FC_MAX2X2_BWD_VEC(r0, r1, dyr, d0, d1, Wo);
+#endif
+            for (; j < Wo; ++j) {
                 T a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], d = r1[2 * j + 1];
-                T m = a;
-                int k = 0;
-                if (NAME(beats)(b, m)) { m = b; k = 1; }
-                if (NAME(beats)(c, m)) { m = c; k = 2; }
-                if (NAME(beats)(d, m)) { k = 3; }
+                /* Branch-free so it vectorises: find the max value m (NaN if any element is NaN),
+                 * then the first element in row-major order that "is" m: equal to it, or NaN
+                 * (an element is NaN only when m is). That is exactly NumPy's first argmax. */
+                T m = NAME(nanmax)(NAME(nanmax)(a, b), NAME(nanmax)(c, d));
+                int ea = (a == m) | (a != a), eb = (b == m) | (b != b);
+                int ec = (c == m) | (c != c), ed = (d == m) | (d != d);
+                int tb = eb & !ea, tc = ec & !(ea | eb), td = ed & !(ea | eb | ec);
                 T gr = dyr[j];
-                d0[2 * j] = k == 0 ? gr : (T)0;
-                d0[2 * j + 1] = k == 1 ? gr : (T)0;
-                d1[2 * j] = k == 2 ? gr : (T)0;
-                d1[2 * j + 1] = k == 3 ? gr : (T)0;
+                d0[2 * j] = ea ? gr : (T)0;
+                d0[2 * j + 1] = tb ? gr : (T)0;
+                d1[2 * j] = tc ? gr : (T)0;
+                d1[2 * j + 1] = td ? gr : (T)0;
             }
         }
         NAME(zero_uncovered_2x2)(dx, g);

@@ -64,6 +64,7 @@ AWKWARD_POOL_CASES = [
     ((1, 1, 3, 5), (3, 5), 1, 0),         # a single window over the whole plane
     ((3, 4, 12, 12), 2, 2, 1),            # 2x2/s2 with padding: general path
     ((1, 1, 1, 9), (1, 2), None, 0),      # one-row plane
+    ((2, 3, 6, 37), 2, 2, 0),             # fast path, Wo = 18: two 8-wide SIMD blocks + a tail
 ]
 
 
@@ -207,8 +208,11 @@ def test_max_ties_go_to_first_maximum(dtype):
     dy = np.ones((1, 1, 2, 2), dtype)
     np.testing.assert_array_equal(F.max_pool2d_backward(dy, x, 3, 1)[0, 0],
                                   [[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]])
-    check_against_reference("max", np.round(np.random.default_rng(0).standard_normal((2, 2, 9, 9)))
-                            .astype(dtype), 3, 1, 1)
+    # Rounded values make ties common, on the general path and across the 2x2/s2 SIMD blocks.
+    x = np.round(np.random.default_rng(0).standard_normal((2, 2, 9, 41))).astype(dtype)
+    check_against_reference("max", x, 3, 1, 1)
+    check_against_reference("max", x, 2, 2, 0)
+    check_against_reference("max", np.zeros((1, 1, 2, 32), dtype), 2, 2, 0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
@@ -230,7 +234,8 @@ def test_max_nan_propagates_and_takes_the_gradient(dtype, geom):
     assert np.isnan(y).any() and not np.isnan(dx).any()
     # Same on a bigger random plane with scattered NaNs (and -inf, which padding ties with).
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 3, 9, 10)).astype(dtype)
+    # W = 38: Wo = 19 with 2x2/s2, so the SIMD blocks and the scalar tail both see NaNs.
+    x = rng.standard_normal((2, 3, 9, 38)).astype(dtype)
     x[rng.random(x.shape) < 0.05] = np.nan
     x[rng.random(x.shape) < 0.05] = -np.inf
     check_against_reference("max", x, kernel, stride, padding)
