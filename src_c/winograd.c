@@ -8,6 +8,11 @@
 #include <omp.h>
 #endif
 
+/* The double lanes are 64-byte GCC vectors; they never cross a function boundary that is not
+ * inlined, so the ABI note GCC emits for them does not apply. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
 #include "fc_common.h"
 #include "winograd.h"
 

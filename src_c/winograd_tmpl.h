@@ -7,86 +7,84 @@
  * A^T cost nothing and the +-1 entries are additions. */
 
 /* ------------------------------------------------------------------ 1-D transforms, L lanes */
+/* VEC holds one value of FC_WL tiles (GCC/Clang vector extension: AVX with -march=native, plain
+ * scalar code otherwise). vload/vstore go through memcpy: one unaligned vector move, no aliasing
+ * questions about the REAL buffers. */
+typedef REAL SFX(vec) __attribute__((vector_size(FC_WL * sizeof(REAL))));
+#define VEC SFX(vec)
+FC_INLINE VEC SFX(vload)(const REAL *p) { VEC v; memcpy(&v, p, sizeof v); return v; }
+FC_INLINE void SFX(vstore)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
+#define LD(p) SFX(vload)(p)
+#define ST(p, v) SFX(vstore)((p), (v))
+
 /* Input transform B^T d, F(2,3): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. */
 FC_INLINE void SFX(bt4)(const REAL *FC_RESTRICT d, ptrdiff_t sd, REAL *FC_RESTRICT o, ptrdiff_t so)
 {
-    for (int l = 0; l < FC_WL; l++) {
-        REAL d0 = d[l], d1 = d[sd + l], d2 = d[2 * sd + l], d3 = d[3 * sd + l];
-        o[l] = d0 - d2;
-        o[so + l] = d1 + d2;
-        o[2 * so + l] = d2 - d1;
-        o[3 * so + l] = d1 - d3;
-    }
+    VEC d0 = LD(d), d1 = LD(d + sd), d2 = LD(d + 2 * sd), d3 = LD(d + 3 * sd);
+    ST(o, d0 - d2);
+    ST(o + so, d1 + d2);
+    ST(o + 2 * so, d2 - d1);
+    ST(o + 3 * so, d1 - d3);
 }
 
 /* Input transform B^T d, F(4,3):
  * B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]. */
 FC_INLINE void SFX(bt6)(const REAL *FC_RESTRICT d, ptrdiff_t sd, REAL *FC_RESTRICT o, ptrdiff_t so)
 {
-    for (int l = 0; l < FC_WL; l++) {
-        REAL d0 = d[l], d1 = d[sd + l], d2 = d[2 * sd + l], d3 = d[3 * sd + l];
-        REAL d4 = d[4 * sd + l], d5 = d[5 * sd + l];
-        REAL p = d4 - (REAL)4 * d2, q = d3 - (REAL)4 * d1; /* rows 1, 2 share these */
-        REAL r = d4 - d2, s = (REAL)2 * (d3 - d1);        /* rows 3, 4 share these */
-        o[l] = (REAL)4 * d0 - (REAL)5 * d2 + d4;
-        o[so + l] = p + q;
-        o[2 * so + l] = p - q;
-        o[3 * so + l] = r + s;
-        o[4 * so + l] = r - s;
-        o[5 * so + l] = (REAL)4 * d1 - (REAL)5 * d3 + d5;
-    }
+    VEC d0 = LD(d), d1 = LD(d + sd), d2 = LD(d + 2 * sd), d3 = LD(d + 3 * sd);
+    VEC d4 = LD(d + 4 * sd), d5 = LD(d + 5 * sd);
+    VEC p = d4 - (REAL)4 * d2, q = d3 - (REAL)4 * d1; /* rows 1, 2 share these */
+    VEC r = d4 - d2, s = (REAL)2 * (d3 - d1);        /* rows 3, 4 share these */
+    ST(o, (REAL)4 * d0 - (REAL)5 * d2 + d4);
+    ST(o + so, p + q);
+    ST(o + 2 * so, p - q);
+    ST(o + 3 * so, r + s);
+    ST(o + 4 * so, r - s);
+    ST(o + 5 * so, (REAL)4 * d1 - (REAL)5 * d3 + d5);
 }
 
 /* Output transform A^T m, F(2,3): A^T = [1 1 1 0; 0 1 -1 -1]. */
 FC_INLINE void SFX(at4)(const REAL *FC_RESTRICT m, ptrdiff_t sm, REAL *FC_RESTRICT o, ptrdiff_t so)
 {
-    for (int l = 0; l < FC_WL; l++) {
-        REAL m0 = m[l], m1 = m[sm + l], m2 = m[2 * sm + l], m3 = m[3 * sm + l];
-        o[l] = m0 + m1 + m2;
-        o[so + l] = m1 - m2 - m3;
-    }
+    VEC m0 = LD(m), m1 = LD(m + sm), m2 = LD(m + 2 * sm), m3 = LD(m + 3 * sm);
+    ST(o, m0 + m1 + m2);
+    ST(o + so, m1 - m2 - m3);
 }
 
 /* Output transform A^T m, F(4,3):
  * A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]. */
 FC_INLINE void SFX(at6)(const REAL *FC_RESTRICT m, ptrdiff_t sm, REAL *FC_RESTRICT o, ptrdiff_t so)
 {
-    for (int l = 0; l < FC_WL; l++) {
-        REAL m0 = m[l], m1 = m[sm + l], m2 = m[2 * sm + l], m3 = m[3 * sm + l];
-        REAL m4 = m[4 * sm + l], m5 = m[5 * sm + l];
-        REAL a = m1 + m2, b = m1 - m2, c = m3 + m4, e = m3 - m4;
-        o[l] = m0 + a + c;
-        o[so + l] = b + (REAL)2 * e;
-        o[2 * so + l] = a + (REAL)4 * c;
-        o[3 * so + l] = b + (REAL)8 * e + m5;
-    }
+    VEC m0 = LD(m), m1 = LD(m + sm), m2 = LD(m + 2 * sm), m3 = LD(m + 3 * sm);
+    VEC m4 = LD(m + 4 * sm), m5 = LD(m + 5 * sm);
+    VEC a = m1 + m2, b = m1 - m2, c = m3 + m4, e = m3 - m4;
+    ST(o, m0 + a + c);
+    ST(o + so, b + (REAL)2 * e);
+    ST(o + 2 * so, a + (REAL)4 * c);
+    ST(o + 3 * so, b + (REAL)8 * e + m5);
 }
 
 /* dy-tile transform A u (A = (A^T)^T, alpha x m) for backward-weights, F(3, 2): 2 -> 4 values. */
 FC_INLINE void SFX(a4)(const REAL *FC_RESTRICT u, ptrdiff_t su, REAL *FC_RESTRICT o, ptrdiff_t so)
 {
-    for (int l = 0; l < FC_WL; l++) {
-        REAL u0 = u[l], u1 = u[su + l];
-        o[l] = u0;
-        o[so + l] = u0 + u1;
-        o[2 * so + l] = u0 - u1;
-        o[3 * so + l] = -u1;
-    }
+    VEC u0 = LD(u), u1 = LD(u + su);
+    ST(o, u0);
+    ST(o + so, u0 + u1);
+    ST(o + 2 * so, u0 - u1);
+    ST(o + 3 * so, -u1);
 }
 
 /* dy-tile transform A u for backward-weights, F(3, 4): 4 -> 6 values. */
 FC_INLINE void SFX(a6)(const REAL *FC_RESTRICT u, ptrdiff_t su, REAL *FC_RESTRICT o, ptrdiff_t so)
 {
-    for (int l = 0; l < FC_WL; l++) {
-        REAL u0 = u[l], u1 = u[su + l], u2 = u[2 * su + l], u3 = u[3 * su + l];
-        REAL ev = u0 + (REAL)4 * u2, od = (REAL)2 * u1 + (REAL)8 * u3;
-        o[l] = u0;
-        o[so + l] = u0 + u1 + u2 + u3;
-        o[2 * so + l] = u0 - u1 + u2 - u3;
-        o[3 * so + l] = ev + od;
-        o[4 * so + l] = ev - od;
-        o[5 * so + l] = u3;
-    }
+    VEC u0 = LD(u), u1 = LD(u + su), u2 = LD(u + 2 * su), u3 = LD(u + 3 * su);
+    VEC ev = u0 + (REAL)4 * u2, od = (REAL)2 * u1 + (REAL)8 * u3;
+    ST(o, u0);
+    ST(o + so, u0 + u1 + u2 + u3);
+    ST(o + 2 * so, u0 - u1 + u2 - u3);
+    ST(o + 3 * so, ev + od);
+    ST(o + 4 * so, ev - od);
+    ST(o + 5 * so, u3);
 }
 
 /* 2-D transforms of FC_WL tiles: in[a][a][L] -> out[b][b][L] as T in T^T, row pass then column. */
@@ -218,6 +216,17 @@ static void SFX(describe_tiles)(SFX(tile_info) *ti, ptrdiff_t t_begin, ptrdiff_t
 
 /* d[alpha][alpha][L] <- the input windows of nl tiles of channel c (zeros outside x and for
  * lanes >= nl). */
+/* Lane l of d[alpha][alpha][L] <- the alpha x alpha window at p (row stride W), all inside x.
+ * alpha is a literal at each call, so the copy unrolls with constant offsets. */
+FC_INLINE void SFX(gather_lane)(const int alpha, const REAL *FC_RESTRICT p, ptrdiff_t W,
+                                REAL *FC_RESTRICT d)
+{
+    for (int i = 0; i < alpha; i++, p += W)
+        for (int j = 0; j < alpha; j++) d[(i * alpha + j) * FC_WL] = p[j];
+}
+
+/* d[alpha][alpha][L] <- the input windows of nl tiles of channel c (zeros outside x and for
+ * lanes >= nl). */
 static void SFX(gather_input)(int alpha, const REAL *x, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                               ptrdiff_t c, const SFX(tile_info) *ti, int nl, REAL *FC_RESTRICT d)
 {
@@ -229,25 +238,32 @@ static void SFX(gather_input)(int alpha, const REAL *x, ptrdiff_t C, ptrdiff_t H
         const REAL *src = x + (ti[l].n * C + c) * H * W;
         const ptrdiff_t r0 = ti[l].r0, c0 = ti[l].c0;
         if (ti[l].inside) {
-            const REAL *p = src + r0 * W + c0;
-            for (int i = 0; i < alpha; i++)
-                for (int j = 0; j < alpha; j++) d[(i * alpha + j) * FC_WL + l] = p[i * W + j];
-        } else {
-            for (int i = 0; i < alpha; i++) {
-                const ptrdiff_t r = r0 + i;
-                for (int j = 0; j < alpha; j++) {
-                    const ptrdiff_t q = c0 + j;
-                    d[(i * alpha + j) * FC_WL + l] =
-                        (r >= 0 && r < H && q >= 0 && q < W) ? src[r * W + q] : (REAL)0;
-                }
+            if (alpha == 4) SFX(gather_lane)(4, src + r0 * W + c0, W, d + l);
+            else SFX(gather_lane)(6, src + r0 * W + c0, W, d + l);
+            continue;
+        }
+        /* A border tile: the columns [jlo, jhi) of the window lie inside x. */
+        const int jlo = c0 < 0 ? (int)-c0 : 0;
+        const int jhi = c0 + alpha > W ? (int)(W - c0) : alpha;
+        for (int i = 0; i < alpha; i++) {
+            const ptrdiff_t r = r0 + i;
+            REAL *drow = d + i * alpha * FC_WL + l;
+            if (r < 0 || r >= H || jlo >= jhi) {
+                for (int j = 0; j < alpha; j++) drow[j * FC_WL] = 0;
+                continue;
             }
+            const REAL *srow = src + r * W + c0;
+            for (int j = 0; j < jlo; j++) drow[j * FC_WL] = 0;
+            for (int j = jlo; j < jhi; j++) drow[j * FC_WL] = srow[j];
+            for (int j = jhi; j < alpha; j++) drow[j * FC_WL] = 0;
         }
     }
 }
 
 /* V[xi][C][T] for tiles [0, nt) of a chunk (lanes of FC_WL tiles at a time). */
 static void SFX(transform_inputs)(int alpha, const REAL *x, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
-                                  const SFX(tile_info) *ti, ptrdiff_t nt, ptrdiff_t T, REAL *V)
+                                  const SFX(tile_info) *ti, ptrdiff_t nt, ptrdiff_t T, ptrdiff_t vs,
+                                  REAL *V)
 {
     REAL d[36 * FC_WL], tmp[36 * FC_WL], v[36 * FC_WL];
     const int a2 = alpha * alpha;
@@ -257,13 +273,23 @@ static void SFX(transform_inputs)(int alpha, const REAL *x, ptrdiff_t C, ptrdiff
             SFX(gather_input)(alpha, x, C, H, W, c, ti + t0, nl, d);
             SFX(input_tf)(alpha, d, tmp, v);
             REAL *dst = V + c * T + t0;
-            for (int xi = 0; xi < a2; xi++)
-                for (int l = 0; l < nl; l++) dst[xi * C * T + l] = v[xi * FC_WL + l];
+            if (nl == FC_WL) {
+                for (int xi = 0; xi < a2; xi++) ST(dst + xi * vs, LD(v + xi * FC_WL));
+            } else {
+                for (int xi = 0; xi < a2; xi++)
+                    for (int l = 0; l < nl; l++) dst[xi * vs + l] = v[xi * FC_WL + l];
+            }
         }
     }
 }
 
 /* ------------------------------------------------------------------ chunking */
+/* Distance between the alpha^2 matrices of V and M. A transform writes (and the output transform
+ * reads) all alpha^2 of them for each tile; were they a multiple of 4 KiB apart, those 36
+ * streams would all map to the same L1 sets and evict each other. One cache line of padding
+ * staggers them. */
+static ptrdiff_t SFX(xi_stride)(ptrdiff_t n) { return (n + 15) / 16 * 16 + 16; }
+
 /* Tiles per chunk: as many as the workspace allows for `nthreads` private buffers of
  * `per_tile` bytes each (after `fixed` bytes per thread), capped by `cap` (cache-friendly
  * GEMM sizes), at least one, and small enough that every thread gets work. Rounded to the lane
@@ -286,6 +312,14 @@ static ptrdiff_t SFX(chunk_tiles)(ptrdiff_t total, int nthreads, size_t workspac
 }
 
 /* ------------------------------------------------------------------ forward */
+/* Lane l of o[mt][mt][L] + bias -> one whole output tile at dst (row stride Wo). */
+FC_INLINE void SFX(scatter_lane)(const int mt, const REAL *FC_RESTRICT o, REAL bk, ptrdiff_t Wo,
+                                 REAL *FC_RESTRICT dst)
+{
+    for (int i = 0; i < mt; i++, dst += Wo)
+        for (int j = 0; j < mt; j++) dst[j] = o[(i * mt + j) * FC_WL] + bk;
+}
+
 int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                    const REAL *U, ptrdiff_t K, const REAL *bias, REAL *y, ptrdiff_t Ho, ptrdiff_t Wo,
                    ptrdiff_t ph, ptrdiff_t pw, int nthreads, size_t workspace, ptrdiff_t tile_cap,
@@ -295,17 +329,18 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
     const ptrdiff_t tiles_h = (Ho + mt - 1) / mt, tiles_w = (Wo + mt - 1) / mt;
     const ptrdiff_t total = N * tiles_h * tiles_w;
     if (nthreads < 1) nthreads = 1;
-    const size_t per_tile = (size_t)a2 * (size_t)(C + K) * sizeof(REAL) + sizeof(SFX(tile_info));
+    const size_t per_tile = (size_t)a2 * (size_t)(C + K + 1) * sizeof(REAL) + sizeof(SFX(tile_info));
     const ptrdiff_t T = SFX(chunk_tiles)(total, nthreads, workspace, per_tile, 0, tile_cap);
     const ptrdiff_t nchunks = (total + T - 1) / T;
+    const ptrdiff_t vs = SFX(xi_stride)(C * T), ms = SFX(xi_stride)(K * T);
     if (nthreads > nchunks) nthreads = (int)nchunks;
     int failed = 0;
 
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
         fc_fpstate fp = fc_ftz_enter();
-        REAL *V = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)C * (size_t)T * sizeof(REAL));
-        REAL *M = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)K * (size_t)T * sizeof(REAL));
+        REAL *V = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)vs * sizeof(REAL));
+        REAL *M = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)ms * sizeof(REAL));
         SFX(tile_info) *ti = (SFX(tile_info) *)fc_wino_alloc((size_t)T * sizeof(SFX(tile_info)));
         if (!V || !M || !ti) failed = 1;
         ptrdiff_t chunk;
@@ -317,7 +352,7 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
             const ptrdiff_t t_begin = chunk * T;
             const ptrdiff_t nt = total - t_begin < T ? total - t_begin : T;
             SFX(describe_tiles)(ti, t_begin, nt, mt, tiles_h, tiles_w, H, W, ph, pw);
-            SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, T, V);
+            SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, T, vs, V);
 
             /* M[xi] (K x nt, row-major, ld T) = U[xi] (K x C) . V[xi] (C x nt): in BLAS's
              * column-major terms M^T = V^T . U^T, i.e. gemm("N", "N", nt, K, C). */
@@ -326,9 +361,9 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
                 int m_ = (int)nt, n_ = (int)K, k_ = (int)C, lda = (int)T, ldb = (int)C, ldc = (int)T;
                 REAL one = 1, zero = 0;
                 for (int xi = 0; xi < a2; xi++)
-                    gemm(&tn, &tn, &m_, &n_, &k_, &one, V + (ptrdiff_t)xi * C * T, &lda,
+                    gemm(&tn, &tn, &m_, &n_, &k_, &one, V + (ptrdiff_t)xi * vs, &lda,
                          (REAL *)U + (ptrdiff_t)xi * K * C, &ldb, &zero,
-                         M + (ptrdiff_t)xi * K * T, &ldc);
+                         M + (ptrdiff_t)xi * ms, &ldc);
             }
 
             REAL mm[36 * FC_WL], tmp[36 * FC_WL], o[16 * FC_WL];
@@ -337,15 +372,25 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
                 for (ptrdiff_t t0 = 0; t0 < nt; t0 += FC_WL) {
                     const int nl = (int)(nt - t0 < FC_WL ? nt - t0 : FC_WL);
                     const REAL *src = M + k * T + t0;
-                    for (int xi = 0; xi < a2; xi++)
-                        for (int l = 0; l < FC_WL; l++)
-                            mm[xi * FC_WL + l] = l < nl ? src[(ptrdiff_t)xi * K * T + l] : (REAL)0;
+                    if (nl == FC_WL) {
+                        for (int xi = 0; xi < a2; xi++) ST(mm + xi * FC_WL, LD(src + (ptrdiff_t)xi * ms));
+                    } else {
+                        for (int xi = 0; xi < a2; xi++)
+                            for (int l = 0; l < FC_WL; l++)
+                                mm[xi * FC_WL + l] = l < nl ? src[(ptrdiff_t)xi * ms + l] : (REAL)0;
+                    }
                     SFX(output_tf)(alpha, mm, tmp, o);
                     for (int l = 0; l < nl; l++) {
                         const SFX(tile_info) *q = ti + t0 + l;
                         REAL *dst = y + (q->n * K + k) * Ho * Wo;
                         const int hi = (int)(Ho - q->o0 < mt ? Ho - q->o0 : mt);
                         const int wi = (int)(Wo - q->p0 < mt ? Wo - q->p0 : mt);
+                        if (hi == mt && wi == mt) { /* whole tile: unrolled, constant offsets */
+                            REAL *d0 = dst + q->o0 * Wo + q->p0;
+                            if (mt == 2) SFX(scatter_lane)(2, o + l, bk, Wo, d0);
+                            else SFX(scatter_lane)(4, o + l, bk, Wo, d0);
+                            continue;
+                        }
                         for (int i = 0; i < hi; i++)
                             for (int j = 0; j < wi; j++)
                                 dst[(q->o0 + i) * Wo + q->p0 + j] = o[(i * mt + j) * FC_WL + l] + bk;
@@ -389,9 +434,10 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
     /* Each thread owns an alpha^2 x K x C accumulator; use fewer threads than asked when half the
      * workspace cannot hold that many (one accumulator is the minimum this algorithm needs). */
     while (nthreads > 1 && (size_t)nthreads * acc_bytes > workspace / 2) nthreads--;
-    const size_t per_tile = (size_t)a2 * (size_t)(C + K) * sizeof(REAL) + sizeof(SFX(tile_info));
+    const size_t per_tile = (size_t)a2 * (size_t)(C + K + 1) * sizeof(REAL) + sizeof(SFX(tile_info));
     const ptrdiff_t T = SFX(chunk_tiles)(total, nthreads, workspace, per_tile, acc_bytes, tile_cap);
     const ptrdiff_t nchunks = (total + T - 1) / T;
+    const ptrdiff_t vs = SFX(xi_stride)(C * T), ms = SFX(xi_stride)(K * T);
     if (nthreads > nchunks) nthreads = (int)nchunks;
     const int nacc = nthreads;
     REAL **acc = (REAL **)calloc((size_t)nacc, sizeof(REAL *));
@@ -406,8 +452,8 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
 #else
         const int me = 0;
 #endif
-        REAL *V = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)C * (size_t)T * sizeof(REAL));
-        REAL *D = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)K * (size_t)T * sizeof(REAL));
+        REAL *V = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)vs * sizeof(REAL));
+        REAL *D = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)ms * sizeof(REAL));
         SFX(tile_info) *ti = (SFX(tile_info) *)fc_wino_alloc((size_t)T * sizeof(SFX(tile_info)));
         REAL *A = (REAL *)fc_wino_alloc(acc_bytes);
         acc[me] = A;
@@ -421,7 +467,7 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
             const ptrdiff_t t_begin = chunk * T;
             const ptrdiff_t nt = total - t_begin < T ? total - t_begin : T;
             SFX(describe_tiles)(ti, t_begin, nt, mt, tiles_h, tiles_w, H, W, ph, pw);
-            SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, T, V);
+            SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, T, vs, V);
 
             /* D[xi][K][T]: A u A^T of each m x m dy tile (zeros past the output's edge). */
             REAL u[16 * FC_WL], tmp[36 * FC_WL], v[36 * FC_WL];
@@ -442,7 +488,7 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
                     SFX(dy_tf)(alpha, u, tmp, v);
                     REAL *dst = D + k * T + t0;
                     for (int xi = 0; xi < a2; xi++)
-                        for (int l = 0; l < nl; l++) dst[(ptrdiff_t)xi * K * T + l] = v[xi * FC_WL + l];
+                        for (int l = 0; l < nl; l++) dst[(ptrdiff_t)xi * ms + l] = v[xi * FC_WL + l];
                 }
             }
 
@@ -453,8 +499,8 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
                 int m_ = (int)C, n_ = (int)K, k_ = (int)nt, lda = (int)T, ldb = (int)T, ldc = (int)C;
                 REAL one = 1;
                 for (int xi = 0; xi < a2; xi++)
-                    gemm(&tt, &tn, &m_, &n_, &k_, &one, V + (ptrdiff_t)xi * C * T, &lda,
-                         D + (ptrdiff_t)xi * K * T, &ldb, &one, A + (ptrdiff_t)xi * K * C, &ldc);
+                    gemm(&tt, &tn, &m_, &n_, &k_, &one, V + (ptrdiff_t)xi * vs, &lda,
+                         D + (ptrdiff_t)xi * ms, &ldb, &one, A + (ptrdiff_t)xi * K * C, &ldc);
             }
         }
         fc_wino_free(V);
@@ -489,3 +535,7 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
     free(acc);
     return failed ? -1 : 0;
 }
+
+#undef VEC
+#undef LD
+#undef ST
