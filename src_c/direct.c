@@ -12,8 +12,10 @@
 
 #include "fc_common.h"
 
-#if defined(__FMA__) && defined(__AVX__)
+#if defined(__AVX__)
 #include <immintrin.h>
+#elif defined(__SSE2__)
+#include <emmintrin.h>
 #endif
 
 #define FC_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -70,6 +72,11 @@ typedef long long fc_vdi __attribute__((vector_size(FC_VBYTES)));
 #else
 #define VFMA(a, b, c) ((a) * (b) + (c))
 #endif
+#if defined(__AVX__)
+#define VSET1(x) ((fc_vf)_mm256_set1_ps(x))
+#elif defined(__SSE2__)
+#define VSET1(x) ((fc_vf)_mm_set1_ps(x))
+#endif
 #endif
 #include "direct_impl.h"
 #undef T
@@ -78,6 +85,7 @@ typedef long long fc_vdi __attribute__((vector_size(FC_VBYTES)));
 #undef VI
 #undef VLEN
 #undef VFMA
+#undef VSET1
 
 /* ------------------------------------------------------------------ double */
 #define T double
@@ -90,6 +98,11 @@ typedef long long fc_vdi __attribute__((vector_size(FC_VBYTES)));
 #define VFMA(a, b, c) ((fc_vd)_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
 #else
 #define VFMA(a, b, c) ((a) * (b) + (c))
+#endif
+#if defined(__AVX__)
+#define VSET1(x) ((fc_vd)_mm256_set1_pd(x))
+#elif defined(__SSE2__)
+#define VSET1(x) ((fc_vd)_mm_set1_pd(x))
 #endif
 #endif
 #include "direct_impl.h"

@@ -1,6 +1,7 @@
 /* Direct convolution for one element type. Included by direct.c with T (float or double),
  * SFX(name) (name_f32 / name_f64) and, when the compiler has vector extensions, V (the vector
- * type), VI (same-size integer vector), VLEN (lanes) and VFMA(a, b, c) = a*b + c. */
+ * type), VI (same-size integer vector), VLEN (lanes), VFMA(a, b, c) = a*b + c and, where an
+ * intrinsic exists, VSET1(x) (a broadcast; GCC makes poor code of lane-by-lane fills). */
 
 #ifndef V
 #define V T
@@ -17,10 +18,14 @@ FC_INLINE V SFX(vload)(const T *p) {
 }
 FC_INLINE void SFX(vstore)(T *p, V v) { memcpy(p, &v, sizeof v); }
 FC_INLINE V SFX(vset1)(T x) {
-#ifdef FC_SCALAR_VECTORS
+#if defined(FC_SCALAR_VECTORS)
     return x;
+#elif defined(VSET1)
+    return VSET1(x);
 #else
-    return (V){0} + x;
+    V v; /* lane by lane ((V){0} + x would be a real addition, because of -0.0) */
+    for (int i = 0; i < VLEN; i++) v[i] = x;
+    return v;
 #endif
 }
 /* Load n >= 1 lanes from p (zeros after them) without reading past p[n-1]. */
