@@ -50,7 +50,7 @@ def progress_line(cell):
     parts = []
     for rec in cell:
         if rec["status"] in ("ok", "wrong"):
-            flag = " WRONG" if rec["status"] == "wrong" else ""
+            flag = " !!! WRONG" if rec["status"] == "wrong" else ""
             parts.append(f"{_peer_label(rec)} {_ms(rec['median_ms'])} ms{flag}")
         else:
             parts.append(f"{rec['peer']} {rec['status']}")

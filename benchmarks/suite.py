@@ -132,7 +132,7 @@ class TrainStep:
 
     name: str = "train_step"
     batch: int = 64
-    lr: float = 0.05
+    lr: float = 0.01
 
     kind = "step"
     passes = STEP_PASSES

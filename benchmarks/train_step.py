@@ -38,7 +38,8 @@ def make_problem(batch, seed=0):
 
 # ---------------------------------------------------------------- fastconv (functional ops)
 def to_functional_layout(params):
-    return {k: np.ascontiguousarray(v.T if k in _DENSE else v) for k, v in params.items()}
+    """Fresh C-ordered copies (steps update them in place; the problem's arrays stay initial)."""
+    return {k: np.array(v.T if k in _DENSE else v, order="C") for k, v in params.items()}
 
 
 def from_functional_layout(grads):

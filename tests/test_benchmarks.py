@@ -1,0 +1,169 @@
+"""The benchmark harness itself (benchmarks/): runner, JSON fields, checks, reports. No timing
+assertions: only that every documented field is there and every answer is checked."""
+import json
+import sys
+
+import numpy as np
+import pytest
+
+from benchmarks import peers, report, run, suite, timing, train_step
+
+TINY = "tiny=2,3,8,8,4,3,1,1"
+FAST = ["--repeat", "3", "--budget", "0", "--sgemm-size", "64", "--no-progress"]
+TIMING_FIELDS = ("median_ms", "min_ms", "max_ms", "q1_ms", "q3_ms")
+RECORD_FIELDS = ("case", "kind", "pass", "peer", "shape", "flops", "status", "note", "reps",
+                 "gflops", "gbps", "pct_sgemm", "ratio_torch", "ratio_reference",
+                 "max_rel_error", "tolerance", "algorithm") + TIMING_FIELDS
+
+
+def _run(tmp_path, *argv):
+    out = tmp_path / "result.json"
+    code = run.main(list(argv) + FAST + ["--json", str(out)])
+    return code, json.loads(out.read_text())
+
+
+def test_tiny_layer_json_has_documented_fields(tmp_path, capsys):
+    code, doc = _run(tmp_path, "--custom", TINY, "--markdown", str(tmp_path / "r.md"))
+    assert code == 0
+    assert doc["schema"] == run.SCHEMA_VERSION
+    assert doc["sgemm"]["gflops"] > 0
+    for key in ("cpu", "cores", "threads", "numpy", "scipy", "torch", "fastconv", "blas"):
+        assert key in doc["machine"]
+    results = doc["results"]
+    assert {(r["pass"], r["peer"]) for r in results} == {
+        (p, name) for p in suite.CONV_PASSES for name in peers.CONV_ALGORITHMS + ("reference", "torch")}
+    for rec in results:
+        assert set(RECORD_FIELDS) <= set(rec), rec
+        assert rec["case"] == "tiny" and rec["flops"] == 2 * 2 * 4 * 3 * 9 * 8 * 8
+        # Every peer either ran and matched the reference, or says why it could not run.
+        assert rec["status"] in ("ok", "n/a"), rec
+        if rec["status"] == "n/a":
+            assert rec["note"].startswith("n/a ("), rec
+            continue
+        assert rec["reps"] >= timing.MIN_REPS
+        assert rec["min_ms"] <= rec["q1_ms"] <= rec["median_ms"] <= rec["q3_ms"] <= rec["max_ms"]
+        assert rec["gflops"] > 0 and rec["pct_sgemm"] > 0
+        assert rec["max_rel_error"] <= rec["tolerance"]
+        assert rec["ratio_reference"] > 0
+        assert (rec["ratio_torch"] is None) == (peers.torch is None)
+    ref = [r for r in results if r["peer"] == "reference"]
+    assert all(r["ratio_reference"] == 1.0 and r["max_rel_error"] == 0.0 for r in ref)
+    table = capsys.readouterr().out
+    assert "tiny" in table and "vs torch" in table and "backward_weights" in table
+    assert "| tiny |" in (tmp_path / "r.md").read_text()
+
+
+def test_without_torch_the_column_says_so(tmp_path, monkeypatch):
+    monkeypatch.setattr(peers, "torch", None)
+    monkeypatch.setattr(peers, "TORCH_MISSING", "n/a (torch not installed: test)")
+    code, doc = _run(tmp_path, "--custom", TINY, "--passes", "forward",
+                     "--algorithms", "reference,torch,im2col")
+    assert code == 0
+    by_peer = {r["peer"]: r for r in doc["results"]}
+    assert by_peer["torch"]["status"] == "n/a" and "torch not installed" in by_peer["torch"]["note"]
+    assert all(r["ratio_torch"] is None for r in doc["results"])
+    assert doc["machine"]["torch"] is None
+
+
+def test_pool_case_and_filters(tmp_path):
+    code, doc = _run(tmp_path, "--layers", "maxpool_small", "--passes", "backward",
+                     "--algorithms", "reference,fastconv")
+    assert code == 0
+    assert [(r["case"], r["pass"], r["peer"]) for r in doc["results"]] == [
+        ("maxpool_small", "backward", "fastconv"), ("maxpool_small", "backward", "reference")]
+    for rec in doc["results"]:
+        assert rec["gflops"] is None and rec["gbps"] > 0
+
+
+class _WrongPeer(peers.Peer):
+    """A peer that answers fast and wrong: it must be flagged and never get a speedup."""
+
+    name = "wrong"
+    kinds = ("conv",)
+
+    def prepare(self, case, pass_, data):
+        return peers.Prepared(lambda: np.zeros(case.y_shape, np.float32),
+                              lambda: [np.zeros(case.y_shape, np.float32)])
+
+
+def test_wrong_answer_is_flagged_and_gets_no_ratio():
+    args = run.parse_args(["--custom", TINY] + FAST)
+    layer = args.cases[0]
+    cell = run.run_cell(layer, "forward", [peers.Reference(), _WrongPeer()], args, {"gflops": 1.0})
+    wrong = cell[1]
+    assert wrong["status"] == "wrong" and "WRONG" in wrong["note"]
+    assert wrong["ratio_reference"] is None and wrong["ratio_torch"] is None
+    assert wrong["max_rel_error"] == pytest.approx(1.0)
+    assert "!!!" in report.progress_line(cell)
+
+
+def test_unknown_names_are_refused(capsys):
+    for argv in (["--layers", "nope"], ["--algorithms", "fft"], ["--passes", "sideways"],
+                 ["--custom", "1,2,3"]):
+        with pytest.raises(SystemExit):
+            run.parse_args(argv)
+    assert "unknown" in capsys.readouterr().err
+
+
+def test_quick_subset_is_small():
+    cases = suite.select(quick=True)
+    assert {c.kind for c in cases} == {"conv", "pool", "step"}
+    assert all(c.flops("forward") < 1e9 for c in cases if c.kind == "conv")
+
+
+def test_repetitions_respect_minimum_and_budget():
+    assert timing.repetitions(10.0, 1.0, 15) == timing.MIN_REPS
+    assert timing.repetitions(0.01, 1.0, 15) == 15
+    assert timing.repetitions(0.1, 1.0, 15) == 10
+    times, failures = timing.interleaved({"a": lambda: None, "b": lambda: 1 / 0}, {"a": 4, "b": 3})
+    assert len(times["a"]) == 4 and times["b"] == [] and isinstance(failures["b"], ZeroDivisionError)
+
+
+def _saved_doc(tmp_path):
+    return _run(tmp_path, "--custom", TINY, "--passes", "forward")[1]
+
+
+def test_report_renders_table_and_plot(tmp_path):
+    doc = _saved_doc(tmp_path)
+    text = report.text(doc)
+    assert "Summary" in text and "GFLOP/s" in text and "tiny" in text
+    assert report.markdown(doc).count("\n|") > 3
+    png = tmp_path / "chart.png"
+    message = report.plot(doc, str(png))
+    if peers.torch is not None:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", message
+    else:
+        assert "no speed ratios" in message
+
+
+def test_plot_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
+    doc = _saved_doc(tmp_path)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` fail
+    message = report.plot(doc, str(tmp_path / "x.png"))
+    assert "matplotlib is not installed" in message and not (tmp_path / "x.png").exists()
+
+
+def test_report_cli_rerenders_saved_json(tmp_path, capsys):
+    _run(tmp_path, "--custom", TINY, "--passes", "forward")
+    md = tmp_path / "again.md"
+    assert report.main([str(tmp_path / "result.json"), "--markdown", str(md)]) == 0
+    assert "tiny" in capsys.readouterr().out and md.read_text().startswith("- fastconv benchmarks")
+
+
+def test_training_step_sides_agree_from_the_same_weights():
+    """From identical initial weights, the loss and every gradient of the fastconv step match the
+    reference's (and PyTorch's when installed); three SGD steps on one batch lower the loss."""
+    from fastconv import functional, reference
+
+    problem = train_step.make_problem(batch=8, seed=1)
+    fast = train_step.functional_stepper(functional, problem, lr=0.01)
+    ref = train_step.functional_stepper(reference, problem, lr=0.01)
+    expected = ref[1]()
+    assert peers.max_relative_error(fast[1](), expected) < 1e-4
+    if peers.torch is not None:
+        assert peers.max_relative_error(train_step.torch_stepper(peers.torch, problem, 0.01)[1](),
+                                        expected) < 1e-4
+    losses = [fast[0]() for _ in range(3)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    # Steps update their own copy: the check still starts from the initial weights.
+    assert peers.max_relative_error(fast[1](), expected) < 1e-4
