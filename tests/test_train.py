@@ -1,0 +1,118 @@
+"""End to end on real Fashion-MNIST: a small CNN learns, and `python -m fastconv.train` writes
+its model, metrics and pictures, also when stopped with Ctrl-C.
+
+These tests need the data set; they skip only when it is absent (``apt-get install
+dataset-fashion-mnist``, which .ci/run does, or set FASTCONV_DATA).
+"""
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import nn
+from fastconv.datasets import load_fashion_mnist
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    try:
+        return load_fashion_mnist()
+    except FileNotFoundError as exc:
+        pytest.skip(f"Fashion-MNIST is not installed: {exc}")
+
+
+def small_cnn(seed):
+    rng = np.random.default_rng(seed)
+    return nn.Sequential([
+        nn.Conv2D(1, 8, 3, padding=1, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Conv2D(8, 16, 3, padding=1, seed=rng), nn.ReLU(), nn.MaxPool2D(2),
+        nn.Flatten(), nn.Dense(16 * 7 * 7, 10, seed=rng),
+    ])
+
+
+@pytest.fixture
+def one_thread():
+    """This test is about learning, not threading (the kernel tests cover threads). On a shared,
+    oversubscribed machine OpenMP's spin-waiting makes 2 threads up to 10x slower than 1, so
+    the training runs single-threaded to keep the suite's time bounded."""
+    before = fastconv.get_num_threads()
+    fastconv.set_num_threads(1)
+    yield
+    fastconv.set_num_threads(before)
+
+
+def test_small_cnn_learns_fashion_mnist(fashion, one_thread):
+    (x_train, y_train), (x_test, y_test) = fashion
+    model = small_cnn(0)
+    chance_loss, chance_acc = model.evaluate(x_test[:1000], y_test[:1000])
+    hist = model.fit(x_train[:2000], y_train[:2000], epochs=5, batch_size=32,  # 315 steps
+                     optimizer=nn.Adam(2e-3), seed=0, verbose=False)
+    loss, acc = model.evaluate(x_test[:1000], y_test[:1000])
+    assert hist["loss"][-1] < 0.6 * hist["loss"][0]
+    assert loss < 0.5 * chance_loss
+    assert acc > 0.7, f"test accuracy {acc:.3f} (chance 0.1, untrained {chance_acc:.3f})"
+
+
+def run_cli(args, **kw):
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.Popen([sys.executable, "-m", "fastconv.train", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_cli_writes_model_metrics_and_pictures(fashion, tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli(["--subset", "256", "--test-subset", "128", "--epochs", "1",
+                    "--batch-size", "64", "--threads", "1", "--quiet", "--out", str(out)])
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert "epoch 1/1: train loss" in stdout and "Total params: 421,642" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs_completed"] == 1 and not metrics["interrupted"]
+    assert 0 <= metrics["final_test_accuracy"] <= 1
+    model = nn.Sequential.load(out / "model.npz")
+    x_test = fashion[1][0][:128]
+    assert np.isclose(model.evaluate(x_test, fashion[1][1][:128])[1], metrics["final_test_accuracy"])
+    if importlib.util.find_spec("matplotlib") is not None:
+        for name in ("curves.png", "filters.png", "feature_maps.png"):
+            assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+    else:
+        assert "need matplotlib" in stdout
+
+
+def test_cli_ctrl_c_saves_the_last_complete_epoch(fashion, tmp_path):
+    out = tmp_path / "run"
+    # SIGINT may be ignored in a background job; the child restores the default so that
+    # Python turns it into KeyboardInterrupt, as in a terminal.
+    proc = run_cli(["--subset", "64", "--test-subset", "32", "--epochs", "1000", "--model",
+                    "lenet5", "--threads", "1", "--no-plots", "--quiet", "--out", str(out)],
+                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in proc.stdout:
+            if line.startswith("epoch 1/1000:"):
+                break
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["interrupted"] and metrics["epochs_completed"] >= 1
+    assert len(metrics["history"]["loss"]) == metrics["epochs_completed"]
+    nn.Sequential.load(out / "model.npz")
+
+
+def test_cli_without_data_says_how_to_get_it(tmp_path):
+    proc = run_cli(["--data", str(tmp_path / "missing"), "--out", str(tmp_path)])
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert "apt-get install dataset-fashion-mnist" in stderr
