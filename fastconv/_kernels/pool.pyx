@@ -99,7 +99,7 @@ cdef void _forward(int op, const floating[:, :, :, ::1] x, floating[:, :, :, ::1
         nthreads = 1
     with nogil, parallel(num_threads=nthreads):
         fp = fc_ftz_enter()  # MXCSR is per thread: each worker sets and restores its own
-        for p in prange(planes, schedule="static"):
+        for p in prange(planes, schedule="guided"):
             _fwd_plane(op, xp + p * in_plane, yp + p * out_plane, &g)
         fc_ftz_leave(fp)
 
@@ -121,7 +121,7 @@ cdef void _backward(int op, const floating[:, :, :, ::1] dy, const floating[:, :
     with nogil, parallel(num_threads=nthreads):
         fp = fc_ftz_enter()
         # Each plane's dx (zeroed inside the plane function) belongs to one thread: no races.
-        for p in prange(planes, schedule="static"):
+        for p in prange(planes, schedule="guided"):
             _bwd_plane(op, dyp + p * out_plane, xp + p * in_plane, dxp + p * in_plane, &g)
         fc_ftz_leave(fp)
 
