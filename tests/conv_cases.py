@@ -58,6 +58,17 @@ def conv_geometries(draw, max_hw=12, max_channels=6, max_kernel=5, max_stride=3)
     return (n, c, h, w, k, r, s, stride, padding)
 
 
+# float32 tolerance per concrete convolution algorithm, used as both rtol and the atol relative
+# to max|expected| (see assert_close). Direct and im2col round like the reference (a plain sum
+# of products); Winograd's transforms amplify rounding, F(4x4) most (its owner tunes these).
+FLOAT32_TOLERANCE = {
+    "direct": 1e-5,
+    "im2col": 1e-5,
+    "winograd2": 1e-4,
+    "winograd4": 1e-3,
+}
+
+
 def tolerances(dtype):
     """(rtol, atol) for comparing a fast result with the reference, relative to output scale."""
     return (1e-10, 1e-10) if np.dtype(dtype) == np.float64 else (1e-5, 1e-5)
