@@ -7,6 +7,7 @@ from .functional import (avg_pool2d, avg_pool2d_backward, conv2d, conv2d_backwar
                          l2_pool2d_backward, linear, linear_backward, max_pool2d,
                          max_pool2d_backward, relu, relu_backward, softmax_cross_entropy)
 from .threads import get_num_threads, openmp_enabled, set_num_threads
+from . import datasets, nn  # the layer API and the Fashion-MNIST loader
 
 __version__ = "0.1.0"
 
@@ -16,5 +17,5 @@ __all__ = [
     "l2_pool2d", "l2_pool2d_backward", "relu", "relu_backward", "linear", "linear_backward",
     "softmax_cross_entropy", "set_num_threads", "get_num_threads", "openmp_enabled",
     "autotune", "set_workspace_limit", "get_workspace_limit", "set_winograd_enabled",
-    "functional", "reference",
+    "functional", "reference", "nn", "datasets",
 ]
