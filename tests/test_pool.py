@@ -91,7 +91,7 @@ def pool_geometries(draw, max_hw=12):
 
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(geom=pool_geometries(), seed=st.integers(0, 2**31 - 1))
 def test_random_shapes_match_reference(kind, dtype, geom, seed):
     shape, kernel, stride, padding = geom
