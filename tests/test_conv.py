@@ -295,7 +295,7 @@ def test_nan_reaches_exactly_the_outputs_whose_window_touches_it(algorithm, case
     h0, w0 = x.shape[2] // 2, x.shape[3] - 2
     x[0, 1, h0, w0] = np.nan
     y = fastconv.conv2d(x, w, b, stride, padding, algorithm=algorithm)
-    check_close(y, ref.conv2d(x, w, b, stride, padding), algorithm, dtype, "forward with NaN")
+    y_ref = ref.conv2d(x, w, b, stride, padding)
 
     # Output (i, j) reads padded rows i*sh .. i*sh+R-1, i.e. x rows i*sh-ph .. i*sh-ph+R-1.
     i = np.arange(y.shape[2])[:, None]
@@ -309,6 +309,7 @@ def test_nan_reaches_exactly_the_outputs_whose_window_touches_it(algorithm, case
     if not algorithm.startswith("winograd"):
         # Winograd's input transform mixes a whole tile, so there a NaN spreads over its tile.
         np.testing.assert_array_equal(nan, expected, err_msg="NaN reached outputs it should not")
+    check_close(y[~nan], y_ref[~nan], algorithm, dtype, "forward away from the NaN")
 
 
 # ---------------------------------------------------------------- concurrent callers
