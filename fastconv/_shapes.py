@@ -54,12 +54,12 @@ def as_float_array(a, name, ndim, dtype=None):
     return copy
 
 
-def output_size(size, window, stride, padding, what):
+def output_size(size, window, stride, padding, what, window_name):
     """(size + 2*padding - window) // stride + 1, or a ValueError that says why it is below 1."""
     out = (size + 2 * padding - window) // stride + 1
     if size + 2 * padding < window or out < 1:
-        raise ValueError(f"{what}: window {window} is larger than the padded input "
-                         f"{size} + 2*{padding} = {size + 2 * padding}; the output would be empty")
+        raise ValueError(f"{what}: the window ({window_name} = {window}) is larger than the padded "
+                         f"input {size} + 2*{padding} = {size + 2 * padding}; the output would be empty")
     return out
 
 
@@ -128,8 +128,8 @@ class ConvArgs:
             self.b = None
         self.stride = pair(stride, "stride", 1)
         self.padding = pair(padding, "padding", 0)
-        self.out_hw = (output_size(h, r, self.stride[0], self.padding[0], f"{op} height"),
-                       output_size(wd, s, self.stride[1], self.padding[1], f"{op} width"))
+        self.out_hw = (output_size(h, r, self.stride[0], self.padding[0], f"{op} height", "w.shape[2]"),
+                       output_size(wd, s, self.stride[1], self.padding[1], f"{op} width", "w.shape[3]"))
 
     @property
     def y_shape(self):
@@ -181,8 +181,9 @@ class PoolArgs:
                 raise ValueError(f"{op}: padding {self.padding} must be smaller than kernel_size "
                                  f"{self.kernel} in each dimension (dimension {axis} is not)")
         h, wd = self.x.shape[2:]
-        self.out_hw = (output_size(h, self.kernel[0], self.stride[0], self.padding[0], f"{op} height"),
-                       output_size(wd, self.kernel[1], self.stride[1], self.padding[1], f"{op} width"))
+        self.out_hw = (
+            output_size(h, self.kernel[0], self.stride[0], self.padding[0], f"{op} height", "kernel_size[0]"),
+            output_size(wd, self.kernel[1], self.stride[1], self.padding[1], f"{op} width", "kernel_size[1]"))
 
     @property
     def y_shape(self):
