@@ -338,8 +338,8 @@ def test_stride_none_means_stride_equals_kernel(kind):
 @pytest.mark.parametrize("args,error,words", [
     (dict(kernel_size=2, padding=2), ValueError, "padding"),
     (dict(kernel_size=(3, 2), padding=(1, 2)), ValueError, "padding"),
-    (dict(kernel_size=9), ValueError, "window 9 is larger than the padded input"),
-    (dict(kernel_size=(2, 8), padding=(0, 1)), ValueError, "width: window 8"),
+    (dict(kernel_size=9), ValueError, "(kernel_size[0] = 9) is larger than the padded input"),
+    (dict(kernel_size=(2, 8), padding=(0, 1)), ValueError, "width: the window (kernel_size[1] = 8)"),
     (dict(kernel_size=2, stride=0), ValueError, "stride"),
     (dict(kernel_size=2, stride=(1, -1)), ValueError, "stride"),
     (dict(kernel_size=2, padding=-1), ValueError, "padding"),
