@@ -263,11 +263,11 @@ static void SFX(gather_input)(int alpha, const REAL *x, ptrdiff_t C, ptrdiff_t H
 /* V[xi][C][T] for tiles [0, nt) of a chunk (lanes of FC_WL tiles at a time). */
 static void SFX(transform_inputs)(int alpha, const REAL *x, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                                   const SFX(tile_info) *ti, ptrdiff_t nt, ptrdiff_t T, ptrdiff_t vs,
-                                  REAL *V)
+                                  REAL *V, ptrdiff_t c_begin, ptrdiff_t c_end)
 {
     REAL d[36 * FC_WL], tmp[36 * FC_WL], v[36 * FC_WL];
     const int a2 = alpha * alpha;
-    for (ptrdiff_t c = 0; c < C; c++) {
+    for (ptrdiff_t c = c_begin; c < c_end; c++) {
         for (ptrdiff_t t0 = 0; t0 < nt; t0 += FC_WL) {
             const int nl = (int)(nt - t0 < FC_WL ? nt - t0 : FC_WL);
             SFX(gather_input)(alpha, x, C, H, W, c, ti + t0, nl, d);
@@ -330,7 +330,16 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
     const ptrdiff_t total = N * tiles_h * tiles_w;
     if (nthreads < 1) nthreads = 1;
     const size_t per_tile = (size_t)a2 * (size_t)(C + K + 1) * sizeof(REAL) + sizeof(SFX(tile_info));
-    const ptrdiff_t T = SFX(chunk_tiles)(total, nthreads, workspace, per_tile, 0, tile_cap);
+    /* The chunk size must not depend on nthreads: BLAS may round a column differently for another
+     * GEMM width, and results must be identical at any thread count. So budget and balance for
+     * P = max(nthreads, cores) threads (P never changes within a process unless a call asks
+     * for more threads than there are cores). */
+#ifdef _OPENMP
+    const int P = nthreads > omp_get_num_procs() ? nthreads : omp_get_num_procs();
+#else
+    const int P = nthreads;
+#endif
+    const ptrdiff_t T = SFX(chunk_tiles)(total, P, workspace, per_tile, 0, tile_cap);
     const ptrdiff_t nchunks = (total + T - 1) / T;
     const ptrdiff_t vs = SFX(xi_stride)(C * T), ms = SFX(xi_stride)(K * T);
     if (nthreads > nchunks) nthreads = (int)nchunks;
@@ -352,7 +361,7 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
             const ptrdiff_t t_begin = chunk * T;
             const ptrdiff_t nt = total - t_begin < T ? total - t_begin : T;
             SFX(describe_tiles)(ti, t_begin, nt, mt, tiles_h, tiles_w, H, W, ph, pw);
-            SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, T, vs, V);
+            SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, T, vs, V, 0, C);
 
             /* M[xi] (K x nt, row-major, ld T) = U[xi] (K x C) . V[xi] (C x nt): in BLAS's
              * column-major terms M^T = V^T . U^T, i.e. gemm("N", "N", nt, K, C). */
@@ -421,6 +430,12 @@ FC_INLINE void SFX(gt_1d)(int alpha, const double *x, double *o)
     }
 }
 
+/* Deterministic by construction: chunks are processed in order; within a chunk the threads split
+ * the input transform over channels and the dy transform over output channels, then the
+ * alpha^2 GEMMs (one per thread at a time, each accumulating into its own alpha^2 slice of one
+ * shared accumulator). Every accumulator element therefore sums the same tiles in the same
+ * order at any thread count, and the accumulator exists once (alpha^2 K C values), not once per
+ * thread. */
 int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H,
                           ptrdiff_t W, const REAL *dy, ptrdiff_t K, ptrdiff_t Ho, ptrdiff_t Wo,
                           ptrdiff_t ph, ptrdiff_t pw, REAL *dw, int nthreads, size_t workspace,
@@ -431,47 +446,42 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
     const ptrdiff_t total = N * tiles_h * tiles_w;
     const size_t acc_bytes = (size_t)a2 * (size_t)K * (size_t)C * sizeof(REAL);
     if (nthreads < 1) nthreads = 1;
-    /* Each thread owns an alpha^2 x K x C accumulator; use fewer threads than asked when half the
-     * workspace cannot hold that many (one accumulator is the minimum this algorithm needs). */
-    while (nthreads > 1 && (size_t)nthreads * acc_bytes > workspace / 2) nthreads--;
     const size_t per_tile = (size_t)a2 * (size_t)(C + K + 1) * sizeof(REAL) + sizeof(SFX(tile_info));
-    const ptrdiff_t T = SFX(chunk_tiles)(total, nthreads, workspace, per_tile, acc_bytes, tile_cap);
+    /* One set of buffers, shared by the threads; the tile count is the GEMMs' inner dimension,
+     * so chunks may be larger than in the forward pass (4x the forward cap). */
+    const ptrdiff_t T = SFX(chunk_tiles)(total, 1, workspace, per_tile, acc_bytes, 4 * tile_cap);
     const ptrdiff_t nchunks = (total + T - 1) / T;
     const ptrdiff_t vs = SFX(xi_stride)(C * T), ms = SFX(xi_stride)(K * T);
-    if (nthreads > nchunks) nthreads = (int)nchunks;
-    const int nacc = nthreads;
-    REAL **acc = (REAL **)calloc((size_t)nacc, sizeof(REAL *));
-    if (!acc) return -1;
-    int failed = 0;
+    REAL *V = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)vs * sizeof(REAL));
+    REAL *D = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)ms * sizeof(REAL));
+    SFX(tile_info) *ti = (SFX(tile_info) *)fc_wino_alloc((size_t)T * sizeof(SFX(tile_info)));
+    REAL *A = (REAL *)fc_wino_alloc(acc_bytes);
+    if (!V || !D || !ti || !A) {
+        fc_wino_free(V);
+        fc_wino_free(D);
+        fc_wino_free(ti);
+        fc_wino_free(A);
+        return -1;
+    }
+    memset(A, 0, acc_bytes);
 
-#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+#pragma omp parallel num_threads(nthreads)
     {
         fc_fpstate fp = fc_ftz_enter();
-#ifdef _OPENMP
-        const int me = omp_get_thread_num();
-#else
-        const int me = 0;
-#endif
-        REAL *V = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)vs * sizeof(REAL));
-        REAL *D = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)ms * sizeof(REAL));
-        SFX(tile_info) *ti = (SFX(tile_info) *)fc_wino_alloc((size_t)T * sizeof(SFX(tile_info)));
-        REAL *A = (REAL *)fc_wino_alloc(acc_bytes);
-        acc[me] = A;
-        const int ok = V && D && ti && A;
-        if (!ok) failed = 1;
-        if (A) memset(A, 0, acc_bytes);
-        ptrdiff_t chunk;
-#pragma omp for schedule(dynamic, 1)
-        for (chunk = 0; chunk < nchunks; chunk++) {
-            if (!ok) continue;
+        for (ptrdiff_t chunk = 0; chunk < nchunks; chunk++) {
             const ptrdiff_t t_begin = chunk * T;
             const ptrdiff_t nt = total - t_begin < T ? total - t_begin : T;
+#pragma omp single
             SFX(describe_tiles)(ti, t_begin, nt, mt, tiles_h, tiles_w, H, W, ph, pw);
-            SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, T, vs, V);
+            /* (implicit barrier: every thread sees the tile descriptions) */
+            ptrdiff_t c, k;
+#pragma omp for schedule(static) nowait
+            for (c = 0; c < C; c++) SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, T, vs, V, c, c + 1);
 
             /* D[xi][K][T]: A u A^T of each m x m dy tile (zeros past the output's edge). */
-            REAL u[16 * FC_WL], tmp[36 * FC_WL], v[36 * FC_WL];
-            for (ptrdiff_t k = 0; k < K; k++) {
+#pragma omp for schedule(static)
+            for (k = 0; k < K; k++) {
+                REAL u[16 * FC_WL], tmp[36 * FC_WL], v[36 * FC_WL];
                 for (ptrdiff_t t0 = 0; t0 < nt; t0 += FC_WL) {
                     const int nl = (int)(nt - t0 < FC_WL ? nt - t0 : FC_WL);
                     for (int l = 0; l < FC_WL; l++) {
@@ -491,49 +501,44 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
                         for (int l = 0; l < nl; l++) dst[(ptrdiff_t)xi * ms + l] = v[xi * FC_WL + l];
                 }
             }
+            /* (implicit barrier: V and D complete) */
 
-            /* acc[xi] (K x C, row-major) += D[xi] (K x nt) . V[xi]^T (nt x C): column-major
-             * acc^T (C x K) += V[xi]^T... i.e. gemm("T", "N", C, K, nt, V, ld T, D, ld T). */
-            {
+            /* A[xi] (K x C, row-major) += D[xi] (K x nt) . V[xi]^T (nt x C); column-major:
+             * A^T (C x K) += V[xi]^T' . D[xi]^T', i.e. gemm("T", "N", C, K, nt, V, ld T, D, ld T). */
+            int xi;
+#pragma omp for schedule(dynamic, 1)
+            for (xi = 0; xi < a2; xi++) {
                 char tt = 'T', tn = 'N';
                 int m_ = (int)C, n_ = (int)K, k_ = (int)nt, lda = (int)T, ldb = (int)T, ldc = (int)C;
                 REAL one = 1;
-                for (int xi = 0; xi < a2; xi++)
-                    gemm(&tt, &tn, &m_, &n_, &k_, &one, V + (ptrdiff_t)xi * vs, &lda,
-                         D + (ptrdiff_t)xi * ms, &ldb, &one, A + (ptrdiff_t)xi * K * C, &ldc);
+                gemm(&tt, &tn, &m_, &n_, &k_, &one, V + (ptrdiff_t)xi * vs, &lda,
+                     D + (ptrdiff_t)xi * ms, &ldb, &one, A + (ptrdiff_t)xi * K * C, &ldc);
             }
+            /* (implicit barrier before the next chunk overwrites V and D) */
         }
-        fc_wino_free(V);
-        fc_wino_free(D);
-        fc_wino_free(ti);
-        fc_ftz_leave(fp);
-    }
 
-    if (!failed) {
-        /* Sum the per-thread accumulators and apply G^T X G (in double) per (k, c). */
+        /* dw = G^T X G (in double) per (k, c). */
         ptrdiff_t kc;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
+#pragma omp for schedule(static)
         for (kc = 0; kc < K * C; kc++) {
             double X[36], t[6 * 3], o[3 * 3], col[6], r3[3];
-            for (int xi = 0; xi < a2; xi++) {
-                double s = 0;
-                for (int a = 0; a < nacc; a++)
-                    if (acc[a]) s += (double)acc[a][(ptrdiff_t)xi * K * C + kc];
-                X[xi] = s;
-            }
+            for (int q = 0; q < a2; q++) X[q] = (double)A[(ptrdiff_t)q * K * C + kc];
             /* t[i][s] = (X G)[i][s]: G^T over each row; then o[r][s] = G^T over each column. */
             for (int i = 0; i < alpha; i++) SFX(gt_1d)(alpha, X + i * alpha, t + i * 3);
-            for (int s = 0; s < 3; s++) {
-                for (int i = 0; i < alpha; i++) col[i] = t[i * 3 + s];
+            for (int s2 = 0; s2 < 3; s2++) {
+                for (int i = 0; i < alpha; i++) col[i] = t[i * 3 + s2];
                 SFX(gt_1d)(alpha, col, r3);
-                for (int r = 0; r < 3; r++) o[r * 3 + s] = r3[r];
+                for (int r = 0; r < 3; r++) o[r * 3 + s2] = r3[r];
             }
             for (int e = 0; e < 9; e++) dw[kc * 9 + e] = (REAL)o[e];
         }
+        fc_ftz_leave(fp);
     }
-    for (int a = 0; a < nacc; a++) fc_wino_free(acc[a]);
-    free(acc);
-    return failed ? -1 : 0;
+    fc_wino_free(V);
+    fc_wino_free(D);
+    fc_wino_free(ti);
+    fc_wino_free(A);
+    return 0;
 }
 
 #undef VEC
