@@ -39,11 +39,14 @@ static ptrdiff_t fc_kb_for_nv(ptrdiff_t nv) { return FC_MIN(FC_KB_MAX, FC_TILE_M
 /* Filters per backward-weights tile that covers `sb` kernel columns. */
 static ptrdiff_t fc_kbw_for_sb(ptrdiff_t sb) { return FC_MIN(FC_KBW_MAX, FC_TILE_MAX / sb); }
 
-/* The panel (forward form) is kept near L2-sized: larger reduction depths are split into
- * passes that reload the output tile, which costs little once a pass is this deep. */
-#define FC_PANEL_BYTES (128 * 1024)
+/* The panel (forward form: packed source channels of one image) is kept within L2 (512 KiB on
+ * Zen 3): more reduction channels are split into passes that reload the output tile, which
+ * costs little once a pass is this deep. */
+#define FC_PANEL_BYTES (256 * 1024)
 /* Backward-weights keeps one group's repacked dy per thread under this many bytes. */
 #define FC_DYPACK_BYTES (256 * 1024)
+/* ... and its lane accumulators (a vector per dw element of the task) under this many. */
+#define FC_ACC_BYTES (512 * 1024)
 
 static size_t fc_round64(size_t n) { return (n + 63) & ~(size_t)63; }
 

@@ -8,14 +8,16 @@
  * For the forward pass o=k, q=c, src=x. For backward-data o=c, q=k, src=dy and dy is read
  * dilated by the stride and the kernel flipped along S (the full convolution of dy with w);
  * rows are matched exactly (only rows with (h + ph - r) % sh == 0 contribute).
- * Per output row, the needed source rows are packed into a small zero-padded "panel" (split
- * into stride phases for the forward pass) so the micro-kernel reads unit-stride vectors with
- * no bounds checks; it accumulates a register tile of KB output channels x NV vectors of pixels.
+ * Each task packs its image's source rows once into a zero-padded "panel" (rows split into
+ * stride phases for the forward pass, dilated for backward-data) so the micro-kernel reads
+ * unit-stride vectors with no bounds checks; it accumulates a register tile of KB output
+ * channels x NV vectors of pixels of one output row, over the rows' valid kernel rows only.
  *
  * Backward-weights: dw[k,c,r,s] = sum_{n,i,j} dy[n,k,i,j] * x_pad[n,c,i*sh+r, j*sw+s]; the
- * micro-kernel keeps KB x SB vector accumulators (filters x kernel columns) over a whole image
- * and reduces their lanes once per image. Tasks own disjoint (k, c) blocks of dw: no atomics,
- * and every dw element is summed in the same order whatever the thread count. */
+ * micro-kernel keeps KB x SB vector accumulators (filters x kernel columns) over a whole image,
+ * adds them to per-lane sums, and the lanes are reduced once at the end. Tasks own disjoint
+ * (k, c) blocks of dw: no atomics, and every dw element is summed in the same order (images,
+ * rows, lanes) whatever the thread count or task split. */
 #ifndef FC_DIRECT_H
 #define FC_DIRECT_H
 
@@ -41,7 +43,8 @@ typedef struct {
     ptrdiff_t vlen, nfull, tail, VW;   /* full vectors and leftover lanes of an out row, padded width */
     ptrdiff_t sb, kbmax, nblocks;      /* kernel columns and filters per register tile, filter blocks */
     ptrdiff_t ngroups, ncc, ntasks;    /* filter-block groups x channel chunks = tasks */
-    ptrdiff_t kgmax, HP, L, rs;        /* most filters per group; padded x plane rows, phase length, row stride */
+    ptrdiff_t kgmax, cmax;             /* most filters per group, most channels per chunk */
+    ptrdiff_t HP, L, rs;               /* padded x plane: rows, phase length, row stride */
     size_t scratch_bytes;              /* per thread */
 } fc_bwplan;
 

@@ -67,15 +67,16 @@ FC_INLINE V SFX(vand)(V v, VI m) { return (V)((VI)v & m); }
 /* ================================================================== forward form */
 
 /* Accumulate one register tile: KB out channels x NV vectors of one output row.
- * panel: the packed source rows for this output row, already offset to the tile's first column;
- *   row p of reduction channel q starts at panel + (q*np + p)*rs.
+ * panel: the packed source rows of the reduction-channel chunk, already offset to the tile's
+ *   first column; source row p of this output row, channel q, starts at panel + q*qs + roff[p].
  * wblk: packed weights of this out-channel block from the chunk's first q: [q][r][s][KB].
  * rr[p]: the kernel row of panel row p; off[s]: where kernel column s reads within a row.
  * out0: the tile's first output of its first channel (channels `plane` apart); nvalid: outputs
  * left in the row from the tile's start. The tile starts from the bias (or zero), or from out0
  * when `load` (a later pass over the reduction channels). */
-FC_INLINE void SFX(fwd_tile)(const T *FC_RESTRICT panel, ptrdiff_t nq, ptrdiff_t np, ptrdiff_t rs,
-                             const T *FC_RESTRICT wblk, const int *FC_RESTRICT rr, ptrdiff_t R,
+FC_INLINE void SFX(fwd_tile)(const T *FC_RESTRICT panel, ptrdiff_t nq, ptrdiff_t np, ptrdiff_t qs,
+                             const ptrdiff_t *FC_RESTRICT roff, const T *FC_RESTRICT wblk,
+                             const int *FC_RESTRICT rr, ptrdiff_t R,
                              ptrdiff_t S, const int *FC_RESTRICT off, T *FC_RESTRICT out0,
                              ptrdiff_t plane, ptrdiff_t nvalid, const T *FC_RESTRICT bias, int load,
                              const int KB, const int NV) {
@@ -88,7 +89,7 @@ FC_INLINE void SFX(fwd_tile)(const T *FC_RESTRICT panel, ptrdiff_t nq, ptrdiff_t
     for (ptrdiff_t q = 0; q < nq; q++) {
         const T *wq = wblk + q * R * SK;
         for (ptrdiff_t p = 0; p < np; p++) {
-            const T *xr = panel + (q * np + p) * rs;
+            const T *xr = panel + q * qs + roff[p];
             const T *wr = wq + rr[p] * SK;
             for (ptrdiff_t s = 0; s < S; s++) {
                 const T *xs = xr + off[s];
@@ -107,13 +108,13 @@ FC_INLINE void SFX(fwd_tile)(const T *FC_RESTRICT panel, ptrdiff_t nq, ptrdiff_t
 }
 
 /* fwd_tile with KB and NV as compile-time constants: each case is its own unrolled kernel. */
-static void SFX(fwd_tile_any)(const T *panel, ptrdiff_t nq, ptrdiff_t np, ptrdiff_t rs,
-                              const T *wblk, const int *rr, ptrdiff_t R, ptrdiff_t S, const int *off,
+static void SFX(fwd_tile_any)(const T *panel, ptrdiff_t nq, ptrdiff_t np, ptrdiff_t qs,
+                              const ptrdiff_t *roff, const T *wblk, const int *rr, ptrdiff_t R, ptrdiff_t S, const int *off,
                               T *out0, ptrdiff_t plane, ptrdiff_t nvalid, const T *bias, int load,
                               int KB, int NV) {
 #define FC_CASE(kb, nv)                                                                             \
     case (kb) * 8 + (nv):                                                                           \
-        SFX(fwd_tile)(panel, nq, np, rs, wblk, rr, R, S, off, out0, plane, nvalid, bias, load, kb, nv); \
+        SFX(fwd_tile)(panel, nq, np, qs, roff, wblk, rr, R, S, off, out0, plane, nvalid, bias, load, kb, nv); \
         break;
     switch (KB * 8 + NV) {
         FC_CASE(1, 1) FC_CASE(2, 1) FC_CASE(3, 1) FC_CASE(4, 1) FC_CASE(5, 1) FC_CASE(6, 1)
@@ -149,9 +150,10 @@ void SFX(fc_dir_plan)(fc_dirplan *p, int mode, ptrdiff_t N, ptrdiff_t O, ptrdiff
     p->nphase = mode == FC_DIR_FORWARD ? sw : 1;
     p->L = p->nvec * VLEN + (mode == FC_DIR_FORWARD ? (S - 1) / sw : S - 1);
     p->rs = p->nphase * p->L;
-    size_t row_bytes = (size_t)(R * p->rs) * sizeof(T);
-    p->qchunk = FC_MAX(1, FC_MIN(Q, (ptrdiff_t)(FC_PANEL_BYTES / row_bytes)));
-    p->scratch_bytes = fc_round64((size_t)p->qchunk * row_bytes) + fc_round64((size_t)(2 * R + S) * sizeof(int));
+    size_t chan_bytes = (size_t)(IH * p->rs) * sizeof(T);
+    p->qchunk = FC_MAX(1, FC_MIN(Q, (ptrdiff_t)(FC_PANEL_BYTES / chan_bytes)));
+    p->scratch_bytes = fc_round64((size_t)p->qchunk * chan_bytes) + fc_round64((size_t)R * sizeof(ptrdiff_t)) +
+                       fc_round64((size_t)(2 * R + S) * sizeof(int));
     p->wpack_elems = (size_t)(O * Q * R * S);
 }
 
@@ -224,13 +226,13 @@ static void SFX(pack_row_dilated)(const T *src, ptrdiff_t IW, ptrdiff_t sw, ptrd
     for (ptrdiff_t j = lo; j < hi; j++) dst[j * sw + shift] = src[j];
 }
 
-static void SFX(pack_panel)(const fc_dirplan *p, const T *src_q0, ptrdiff_t nq, ptrdiff_t np,
-                            const int *srow, T *panel) {
-    const ptrdiff_t plane = p->IH * p->IW;
+/* Every source row of channels q0 .. q0+nq, each packed once (rows are shared by up to R
+ * output rows): channel q's row t lands at panel + (q*IH + t)*rs. */
+static void SFX(pack_panel)(const fc_dirplan *p, const T *src_q0, ptrdiff_t nq, T *panel) {
     for (ptrdiff_t q = 0; q < nq; q++)
-        for (ptrdiff_t k = 0; k < np; k++) {
-            const T *src = src_q0 + q * plane + (ptrdiff_t)srow[k] * p->IW;
-            T *dst = panel + (q * np + k) * p->rs;
+        for (ptrdiff_t t = 0; t < p->IH; t++) {
+            const T *src = src_q0 + (q * p->IH + t) * p->IW;
+            T *dst = panel + (q * p->IH + t) * p->rs;
             if (p->mode == FC_DIR_FORWARD)
                 SFX(pack_row_phases)(src, p->IW, p->sw, p->pw, p->L, dst);
             else
@@ -246,17 +248,20 @@ void SFX(fc_dir_task)(const fc_dirplan *p, ptrdiff_t task, const T *src, const T
     const ptrdiff_t R = p->R, S = p->S, Q = p->Q, OW = p->OW, plane = p->OH * p->OW;
     const T *src_n = src + n * Q * p->IH * p->IW;
     T *out_n = out + n * p->O * plane;
+    const ptrdiff_t qs = p->IH * p->rs;
     T *panel = (T *)scratch;
-    int *rr = (int *)((char *)scratch + fc_round64((size_t)(p->qchunk * R * p->rs) * sizeof(T)));
+    ptrdiff_t *roff = (ptrdiff_t *)((char *)scratch + fc_round64((size_t)(p->qchunk * qs) * sizeof(T)));
+    int *rr = (int *)((char *)roff + fc_round64((size_t)R * sizeof(ptrdiff_t)));
     int *srow = rr + R, *off = srow + R;
     for (ptrdiff_t s = 0; s < S; s++)
         off[s] = (int)(p->mode == FC_DIR_FORWARD ? (s % p->sw) * p->L + s / p->sw : s);
 
     for (ptrdiff_t q0 = 0; q0 < Q; q0 += p->qchunk) {
         const ptrdiff_t nq = FC_MIN(p->qchunk, Q - q0);
+        SFX(pack_panel)(p, src_n + q0 * p->IH * p->IW, nq, panel);
         for (ptrdiff_t h = 0; h < p->OH; h++) {
             const ptrdiff_t np = SFX(row_pairs)(p, h, rr, srow);
-            SFX(pack_panel)(p, src_n + q0 * p->IH * p->IW, nq, np, srow, panel);
+            for (ptrdiff_t k = 0; k < np; k++) roff[k] = (ptrdiff_t)srow[k] * p->rs;
             for (ptrdiff_t b = b0; b < b1; b++) {
                 const ptrdiff_t o0 = SFX(block_start)(b, p->O, p->nblocks);
                 const ptrdiff_t kb = SFX(block_start)(b + 1, p->O, p->nblocks) - o0;
@@ -264,7 +269,7 @@ void SFX(fc_dir_task)(const fc_dirplan *p, ptrdiff_t task, const T *src, const T
                 const T *bias_b = (bias && q0 == 0) ? bias + o0 : NULL;
                 for (ptrdiff_t jv = 0; jv < p->nvec; jv += p->nv) {
                     const ptrdiff_t nv = FC_MIN(p->nv, p->nvec - jv), j0 = jv * VLEN;
-                    SFX(fwd_tile_any)(panel + j0, nq, np, p->rs, wblk, rr, R, S, off,
+                    SFX(fwd_tile_any)(panel + j0, nq, np, qs, roff, wblk, rr, R, S, off,
                                       out_n + o0 * plane + h * OW + j0, plane, OW - j0, bias_b,
                                       q0 > 0, (int)kb, (int)nv);
                 }
@@ -278,11 +283,13 @@ void SFX(fc_dir_task)(const fc_dirplan *p, ptrdiff_t task, const T *src, const T
 /* KB filters x SB kernel columns of dw[., c, r, s0..] for one image: dyk holds the filters'
  * repacked dy rows (VW wide, filters dstride apart); xrow0 the padded x row of output row 0 for
  * kernel row r (output row i reads xrow0 + i*xstep); off the columns' offsets within a row.
- * The lanes past the last output column are masked so that they add exact zeros. */
+ * The lanes past the last output column are masked so that they add exact zeros. The image's
+ * per-lane sums are added to accv (VLEN lanes per dw element, elements accstride apart per
+ * filter); their lanes are summed once, at the end of the task. */
 FC_INLINE void SFX(bw_tile)(const T *FC_RESTRICT dyk, ptrdiff_t dstride, const T *FC_RESTRICT xrow0,
                             ptrdiff_t xstep, const int *FC_RESTRICT off, ptrdiff_t Ho, ptrdiff_t VW,
-                            ptrdiff_t nfull, ptrdiff_t tail, T *FC_RESTRICT dw, ptrdiff_t dwstride,
-                            const int KB, const int SB) {
+                            ptrdiff_t nfull, ptrdiff_t tail, T *FC_RESTRICT accv,
+                            ptrdiff_t accstride, const int KB, const int SB) {
     V acc[FC_KBW_MAX][FC_SB_MAX];
     for (int kb = 0; kb < KB; kb++)
         for (int sb = 0; sb < SB; sb++) acc[kb][sb] = SFX(vset1)((T)0);
@@ -314,15 +321,18 @@ FC_INLINE void SFX(bw_tile)(const T *FC_RESTRICT dyk, ptrdiff_t dstride, const T
 #endif
     }
     for (int kb = 0; kb < KB; kb++)
-        for (int sb = 0; sb < SB; sb++) dw[kb * dwstride + sb] += SFX(vsum)(acc[kb][sb]);
+        for (int sb = 0; sb < SB; sb++) {
+            T *a = accv + (kb * accstride + sb) * VLEN;
+            SFX(vstore)(a, SFX(vload)(a) + acc[kb][sb]);
+        }
 }
 
 static void SFX(bw_tile_any)(const T *dyk, ptrdiff_t dstride, const T *xrow0, ptrdiff_t xstep,
                              const int *off, ptrdiff_t Ho, ptrdiff_t VW, ptrdiff_t nfull,
-                             ptrdiff_t tail, T *dw, ptrdiff_t dwstride, int KB, int SB) {
+                             ptrdiff_t tail, T *accv, ptrdiff_t accstride, int KB, int SB) {
 #define FC_CASE(kb, sb)                                                                             \
     case (kb) * 8 + (sb):                                                                           \
-        SFX(bw_tile)(dyk, dstride, xrow0, xstep, off, Ho, VW, nfull, tail, dw, dwstride, kb, sb);     \
+        SFX(bw_tile)(dyk, dstride, xrow0, xstep, off, Ho, VW, nfull, tail, accv, accstride, kb, sb); \
         break;
     switch (KB * 8 + SB) {
         FC_CASE(1, 1) FC_CASE(2, 1) FC_CASE(3, 1) FC_CASE(4, 1)
@@ -358,14 +368,28 @@ void SFX(fc_bw_plan)(fc_bwplan *p, ptrdiff_t N, ptrdiff_t K, ptrdiff_t C, ptrdif
     size_t dy_bytes = (size_t)(K * Ho * p->VW) * sizeof(T);
     ptrdiff_t by_cache = (ptrdiff_t)((dy_bytes + FC_DYPACK_BYTES - 1) / FC_DYPACK_BYTES);
     p->ngroups = FC_MIN(p->nblocks, FC_MAX(p->ngroups, by_cache));
+    /* ... and a task's lane accumulators (VLEN per dw element) too: split further if needed */
+    for (;;) {
+        p->kgmax = ((p->nblocks + p->ngroups - 1) / p->ngroups) * p->kbmax;
+        p->cmax = (C + p->ncc - 1) / p->ncc;
+        size_t acc_bytes = (size_t)(p->kgmax * p->cmax * R * S * VLEN) * sizeof(T);
+        if (acc_bytes <= FC_ACC_BYTES) break;
+        if (p->ngroups < p->nblocks)
+            p->ngroups = FC_MIN(p->nblocks, 2 * p->ngroups);
+        else if (p->ncc < C)
+            p->ncc = FC_MIN(C, 2 * p->ncc);
+        else
+            break;
+    }
     p->ntasks = p->ngroups * p->ncc;
-    p->kgmax = ((p->nblocks + p->ngroups - 1) / p->ngroups) * p->kbmax;
     /* x plane rows -ph .. (Ho-1)*sh + R-1-ph, each split into sw phases as in the forward pass */
     p->HP = (Ho - 1) * sh + R;
     p->L = p->VW + (S - 1) / sw;
     p->rs = sw * p->L;
     p->scratch_bytes = fc_round64((size_t)(p->kgmax * Ho * p->VW) * sizeof(T)) +
-                       fc_round64((size_t)(p->HP * p->rs) * sizeof(T)) + fc_round64((size_t)S * sizeof(int));
+                       fc_round64((size_t)(p->HP * p->rs) * sizeof(T)) +
+                       fc_round64((size_t)(p->kgmax * p->cmax * R * S * VLEN) * sizeof(T)) +
+                       fc_round64((size_t)S * sizeof(int));
 }
 
 /* dy[n, k0..k0+nk) as rows VW wide with zeros after Wo. */
@@ -401,10 +425,11 @@ void SFX(fc_bw_task)(const fc_bwplan *p, ptrdiff_t task, const T *dy, const T *x
     const ptrdiff_t R = p->R, S = p->S, C = p->C, RS = R * S, Ho = p->Ho;
     T *dyp = (T *)scratch;
     T *xp = (T *)((char *)dyp + fc_round64((size_t)(p->kgmax * Ho * p->VW) * sizeof(T)));
-    int *off = (int *)((char *)xp + fc_round64((size_t)(p->HP * p->rs) * sizeof(T)));
+    T *accv = (T *)((char *)xp + fc_round64((size_t)(p->HP * p->rs) * sizeof(T)));
+    int *off = (int *)((char *)accv + fc_round64((size_t)(p->kgmax * p->cmax * RS * VLEN) * sizeof(T)));
     for (ptrdiff_t s = 0; s < S; s++) off[s] = (int)((s % p->sw) * p->L + s / p->sw);
-
-    for (ptrdiff_t k = k0; k < k1; k++) memset(dw + (k * C + c0) * RS, 0, (size_t)((c1 - c0) * RS) * sizeof(T));
+    const ptrdiff_t cn = c1 - c0, nacc = (k1 - k0) * cn * RS; /* accv: [k - k0][c - c0][r][s][lane] */
+    memset(accv, 0, (size_t)(nacc * VLEN) * sizeof(T));
     for (ptrdiff_t n = 0; n < p->N; n++) {
         SFX(pack_dy)(p, dy + n * p->K * Ho * p->Wo, k0, k1 - k0, dyp);
         for (ptrdiff_t c = c0; c < c1; c++) {
@@ -416,9 +441,13 @@ void SFX(fc_bw_task)(const fc_bwplan *p, ptrdiff_t task, const T *dy, const T *x
                     for (ptrdiff_t s0 = 0; s0 < S; s0 += p->sb)
                         SFX(bw_tile_any)(dyp + (kb0 - k0) * Ho * p->VW, Ho * p->VW, xp + r * p->rs,
                                          p->sh * p->rs, off + s0, Ho, p->VW, p->nfull, p->tail,
-                                         dw + ((kb0 * C + c) * R + r) * S + s0, C * RS, (int)kb,
-                                         (int)FC_MIN(p->sb, S - s0));
+                                         accv + ((((kb0 - k0) * cn + c - c0) * R + r) * S + s0) * VLEN,
+                                         cn * RS, (int)kb, (int)FC_MIN(p->sb, S - s0));
             }
         }
     }
+    for (ptrdiff_t k = k0; k < k1; k++)
+        for (ptrdiff_t c = c0; c < c1; c++)
+            for (ptrdiff_t e = 0; e < RS; e++)
+                dw[(k * C + c) * RS + e] = SFX(vsum)(SFX(vload)(accv + (((k - k0) * cn + c - c0) * RS + e) * VLEN));
 }
