@@ -201,47 +201,58 @@ def markdown(doc):
 
 
 # ---------------------------------------------------------------- chart
+def _cell_label(rec):
+    return f"{rec['case']}\n{rec['pass'].replace('backward_', 'bwd_')}"
+
+
 def plot(doc, path):
-    """A PNG of each fastconv peer's speed ratio to PyTorch per case and pass (log scale).
+    """A PNG of each fastconv peer's speed ratio to PyTorch per case and pass (log scale): one
+    panel for convolution layers (a bar per algorithm), one for pooling and the training step.
     Returns a one-line message saying what was written, or why nothing was."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import FuncFormatter
     except ImportError:
         return (f"--plot {path}: matplotlib is not installed (pip install matplotlib, or the "
                 "'bench' extra); no chart written")
-    cells, peers = [], []
-    for r in doc["results"]:
-        key = f"{r['case']}\n{r['pass'].replace('backward_', 'bwd_')}"
-        if key not in cells:
-            cells.append(key)
-        if r["peer"] in FASTCONV_PEERS and r["ratio_torch"] is not None and r["peer"] not in peers:
-            peers.append(r["peer"])
-    peers.sort(key=FASTCONV_PEERS.index)
-    if not peers:
+    ratios = {(_cell_label(r), r["peer"]): r["ratio_torch"] for r in doc["results"]
+              if r["peer"] in FASTCONV_PEERS and r["ratio_torch"] is not None}
+    panels = []
+    for kinds, title in ((("conv",), "convolution layers"), (("pool", "step"), "pooling, training step")):
+        cells = list(dict.fromkeys(_cell_label(r) for r in doc["results"] if r["kind"] in kinds))
+        peers = [p for p in FASTCONV_PEERS if any((c, p) in ratios for c in cells)]
+        if peers:
+            panels.append((title, cells, peers))
+    if not panels:
         return f"--plot {path}: no speed ratios to PyTorch (torch missing or nothing correct); no chart written"
-    ratios = {(f"{r['case']}\n{r['pass'].replace('backward_', 'bwd_')}", r["peer"]): r["ratio_torch"]
-              for r in doc["results"]}
-    width = 0.8 / len(peers)
-    fig, ax = plt.subplots(figsize=(max(8.0, 0.55 * len(cells) * max(1, len(peers)) / 2.5), 5.5))
-    for i, peer in enumerate(peers):
-        xs = [j + (i - (len(peers) - 1) / 2) * width for j in range(len(cells))]
-        ys = [ratios.get((c, peer)) or 0 for c in cells]
-        ax.bar(xs, ys, width, label=peer)
-    ax.axhline(1.0, color="black", linewidth=1)
-    ax.set_yscale("log")
-    ax.set_ylabel("speed vs PyTorch (torch time / fastconv time)")
-    ax.set_xticks(range(len(cells)))
-    ax.set_xticklabels(cells, rotation=90, fontsize=7)
+    width_in = min(18.0, max(7.0, 0.45 * max(len(cells) for _, cells, _ in panels)))
+    fig, axes = plt.subplots(len(panels), 1, figsize=(width_in, 4.2 * len(panels)), squeeze=False)
+    for ax, (title, cells, peers) in zip(axes[:, 0], panels):
+        width = 0.8 / len(peers)
+        for i, peer in enumerate(peers):
+            xs = [j + (i - (len(peers) - 1) / 2) * width for j in range(len(cells))]
+            ax.bar(xs, [ratios.get((c, peer), 0) for c in cells], width, label=peer)
+        ax.axhline(1.0, color="black", linewidth=1)
+        ax.set_yscale("log")
+        shown = [v for (c, p), v in ratios.items() if c in cells and v > 0]
+        ax.set_ylim(min(shown + [1.0]) / 1.5, max(shown + [1.0]) * 1.5)  # bars of any height fit
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
+        ax.set_ylabel("torch time / fastconv time")
+        ax.set_xticks(range(len(cells)))
+        ax.set_xticklabels(cells, rotation=90, fontsize=7)
+        ax.set_xlim(-0.6, len(cells) - 0.4)
+        ax.set_title(f"{title}: above 1x = fastconv faster than PyTorch", fontsize=9)
+        ax.legend(fontsize=8, ncol=len(peers), loc="upper left")
+        ax.grid(axis="y", which="both", alpha=0.3)
     m = doc["machine"]
-    ax.set_title(f"fastconv vs PyTorch {m['torch']}: above 1 = fastconv faster "
-                 f"({m['cpu']}, {doc['settings']['threads']} threads)", fontsize=9)
-    ax.legend(fontsize=8, ncol=len(peers))
-    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.suptitle(f"fastconv {m['fastconv']} vs PyTorch {m['torch']} on {m['cpu']}, "
+                 f"{doc['settings']['threads']} threads (medians)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return f"chart written to {path}"
 
