@@ -74,7 +74,7 @@ FC_INLINE void valid_cols(const fc_conv_geom *g, ptrdiff_t s, ptrdiff_t *jlo, pt
             T *dxc = dx + c * g->H * g->W;                                                         \
             for (ptrdiff_t r = 0; r < g->R; r++) {                                                 \
                 for (ptrdiff_t s = 0; s < g->S; s++) {                                             \
-                    const T *row = cols + ((c * g->R + r) * g->S + s) * L - p0;                    \
+                    const T *row = cols + (((c - c0) * g->R + r) * g->S + s) * L - p0;                    \
                     ptrdiff_t jlo, jhi;                                                            \
                     valid_cols(g, s, &jlo, &jhi);                                                  \
                     for (ptrdiff_t i = i_first; i <= i_last; i++) {                                \

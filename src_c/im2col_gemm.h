@@ -27,7 +27,8 @@ void fc_im2col_f32(const float *x, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_
 void fc_im2col_f64(const double *x, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t p1,
                    ptrdiff_t q0, ptrdiff_t q1, double *cols, int flush);
 
-/* dx[c] += the chunk's column rows of channel c, for c in [c0, c1) (scatter-add of col2im). */
+/* dx[c] += the chunk's column rows of channel c, for c in [c0, c1) (scatter-add of col2im).
+ * cols holds only those channels' rows: row (c, r, s) at cols + ((c - c0)*R*S + r*S + s)*L. */
 void fc_col2im_f32(const float *cols, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t p1,
                    ptrdiff_t c0, ptrdiff_t c1, float *dx);
 void fc_col2im_f64(const double *cols, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t p1,

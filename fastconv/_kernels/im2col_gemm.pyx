@@ -143,12 +143,12 @@ cdef inline void _weights_chunk(const floating *dyn, const floating *xn, floatin
 
 
 cdef inline void _data_gemm(const floating *dyn, const floating *w, floating *out, int ldo,
-                            const fc_conv_geom *g, Py_ssize_t K, Py_ssize_t p0,
-                            Py_ssize_t p1) noexcept nogil:
-    """dcols^T[L, CRS] (ld ldo) = dY^T[L, K] . W[K, CRS]."""
-    cdef Py_ssize_t P = g.Ho * g.Wo, CRS = g.C * g.R * g.S, L = p1 - p0
-    _gemm(c'N', c'T', <int> L, <int> CRS, <int> K, dyn + p0, <int> P, w, <int> CRS,
-          <floating> 0, out, ldo)
+                            const fc_conv_geom *g, Py_ssize_t K, Py_ssize_t p0, Py_ssize_t p1,
+                            Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
+    """dcols^T[L, (c1-c0)*RS] (ld ldo) = dY^T[L, K] . W[K, c0*RS : c1*RS] (channels c0..c1)."""
+    cdef Py_ssize_t P = g.Ho * g.Wo, CRS = g.C * g.R * g.S, RS = g.R * g.S, L = p1 - p0
+    _gemm(c'N', c'T', <int> L, <int> ((c1 - c0) * RS), <int> K, dyn + p0, <int> P, w + c0 * RS,
+          <int> CRS, <floating> 0, out, ldo)
 
 
 # ---------------------------------------------------------------- planning (Python side)
@@ -184,13 +184,13 @@ def _plan(N, P, CRS, itemsize, nthreads, workspace_bytes, reserved_elems, needs_
         L = max(1, min(P, budget // (nthreads * CRS)))
     else:
         L = P
-    chunks = -(-P // L)
+    chunks = (P + L - 1) // L
     if balance and nthreads > 1:
         step = nthreads // math.gcd(N, nthreads)
-        chunks = -(-chunks // step) * step
+        chunks = (chunks + step - 1) // step * step
         chunks = min(chunks, P)
-    L = -(-P // chunks)
-    chunks = -(-P // L)
+    L = (P + chunks - 1) // chunks
+    chunks = (P + L - 1) // L
     return L, chunks, N * chunks
 
 
@@ -208,8 +208,6 @@ def _choose_design(pass_, N, K, CRS, nthreads, workspace_bytes, itemsize, pointw
     """"omp" (design b) or "blas" (design a); see the module docstring and the report numbers."""
     if nthreads <= 1:
         return "omp"  # one thread either way; "omp" also runs the GEMM under FTZ/DAZ
-    if pass_ == "backward_data" and not pointwise and N % nthreads != 0 and N < 4 * nthreads:
-        return "blas"  # whole images per thread would leave threads idle
     if pass_ == "backward_weights" and nthreads * K * CRS * itemsize > workspace_bytes // 2:
         return "blas"  # private dW copies would eat the column budget
     return "omp"
@@ -371,7 +369,7 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
     cdef floating *dxp = &dx[0, 0, 0, 0]
     cdef floating *ws = NULL
     cdef floating *cols
-    cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, t, c0, c1, chunk
+    cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, t, c0, c1, chunk, cb, cblocks
     cdef int nt = max(1, nthreads), tid, pnt
     cdef fc_fpstate fp
     _check_blas_ints(K, CRS, P)
@@ -391,27 +389,37 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
                 n = task // chunks
                 p0 = (task % chunks) * L
                 p1 = min(p0 + L, P)
-                _data_gemm(dyp + n * K * P, wp, dxp + n * C * HW + p0, <int> P, &g, K, p0, p1)
+                _data_gemm(dyp + n * K * P, wp, dxp + n * C * HW + p0, <int> P, &g, K, p0, p1, 0, C)
             fc_ftz_leave(fp)
         return
 
     if design == "omp":
-        # whole images per thread: col2im windows of neighbouring chunks overlap in dx
-        L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), nt, workspace_bytes, 0, True,
-                                  balance=False)
-        ws = _alloc(nt * CRS * L, ws)
+        # Tasks are (image, block of input channels): col2im windows of neighbouring output
+        # chunks overlap in dx, but different channels never do, so a batch smaller than the
+        # thread count still splits evenly. Each task runs its image's chunks in order.
+        cblocks = min(C, nt // math.gcd(N, nt))
+        cb = (C + cblocks - 1) // cblocks
+        cblocks = (C + cb - 1) // cb
+        L, chunks, ntasks = _plan(N, P, cb * R * S, sizeof(floating), nt, workspace_bytes, 0,
+                                  True, balance=False)
+        ntasks = N * cblocks
+        ws = _alloc(nt * cb * R * S * L, ws)
         try:
             with blas_limits(1), nogil, parallel(num_threads=nt):
                 fp = fc_ftz_enter()
                 tid = threadid()
-                cols = ws + tid * CRS * L
-                for n in prange(N, schedule="dynamic"):
-                    memset(dxp + n * C * HW, 0, C * HW * sizeof(floating))
+                cols = ws + tid * cb * R * S * L
+                for task in prange(ntasks, schedule="dynamic"):
+                    n = task // cblocks
+                    c0 = (task % cblocks) * cb
+                    c1 = min(c0 + cb, C)
+                    memset(dxp + (n * C + c0) * HW, 0, (c1 - c0) * HW * sizeof(floating))
                     for chunk in range(chunks):
                         p0 = chunk * L
                         p1 = min(p0 + L, P)
-                        _data_gemm(dyp + n * K * P, wp, cols, <int> (p1 - p0), &g, K, p0, p1)
-                        _col2im(cols, &g, p0, p1, 0, C, dxp + n * C * HW)
+                        _data_gemm(dyp + n * K * P, wp, cols, <int> (p1 - p0), &g, K, p0, p1,
+                                   c0, c1)
+                        _col2im(cols, &g, p0, p1, c0, c1, dxp + n * C * HW)
                 fc_ftz_leave(fp)
         finally:
             free(ws)
@@ -427,14 +435,14 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
                 chunk = task % chunks
                 p0 = chunk * L
                 p1 = min(p0 + L, P)
-                _data_gemm(dyp + n * K * P, wp, ws, <int> (p1 - p0), &g, K, p0, p1)
+                _data_gemm(dyp + n * K * P, wp, ws, <int> (p1 - p0), &g, K, p0, p1, 0, C)
                 for t in prange(nt, num_threads=nt, schedule="static"):
                     fp = fc_ftz_enter()
                     c0 = C * t // nt
                     c1 = C * (t + 1) // nt
                     if chunk == 0:
                         memset(dxp + (n * C + c0) * HW, 0, (c1 - c0) * HW * sizeof(floating))
-                    _col2im(ws, &g, p0, p1, c0, c1, dxp + n * C * HW)
+                    _col2im(ws + c0 * R * S * (p1 - p0), &g, p0, p1, c0, c1, dxp + n * C * HW)
                     fc_ftz_leave(fp)
     finally:
         free(ws)
