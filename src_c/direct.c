@@ -50,7 +50,8 @@ static ptrdiff_t fc_kbw_for_sb(ptrdiff_t sb) { return FC_MIN(FC_KBW_MAX, FC_TILE
 
 static size_t fc_round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-#if defined(__GNUC__) || defined(__clang__)
+/* FC_DIRECT_SCALAR forces the one-lane path (so that it can be tested with GCC too). */
+#if (defined(__GNUC__) || defined(__clang__)) && !defined(FC_DIRECT_SCALAR)
 #if defined(__AVX__)
 #define FC_VBYTES 32
 #else
