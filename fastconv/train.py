@@ -64,7 +64,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m fastconv.train", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", choices=sorted(MODELS), default="cnn")
-    p.add_argument("--epochs", type=_positive_int, default=10)
+    p.add_argument("--epochs", type=_positive_int, default=8)
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     p.add_argument("--lr", type=_positive_float, default=None,
