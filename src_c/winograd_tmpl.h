@@ -132,28 +132,43 @@ FC_INLINE void SFX(dy_tf)(int alpha, const REAL *FC_RESTRICT u, REAL *FC_RESTRIC
 /* ------------------------------------------------------------------ filter transform */
 /* G g (3 values -> alpha), in double: the coefficients 1/6, 1/12, 1/24 are not exact in float,
  * so the transform is computed in double and rounded once. */
+FC_INLINE void SFX(g4_1d)(const double *FC_RESTRICT g, ptrdiff_t sg, double *FC_RESTRICT o, ptrdiff_t so)
+{
+    for (int l = 0; l < FC_WL; l++) { /* G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] */
+        double g0 = g[l], g1 = g[sg + l], g2 = g[2 * sg + l];
+        double e = 0.5 * (g0 + g2), h = 0.5 * g1;
+        o[l] = g0;
+        o[so + l] = e + h;
+        o[2 * so + l] = e - h;
+        o[3 * so + l] = g2;
+    }
+}
+
+FC_INLINE void SFX(g6_1d)(const double *FC_RESTRICT g, ptrdiff_t sg, double *FC_RESTRICT o, ptrdiff_t so)
+{
+    /* G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1].
+     * Multiplications by the double reciprocals: divisions made this an order of magnitude slower. */
+    const double s6 = 1.0 / 6.0, s12 = 1.0 / 12.0, s24 = 1.0 / 24.0;
+    for (int l = 0; l < FC_WL; l++) {
+        double g0 = g[l], g1 = g[sg + l], g2 = g[2 * sg + l];
+        double e = -(g0 + g2) * s6, h = g1 * s6;
+        double e2 = g0 * s24 + g2 * s6, h2 = g1 * s12;
+        o[l] = 0.25 * g0;
+        o[so + l] = e - h;
+        o[2 * so + l] = e + h;
+        o[3 * so + l] = e2 + h2;
+        o[4 * so + l] = e2 - h2;
+        o[5 * so + l] = g2;
+    }
+}
+
+/* G g (3 values -> alpha) on FC_WL lanes, in double: the coefficients 1/6, 1/12, 1/24 are not
+ * exact in float, so the transform is computed in double and rounded once. */
 FC_INLINE void SFX(g_1d)(int alpha, const double *FC_RESTRICT g, ptrdiff_t sg, double *FC_RESTRICT o,
                          ptrdiff_t so)
 {
-    for (int l = 0; l < FC_WL; l++) {
-        double g0 = g[l], g1 = g[sg + l], g2 = g[2 * sg + l];
-        if (alpha == 4) { /* G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1] */
-            double e = 0.5 * (g0 + g2), h = 0.5 * g1;
-            o[l] = g0;
-            o[so + l] = e + h;
-            o[2 * so + l] = e - h;
-            o[3 * so + l] = g2;
-        } else { /* G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1] */
-            double e = -(g0 + g2) / 6.0, h = g1 / 6.0;
-            double e2 = g0 / 24.0 + g2 / 6.0, h2 = g1 / 12.0;
-            o[l] = 0.25 * g0;
-            o[so + l] = e - h;
-            o[2 * so + l] = e + h;
-            o[3 * so + l] = e2 + h2;
-            o[4 * so + l] = e2 - h2;
-            o[5 * so + l] = g2;
-        }
-    }
+    if (alpha == 4) SFX(g4_1d)(g, sg, o, so);
+    else SFX(g6_1d)(g, sg, o, so);
 }
 
 void SFX(wino_filter_transform)(int tile, const REAL *w, ptrdiff_t K, ptrdiff_t C, int flip, REAL *U)
@@ -180,9 +195,13 @@ void SFX(wino_filter_transform)(int tile, const REAL *w, ptrdiff_t K, ptrdiff_t 
             }
         }
         /* tmp[alpha][3] = G g, then u[alpha][alpha] = tmp G^T */
-        for (int s = 0; s < 3; s++) SFX(g_1d)(alpha, g + s * FC_WL, 3 * FC_WL, tmp + s * FC_WL, 3 * FC_WL);
-        for (int i = 0; i < alpha; i++)
-            SFX(g_1d)(alpha, tmp + i * 3 * FC_WL, FC_WL, u + i * alpha * FC_WL, FC_WL);
+        if (alpha == 4) {
+            for (int s = 0; s < 3; s++) SFX(g4_1d)(g + s * FC_WL, 3 * FC_WL, tmp + s * FC_WL, 3 * FC_WL);
+            for (int i = 0; i < 4; i++) SFX(g4_1d)(tmp + i * 3 * FC_WL, FC_WL, u + i * 4 * FC_WL, FC_WL);
+        } else {
+            for (int s = 0; s < 3; s++) SFX(g6_1d)(g + s * FC_WL, 3 * FC_WL, tmp + s * FC_WL, 3 * FC_WL);
+            for (int i = 0; i < 6; i++) SFX(g6_1d)(tmp + i * 3 * FC_WL, FC_WL, u + i * 6 * FC_WL, FC_WL);
+        }
         for (int xi = 0; xi < a2; xi++) {
             REAL *dst = U + ((ptrdiff_t)xi * rows + rw) * cols + c0;
             for (int l = 0; l < nl; l++) dst[l] = (REAL)u[xi * FC_WL + l];
@@ -424,9 +443,10 @@ FC_INLINE void SFX(gt_1d)(int alpha, const double *x, double *o)
         o[1] = 0.5 * (x[1] - x[2]);
         o[2] = 0.5 * (x[1] + x[2]) + x[3];
     } else {
-        o[0] = 0.25 * x[0] - (x[1] + x[2]) / 6.0 + (x[3] + x[4]) / 24.0;
-        o[1] = (x[2] - x[1]) / 6.0 + (x[3] - x[4]) / 12.0;
-        o[2] = (x[3] + x[4] - x[1] - x[2]) / 6.0 + x[5];
+        const double s6 = 1.0 / 6.0, s12 = 1.0 / 12.0, s24 = 1.0 / 24.0;
+        o[0] = 0.25 * x[0] - (x[1] + x[2]) * s6 + (x[3] + x[4]) * s24;
+        o[1] = (x[2] - x[1]) * s6 + (x[3] - x[4]) * s12;
+        o[2] = (x[3] + x[4] - x[1] - x[2]) * s6 + x[5];
     }
 }
 
