@@ -118,7 +118,8 @@ class Peer:
     def prepare(self, case, pass_, data):
         raise NotImplementedError  # every concrete peer below defines it
 
-    def tolerance(self):
+    def tolerance(self, case, pass_):
+        """Largest acceptable max relative error on this case and pass."""
         return TOLERANCE.get(self.name, DEFAULT_TOLERANCE)
 
 
@@ -144,8 +145,8 @@ class FastconvConv(Peer):
             return f"n/a (auto picks {algorithm}: {missing[5:-1]})"
         return missing
 
-    def tolerance(self):
-        return TOLERANCE.get(self.name, DEFAULT_TOLERANCE) if self.name != "auto" else max(TOLERANCE.values())
+    def tolerance(self, case, pass_):
+        return TOLERANCE.get(self.concrete(case, pass_), DEFAULT_TOLERANCE)
 
     def prepare(self, case, pass_, data):
         return _last_result(_conv_call(functional, case, pass_, data, algorithm=self.name))
@@ -167,6 +168,12 @@ class FastconvOther(Peer):
             if missing:
                 return missing
         return None
+
+    def tolerance(self, case, pass_):
+        if case.kind == "pool":
+            return DEFAULT_TOLERANCE
+        return max(TOLERANCE.get(resolved_algorithm(layer, p), DEFAULT_TOLERANCE)
+                   for layer in _step_conv_layers(case) for p in _dispatch.PASSES)
 
     def prepare(self, case, pass_, data):
         if case.kind == "pool":

@@ -98,6 +98,12 @@ def header_lines(doc):
         "%SGEMM = GFLOP/s / SGEMM GFLOP/s",
         "rel err: max |peer - reference| / max |reference|; a WRONG answer gets no speedup",
     ]
+    loads = [v for key in ("load_average_start", "load_average_end") for v in (m.get(key) or [])[:1]]
+    if loads and max(loads) > m["cores"]:
+        lines.append(f"!!! the machine was shared: 1-minute load average up to {max(loads)} on "
+                     f"{m['cores']} cores, so threads waited for CPUs and timings are noisy")
+    if s.get("interrupted"):
+        lines.append("!!! interrupted: only the cells finished before Ctrl-C are reported")
     return lines
 
 
