@@ -27,8 +27,10 @@ typedef void (*fc_dgemm_fn)(char *transa, char *transb, int *m, int *n, int *k, 
 /* U[(alpha*alpha)][rows][cols] from w (K, C, 3, 3). flip == 0: rows = K, cols = C, the filters
  * as given (forward). flip == 1: rows = C, cols = K, each filter rotated by 180 degrees and the
  * channel axes swapped (backward-data is a forward pass over dy with these filters). */
-void wino_filter_transform_f(int tile, const float *w, ptrdiff_t K, ptrdiff_t C, int flip, float *U);
-void wino_filter_transform_d(int tile, const double *w, ptrdiff_t K, ptrdiff_t C, int flip, double *U);
+void wino_filter_transform_f(int tile, const float *w, ptrdiff_t K, ptrdiff_t C, int flip, float *U,
+                             int nthreads);
+void wino_filter_transform_d(int tile, const double *w, ptrdiff_t K, ptrdiff_t C, int flip, double *U,
+                             int nthreads);
 
 /* y (N, K, Ho, Wo) = correlate(x (N, C, H, W) zero-padded, filters whose transform is U) + bias.
  * y[n,k,i,j] = sum_{c,r,s} x[n, c, i + r - ph, j + s - pw] * g[k,c,r,s], reads outside x being 0.

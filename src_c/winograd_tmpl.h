@@ -171,14 +171,15 @@ FC_INLINE void SFX(g_1d)(int alpha, const double *FC_RESTRICT g, ptrdiff_t sg, d
     else SFX(g6_1d)(g, sg, o, so);
 }
 
-void SFX(wino_filter_transform)(int tile, const REAL *w, ptrdiff_t K, ptrdiff_t C, int flip, REAL *U)
+void SFX(wino_filter_transform)(int tile, const REAL *w, ptrdiff_t K, ptrdiff_t C, int flip, REAL *U,
+                                int nthreads)
 {
     const int alpha = tile + 2, a2 = alpha * alpha;
     const ptrdiff_t rows = flip ? C : K, cols = flip ? K : C;
     /* Lanes run along `cols` for a fixed row, so the stores into U[xi][row][col..] are contiguous. */
     const ptrdiff_t nblk = (cols + FC_WL - 1) / FC_WL;
     ptrdiff_t job;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(nthreads)
     for (job = 0; job < rows * nblk; job++) {
         double g[9 * FC_WL], tmp[6 * 3 * FC_WL], u[36 * FC_WL];
         const ptrdiff_t rw = job / nblk, c0 = (job % nblk) * FC_WL;

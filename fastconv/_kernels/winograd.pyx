@@ -28,9 +28,9 @@ cdef extern from "winograd.h" nogil:
     ctypedef void (*fc_dgemm_fn)(char *, char *, int *, int *, int *, double *, double *, int *,
                                  double *, int *, double *, double *, int *)
     void wino_filter_transform_f(int tile, const float *w, Py_ssize_t K, Py_ssize_t C, int flip,
-                                 float *U)
+                                 float *U, int nthreads)
     void wino_filter_transform_d(int tile, const double *w, Py_ssize_t K, Py_ssize_t C, int flip,
-                                 double *U)
+                                 double *U, int nthreads)
     int wino_conv_f(int tile, const float *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
                     Py_ssize_t W, const float *U, Py_ssize_t K, const float *bias, float *y,
                     Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ph, Py_ssize_t pw, int nthreads,
@@ -96,19 +96,19 @@ def filter_transform(w, int tile, bint flip, int nthreads=1):
         wf = w
         Uf = U
         with nogil:
-            wino_filter_transform_f(tile, &wf[0, 0, 0, 0], K, C, flip, &Uf[0, 0, 0])
+            wino_filter_transform_f(tile, &wf[0, 0, 0, 0], K, C, flip, &Uf[0, 0, 0], nthreads)
     else:
         wd = w
         Ud = U
         with nogil:
-            wino_filter_transform_d(tile, &wd[0, 0, 0, 0], K, C, flip, &Ud[0, 0, 0])
+            wino_filter_transform_d(tile, &wd[0, 0, 0, 0], K, C, flip, &Ud[0, 0, 0], nthreads)
     return U
 
 
-def _transformed(w, int tile, bint flip):
+def _transformed(w, int tile, bint flip, int nthreads):
     arr = np.asarray(w)
     key = (tile, flip, arr.dtype.str, arr.shape)
-    return cache.get(key, arr, lambda wc: filter_transform(wc, tile, flip))
+    return cache.get(key, arr, lambda wc: filter_transform(wc, tile, flip, nthreads))
 
 
 def _check_tile(tile):
@@ -129,7 +129,7 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, b,
     _check_tile(tile)
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = w.shape[0], Ho = y.shape[2], Wo = y.shape[3]
-    cdef const floating[:, :, ::1] U = _transformed(w, tile, False)
+    cdef const floating[:, :, ::1] U = _transformed(w, tile, False, nthreads)
     cdef const floating[::1] bv
     cdef const floating *bp = NULL
     cdef int rc
@@ -158,7 +158,7 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
     _check_tile(tile)
     cdef Py_ssize_t N = dy.shape[0], K = dy.shape[1], Ho = dy.shape[2], Wo = dy.shape[3]
     cdef Py_ssize_t C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
-    cdef const floating[:, :, ::1] U = _transformed(w, tile, True)
+    cdef const floating[:, :, ::1] U = _transformed(w, tile, True, nthreads)
     cdef int rc
     cdef int t = tile
     cdef Py_ssize_t cap = _tile_cap
