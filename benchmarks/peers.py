@@ -52,12 +52,20 @@ def _as_list(arrays, convert=np.asarray):
 
 
 def kernel_missing(module):
-    """None when fastconv._kernels.<module> imports, else "n/a (not built)" with the reason."""
+    """None when fastconv._kernels.<module> imports, else "n/a (not built: <module>)" or, for a
+    present but broken extension, "n/a (import failed: <error>)"."""
     try:
         importlib.import_module("fastconv._kernels." + module)
         return None
+    except ModuleNotFoundError:
+        return f"n/a (not built: {module})"
     except ImportError as exc:
-        return f"n/a (not built: {exc})"
+        return f"n/a (import failed: {exc})"
+
+
+def kernel_module(algorithm):
+    """The fastconv._kernels module that runs a concrete algorithm."""
+    return functional._IMPLEMENTATIONS[algorithm][0]
 
 
 def conv_geometry(layer, threads=None):
@@ -70,7 +78,7 @@ def resolved_algorithm(layer, pass_):
     return _dispatch.resolve("auto", conv_geometry(layer), pass_)
 
 
-def _conv_call(ops, layer, pass_, data, **kw):
+def conv_call(ops, layer, pass_, data, **kw):
     """A zero-argument call of `pass_` through a functional-style namespace (fastconv or reference)."""
     s, p = layer.stride, layer.pad
     x, w, b, dy = data["x"], data["w"], data["b"], data["dy"]
@@ -81,7 +89,7 @@ def _conv_call(ops, layer, pass_, data, **kw):
     return lambda: ops.conv2d_backward_weights(dy, x, w.shape, s, p, **kw)
 
 
-def _pool_call(ops, case, pass_, data):
+def pool_call(ops, case, pass_, data):
     x, dy, k, st = data["x"], data["dy"], case.size, case.stride
     if pass_ == "forward":
         fn = getattr(ops, f"{case.op}_pool2d")
@@ -140,16 +148,16 @@ class FastconvConv(Peer):
             reason = _dispatch.winograd_unsupported_reason(conv_geometry(case))
             if reason is not None:
                 return f"n/a ({reason})"
-        missing = kernel_missing(functional._IMPLEMENTATIONS[algorithm][0])
+        missing = kernel_missing(kernel_module(algorithm))
         if missing and self.name == "auto":
-            return f"n/a (auto picks {algorithm}: {missing[5:-1]})"
+            return f"n/a (auto picks {algorithm}) " + missing
         return missing
 
     def tolerance(self, case, pass_):
         return TOLERANCE.get(self.concrete(case, pass_), DEFAULT_TOLERANCE)
 
     def prepare(self, case, pass_, data):
-        return _last_result(_conv_call(functional, case, pass_, data, algorithm=self.name))
+        return _last_result(conv_call(functional, case, pass_, data, algorithm=self.name))
 
 
 class FastconvOther(Peer):
@@ -161,8 +169,8 @@ class FastconvOther(Peer):
     def unavailable(self, case, pass_):
         if case.kind == "pool":
             return kernel_missing("pool")
-        needed = {"pool"} | {functional._IMPLEMENTATIONS[resolved_algorithm(layer, p)][0]
-                             for layer in _step_conv_layers(case) for p in _dispatch.PASSES}
+        needed = {"pool"} | {kernel_module(resolved_algorithm(layer, p))
+                             for layer in case.conv_layers() for p in _dispatch.PASSES}
         for module in sorted(needed):
             missing = kernel_missing(module)
             if missing:
@@ -173,11 +181,11 @@ class FastconvOther(Peer):
         if case.kind == "pool":
             return DEFAULT_TOLERANCE
         return max(TOLERANCE.get(resolved_algorithm(layer, p), DEFAULT_TOLERANCE)
-                   for layer in _step_conv_layers(case) for p in _dispatch.PASSES)
+                   for layer in case.conv_layers() for p in _dispatch.PASSES)
 
     def prepare(self, case, pass_, data):
         if case.kind == "pool":
-            return _last_result(_pool_call(functional, case, pass_, data))
+            return _last_result(pool_call(functional, case, pass_, data))
         return Prepared(*train_step.functional_stepper(functional, data, case.lr))
 
 
@@ -188,9 +196,9 @@ class Reference(Peer):
 
     def prepare(self, case, pass_, data):
         if case.kind == "conv":
-            return _last_result(_conv_call(reference, case, pass_, data))
+            return _last_result(conv_call(reference, case, pass_, data))
         if case.kind == "pool":
-            return _last_result(_pool_call(reference, case, pass_, data))
+            return _last_result(pool_call(reference, case, pass_, data))
         return Prepared(*train_step.functional_stepper(reference, data, case.lr))
 
 
@@ -243,13 +251,6 @@ class Torch(Peer):
         x = t["x"].clone().requires_grad_(True)
         y = op(x)
         return lambda: torch.autograd.grad(y, x, t["dy"], retain_graph=True)[0]
-
-
-def _step_conv_layers(step):
-    from .suite import ConvLayer
-
-    return [ConvLayer("step_conv1", step.batch, 1, 28, 28, 32, 3, 1, 1),
-            ConvLayer("step_conv2", step.batch, 32, 14, 14, 64, 3, 1, 1)]
 
 
 def make_peers(names=None):

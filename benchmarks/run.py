@@ -133,7 +133,7 @@ def run_cell(case, pass_, peers, args, sgemm):
             warm[peer.name], _ = timing.timed(prepared.run)
             outputs[peer.name] = prepared.output()
         except ImportError as exc:  # a kernel module that appeared half-built
-            records[peer.name] = _record(case, pass_, peer, "n/a", f"n/a (not built: {exc})")
+            records[peer.name] = _record(case, pass_, peer, "n/a", f"n/a (import failed: {exc})")
             continue
         except Exception as exc:  # a crashing peer is reported; the run goes on
             records[peer.name] = _record(case, pass_, peer, "error", _describe_error(exc))

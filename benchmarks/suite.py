@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import train_step
+
 CONV_PASSES = ("forward", "backward_data", "backward_weights")
 POOL_PASSES = ("forward", "backward")
 STEP_PASSES = ("step",)
@@ -155,9 +157,13 @@ class TrainStep:
         return {"batch": self.batch, "lr": self.lr}
 
     def inputs(self, pass_):
-        from . import train_step
-
         return train_step.make_problem(self.batch, seed=0)
+
+    def conv_layers(self):
+        """The step's two convolutions as layers (what "auto" picks for them sets the kernels and
+        the tolerance the step needs)."""
+        return [ConvLayer("step_conv1", self.batch, 1, 28, 28, 32, 3, 1, 1),
+                ConvLayer("step_conv2", self.batch, 32, 14, 14, 64, 3, 1, 1)]
 
 
 CONV_LAYERS = [

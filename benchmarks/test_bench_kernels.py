@@ -15,7 +15,8 @@ import pytest
 
 from fastconv import _dispatch, functional, reference
 
-from .peers import TOLERANCE, DEFAULT_TOLERANCE, _conv_call, _pool_call, conv_geometry, max_relative_error
+from .peers import (DEFAULT_TOLERANCE, TOLERANCE, conv_call, conv_geometry, max_relative_error,
+                    pool_call)
 from .suite import CONV_LAYERS, CONV_PASSES, POOL_CASES, POOL_PASSES
 
 SMALL_LAYERS = ("lenet_c1", "lenet_c2", "mnist_c2")
@@ -44,7 +45,7 @@ def _inputs(case, pass_):
 
 @functools.lru_cache(maxsize=None)
 def _expected(case, pass_):
-    call = _conv_call if case.kind == "conv" else _pool_call
+    call = conv_call if case.kind == "conv" else pool_call
     return call(reference, case, pass_, _inputs(case, pass_))()
 
 
@@ -52,7 +53,7 @@ def _expected(case, pass_):
 def test_conv(benchmark, layer, pass_, algorithm):
     benchmark.group = f"{layer.name} {pass_}"
     benchmark.extra_info.update(layer.shape_dict(), gflop=layer.flops(pass_) / 1e9)
-    out = benchmark(_conv_call(functional, layer, pass_, _inputs(layer, pass_), algorithm=algorithm))
+    out = benchmark(conv_call(functional, layer, pass_, _inputs(layer, pass_), algorithm=algorithm))
     err = max_relative_error([out], [_expected(layer, pass_)])
     assert err <= TOLERANCE.get(algorithm, DEFAULT_TOLERANCE), f"max relative error {err:.3g}"
 
@@ -61,5 +62,5 @@ def test_conv(benchmark, layer, pass_, algorithm):
 def test_pool(benchmark, case, pass_):
     benchmark.group = f"{case.name} {pass_}"
     benchmark.extra_info.update(case.shape_dict())
-    out = benchmark(_pool_call(functional, case, pass_, _inputs(case, pass_)))
+    out = benchmark(pool_call(functional, case, pass_, _inputs(case, pass_)))
     np.testing.assert_allclose(out, _expected(case, pass_), rtol=1e-5, atol=1e-6)
