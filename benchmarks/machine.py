@@ -1,4 +1,5 @@
 """Facts about the machine and software a benchmark ran on, for the report header."""
+import glob
 import importlib
 import os
 import platform
@@ -42,6 +43,20 @@ def built_kernels():
     return out
 
 
+def stale_kernels():
+    """Built modules whose sources (fastconv/_kernels/NAME.pyx, src_c/NAME*.{c,h}) are newer than
+    the compiled extension: the timings would not be of the code in the checkout."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    out = []
+    for name in KERNEL_MODULES:
+        built = glob.glob(os.path.join(root, "fastconv", "_kernels", name + ".*.so"))
+        sources = (glob.glob(os.path.join(root, "fastconv", "_kernels", name + ".pyx"))
+                   + glob.glob(os.path.join(root, "src_c", name + "*.[ch]")))
+        if built and sources and max(map(os.path.getmtime, sources)) > max(map(os.path.getmtime, built)):
+            out.append(name)
+    return out
+
+
 def blas_info():
     """BLAS libraries threadpoolctl sees: "openblas 0.3.27 (Haswell, 2 threads)" each."""
     from threadpoolctl import threadpool_info
@@ -82,6 +97,7 @@ def facts(threads, torch_module=None):
         "fastconv_commit": git_commit(),
         "openmp": fastconv.openmp_enabled(),
         "kernels_built": built_kernels(),
+        "kernels_stale": stale_kernels(),
         "blas": blas_info(),
         "load_average_start": load_average(),
     }

@@ -102,6 +102,8 @@ def header_lines(doc):
     if loads and max(loads) > m["cores"]:
         lines.append(f"!!! the machine was shared: 1-minute load average up to {max(loads)} on "
                      f"{m['cores']} cores, so threads waited for CPUs and timings are noisy")
+    if m.get("kernels_stale"):
+        lines.append(f"!!! compiled kernels older than their sources: {', '.join(m['kernels_stale'])}")
     if s.get("interrupted"):
         lines.append("!!! interrupted: only the cells finished before Ctrl-C are reported")
     return lines
