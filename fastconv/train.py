@@ -116,6 +116,7 @@ def save_run(model, history, args, out, test, interrupted, log=print):
     metrics = {
         "fastconv_version": __version__, "python": platform.python_version(),
         "args": vars(args), "threads": get_num_threads(), "epochs_completed": done,
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "interrupted": interrupted, "parameters": model.num_params,
         "history": {k: v for k, v in history.items() if isinstance(v, list)},
         "final_test_accuracy": history["val_accuracy"][-1] if done else None,
