@@ -35,8 +35,8 @@ FC_INLINE void valid_cols(const fc_conv_geom *g, ptrdiff_t s, ptrdiff_t *jlo, pt
     }                                                                                              \
                                                                                                    \
     void fc_im2col_##SUF(const T *x, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t p1,            \
-                         ptrdiff_t q0, ptrdiff_t q1, T *cols, int flush) {                         \
-        const ptrdiff_t L = p1 - p0, RS = g->R * g->S, Wo = g->Wo;                                 \
+                         ptrdiff_t q0, ptrdiff_t q1, T *cols, ptrdiff_t L, int flush) {            \
+        const ptrdiff_t RS = g->R * g->S, Wo = g->Wo;                                              \
         const ptrdiff_t i_first = p0 / Wo, i_last = (p1 - 1) / Wo;                                 \
         for (ptrdiff_t q = q0; q < q1; q++) {                                                      \
             const ptrdiff_t c = q / RS, r = (q % RS) / g->S, s = q % g->S;                         \

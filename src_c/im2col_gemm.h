@@ -20,12 +20,13 @@ typedef struct {
     ptrdiff_t Ho, Wo;    /* output image */
 } fc_conv_geom;
 
-/* Fill column rows q in [q0, q1); row q starts at cols + q*L (the layout of the whole buffer).
+/* Fill column rows q in [q0, q1); row q starts at cols + q*L (L >= p1 - p0: a larger row stride
+ * lets several images' columns sit side by side in one matrix).
  * flush != 0 replaces subnormal values by +0 while copying (exact under FTZ/DAZ semantics). */
 void fc_im2col_f32(const float *x, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t p1,
-                   ptrdiff_t q0, ptrdiff_t q1, float *cols, int flush);
+                   ptrdiff_t q0, ptrdiff_t q1, float *cols, ptrdiff_t L, int flush);
 void fc_im2col_f64(const double *x, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t p1,
-                   ptrdiff_t q0, ptrdiff_t q1, double *cols, int flush);
+                   ptrdiff_t q0, ptrdiff_t q1, double *cols, ptrdiff_t L, int flush);
 
 /* dx[c] += the chunk's column rows of channel c, for c in [c0, c1) (scatter-add of col2im).
  * cols holds only those channels' rows: row (c, r, s) at cols + ((c - c0)*R*S + r*S + s)*L. */

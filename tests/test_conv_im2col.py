@@ -31,6 +31,7 @@ SHAPES = [
     (2, 48, 9, 10, 7, 5, 5, 2, 2, 2, 2),        # C*R*S = 1200, strided
     (1, 1100, 4, 4, 3, 1, 1, 1, 1, 0, 0),       # pointwise with C > 1000
     (2, 2, 5, 5, 3, 3, 3, 2, 2, 3, 3),          # padding = kernel: whole padding rows/columns
+    (6, 7, 5, 6, 9, 3, 3, 1, 1, 1, 1),          # small Ho*Wo: forward puts 2-6 images in one GEMM
 ]
 
 

@@ -41,9 +41,11 @@ cdef extern from "im2col_gemm.h" nogil:
     ctypedef struct fc_conv_geom:
         Py_ssize_t C, H, W, R, S, sh, sw, ph, pw, Ho, Wo
     void fc_im2col_f32(const float *x, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
-                       Py_ssize_t q0, Py_ssize_t q1, float *cols, int flush)
+                       Py_ssize_t q0, Py_ssize_t q1, float *cols, Py_ssize_t L,
+                       int flush)
     void fc_im2col_f64(const double *x, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
-                       Py_ssize_t q0, Py_ssize_t q1, double *cols, int flush)
+                       Py_ssize_t q0, Py_ssize_t q1, double *cols, Py_ssize_t L,
+                       int flush)
     void fc_col2im_f32(const float *cols, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
                        Py_ssize_t c0, Py_ssize_t c1, float *dx)
     void fc_col2im_f64(const double *cols, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
@@ -71,11 +73,15 @@ cdef inline void _gemm(char ta, char tb, int m, int n, int k, const floating *a,
 
 
 cdef inline void _im2col(const floating *x, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
-                         Py_ssize_t q0, Py_ssize_t q1, floating *cols) noexcept nogil:
+                         Py_ssize_t q0, Py_ssize_t q1, floating *cols,
+                         Py_ssize_t ld=0) noexcept nogil:
+    """Column rows [q0, q1) of positions [p0, p1); row q at cols + q*ld (ld 0: p1 - p0)."""
+    if ld == 0:
+        ld = p1 - p0
     if floating is float:
-        fc_im2col_f32(x, g, p0, p1, q0, q1, cols, FLUSH)
+        fc_im2col_f32(x, g, p0, p1, q0, q1, cols, ld, FLUSH)
     else:
-        fc_im2col_f64(x, g, p0, p1, q0, q1, cols, FLUSH)
+        fc_im2col_f64(x, g, p0, p1, q0, q1, cols, ld, FLUSH)
 
 
 cdef inline void _col2im(const floating *cols, const fc_conv_geom *g, Py_ssize_t p0,
@@ -149,6 +155,48 @@ cdef inline void _data_gemm(const floating *dyn, const floating *w, floating *ou
     cdef Py_ssize_t P = g.Ho * g.Wo, CRS = g.C * g.R * g.S, RS = g.R * g.S, L = p1 - p0
     _gemm(c'N', c'T', <int> L, <int> ((c1 - c0) * RS), <int> K, dyn + p0, <int> P, w + c0 * RS,
           <int> CRS, <floating> 0, out, ldo)
+
+
+cdef inline void _forward_group(const floating *x, const floating *w, const floating *b,
+                                floating *y, const fc_conv_geom *g, Py_ssize_t K, Py_ssize_t n0,
+                                Py_ssize_t nb, floating *cols, floating *tmp) noexcept nogil:
+    """Images n0 .. n0+nb-1 in one GEMM: cols[CRS, nb*P] (the images side by side), then
+    tmp[K, nb*P] = W . cols, copied out to NCHW (+ bias). For small Ho*Wo this amortises BLAS's
+    packing of W (CRS x K elements per call, more than one small image's columns) over nb images."""
+    cdef Py_ssize_t P = g.Ho * g.Wo, CRS = g.C * g.R * g.S, CHW = g.C * g.H * g.W, M = nb * P
+    cdef Py_ssize_t i, k, p
+    cdef floating v
+    cdef floating *dst
+    cdef const floating *src
+    for i in range(nb):
+        _im2col(x + (n0 + i) * CHW, g, 0, P, 0, CRS, cols + i * P, M)
+    _gemm(c'N', c'N', <int> M, <int> K, <int> CRS, cols, <int> M, w, <int> CRS, <floating> 0,
+          tmp, <int> M)
+    for i in range(nb):
+        for k in range(K):
+            v = b[k] if b != NULL else 0
+            dst = y + ((n0 + i) * K + k) * P
+            src = tmp + k * M + i * P
+            for p in range(P):
+                dst[p] = src[p] + v
+
+
+def _group_size(N, P, CRS, K, itemsize, nthreads, workspace_bytes):
+    """Images per GEMM in forward's design (b): 1 unless Ho*Wo is small (< 512), then the most
+    images (up to 1024 GEMM rows) that split the batch into equal groups, a multiple of the thread
+    count of them, with the per-thread cols + tmp buffers within the workspace."""
+    best = 1
+    if P >= 512:
+        return best
+    for nb in range(2, N + 1):
+        tasks = (N + nb - 1) // nb
+        if nb * P > 1024 or tasks < nthreads:
+            break
+        if nthreads * nb * P * (CRS + K) * itemsize > workspace_bytes:
+            break
+        if N % nb == 0 and tasks % nthreads == 0:  # equal groups, equal shares per thread
+            best = nb
+    return best
 
 
 # ---------------------------------------------------------------- planning (Python side)
@@ -228,12 +276,30 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     cdef const floating *wp = &w[0, 0, 0, 0]
     cdef floating *yp = &y[0, 0, 0, 0]
     cdef floating *ws = NULL
-    cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, t, q0, q1
+    cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, t, q0, q1, nb
     cdef int nt = max(1, nthreads), tid
     cdef fc_fpstate fp
     _check_blas_ints(K, CRS, P)
     if design is None:
         design = _choose_design("forward", N, K, CRS, nt, workspace_bytes, sizeof(floating), pointwise)
+
+    nb = _group_size(N, P, CRS, K, sizeof(floating), nt, workspace_bytes) if design == "omp" else 1
+    if nb > 1:
+        ntasks = (N + nb - 1) // nb
+        ws = _alloc(nt * nb * P * (CRS + K), ws)
+        try:
+            with blas_limits(1), nogil, parallel(num_threads=nt):
+                fp = fc_ftz_enter()
+                tid = threadid()
+                for task in prange(ntasks, schedule="dynamic"):
+                    n = task * nb
+                    _forward_group(xp, wp, bp, yp, &g, K, n, min(nb, N - n),
+                                   ws + tid * nb * P * (CRS + K),
+                                   ws + tid * nb * P * (CRS + K) + nb * P * CRS)
+                fc_ftz_leave(fp)
+        finally:
+            free(ws)
+        return
 
     if design == "omp":
         L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), nt, workspace_bytes, 0, not pointwise)
