@@ -3,8 +3,20 @@ written the way the cs231n assignment writes it, gradient-checked and trained a 
 import numpy as np
 import pytest
 
+import fastconv
 from fastconv import reference as ref
 from fastconv.compat import cs231n as L
+
+
+@pytest.fixture
+def one_thread():
+    """Finite differences run thousands of tiny forward passes. Threads do not change the maths,
+    and on a shared, oversubscribed machine OpenMP's spin-waiting makes each tiny parallel call
+    cost milliseconds, so these checks run single-threaded to keep the suite's time bounded."""
+    before = fastconv.get_num_threads()
+    fastconv.set_num_threads(1)
+    yield
+    fastconv.set_num_threads(before)
 
 
 def rel_error(a, b):
@@ -14,7 +26,7 @@ def rel_error(a, b):
 class ThreeLayerConvNet:
     """conv - relu - 2x2 max pool - affine - relu - affine - softmax, as in cs231n's cnn.py."""
 
-    def __init__(self, input_dim=(3, 8, 8), num_filters=4, filter_size=3, hidden_dim=10,
+    def __init__(self, input_dim=(3, 6, 6), num_filters=4, filter_size=3, hidden_dim=8,
                  num_classes=5, weight_scale=1e-1, reg=0.01, seed=0):
         rng = np.random.default_rng(seed)
         c, h, w = input_dim
@@ -61,9 +73,9 @@ def eval_numerical_gradient(f, x, h=1e-6):
     return grad
 
 
-def test_three_layer_convnet_gradient_check():
+def test_three_layer_convnet_gradient_check(one_thread):
     rng = np.random.default_rng(1)
-    X = rng.standard_normal((2, 3, 8, 8))
+    X = rng.standard_normal((2, 3, 6, 6))
     y = np.array([1, 4])
     model = ThreeLayerConvNet()
     loss, grads = model.loss(X, y)
@@ -76,7 +88,7 @@ def test_three_layer_convnet_gradient_check():
 
 def test_three_layer_convnet_sgd_lowers_the_loss():
     rng = np.random.default_rng(2)
-    X = rng.standard_normal((10, 3, 8, 8))
+    X = rng.standard_normal((10, 3, 6, 6))
     y = rng.integers(0, 5, 10)
     model = ThreeLayerConvNet(weight_scale=0.3, reg=0.0)
     first, _ = model.loss(X, y)

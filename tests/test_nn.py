@@ -3,7 +3,19 @@ reproducibility, in-place safety and argument errors."""
 import numpy as np
 import pytest
 
+import fastconv
 from fastconv import nn
+
+
+@pytest.fixture
+def one_thread():
+    """Finite differences run thousands of tiny forward passes. Threads do not change the maths,
+    and on a shared, oversubscribed machine OpenMP's spin-waiting makes each tiny parallel call
+    cost milliseconds, so these checks run single-threaded to keep the suite's time bounded."""
+    before = fastconv.get_num_threads()
+    fastconv.set_num_threads(1)
+    yield
+    fastconv.set_num_threads(before)
 
 
 def rel_error(a, b):
@@ -63,7 +75,7 @@ def every_layer_model():
     ], input_grad=True)
 
 
-def test_gradients_through_every_layer_type():
+def test_gradients_through_every_layer_type(one_thread):
     model = every_layer_model()
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 2, 7, 7))
@@ -72,7 +84,7 @@ def test_gradients_through_every_layer_type():
     check_model_gradients(model, x, y)
 
 
-def test_first_layer_without_input_gradient_gives_the_same_weight_gradients():
+def test_first_layer_without_input_gradient_gives_the_same_weight_gradients(one_thread):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 1, 6, 6))
     y = np.array([1, 0])

@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import functional as F
 from .._dispatch import ALGORITHMS
-from .._shapes import output_size, pair
+from .._shapes import pair
 from .init import check_dtype, initializer, make_rng
 
 
@@ -20,6 +20,14 @@ def _positive_int(value, name, owner):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
     return int(value)
+
+
+def output_size(size, window, stride, padding, what):
+    """The lecture's W_out = (W - F + 2P)/S + 1, rounded down as the ops do; ValueError if < 1."""
+    if size + 2 * padding < window:
+        raise ValueError(f"{what}: window {window} is larger than the padded input "
+                         f"{size} + 2*{padding}; the output would be empty")
+    return (size - window + 2 * padding) // stride + 1
 
 
 def _check_input(x, ndim, what, owner):
