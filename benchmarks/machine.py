@@ -83,6 +83,15 @@ def load_average():
         return None
 
 
+ENV_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS",
+            "MKL_NUM_THREADS", "FASTCONV_WORKSPACE_MB", "FASTCONV_DISABLE_WINOGRAD")
+
+
+def environment():
+    """The environment variables that change threading or algorithm choice, where set."""
+    return {name: os.environ[name] for name in ENV_VARS if name in os.environ}
+
+
 def facts(threads, torch_module=None):
     return {
         "cpu": cpu_model(),
@@ -99,5 +108,6 @@ def facts(threads, torch_module=None):
         "kernels_built": built_kernels(),
         "kernels_stale": stale_kernels(),
         "blas": blas_info(),
+        "environment": environment(),
         "load_average_start": load_average(),
     }

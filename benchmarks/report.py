@@ -86,7 +86,8 @@ def header_lines(doc):
         f"numpy {m['numpy']}, scipy {m['scipy']}, torch {m['torch'] or 'not installed'}, "
         f"python {m['python']}",
         "BLAS: " + ("; ".join(m["blas"]) or "none found"),
-        f"kernels built: {built}",
+        f"kernels built: {built}; environment: "
+        + (", ".join(f"{k}={v}" for k, v in m.get("environment", {}).items()) or "no threading variables set"),
         f"SGEMM ({g['n']}^3 float32 through NumPy's BLAS, best of 5): {g['gflops']:.1f} GFLOP/s",
         f"load average (1, 5, 15 min) at start {m.get('load_average_start')}, "
         f"at end {m.get('load_average_end')}; run took {doc.get('elapsed_s')} s",
