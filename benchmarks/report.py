@@ -15,7 +15,8 @@ SECTIONS = (("conv", "Convolution layers"), ("pool", "Pooling"), ("step", "Train
 def _ms(v):
     if v is None:
         return "-"
-    return f"{v:.3g}" if v < 10 else f"{v:.0f}" if v >= 1000 else f"{v:.1f}"
+    decimals = 3 if v < 1 else 2 if v < 10 else 1 if v < 1000 else 0
+    return f"{v:.{decimals}f}"
 
 
 def _ratio(v):
