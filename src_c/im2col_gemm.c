@@ -41,7 +41,7 @@ FC_INLINE void valid_cols(const fc_conv_geom *g, ptrdiff_t s, ptrdiff_t *jlo, pt
         for (ptrdiff_t q = q0; q < q1; q++) {                                                      \
             const ptrdiff_t c = q / RS, r = (q % RS) / g->S, s = q % g->S;                         \
             const T *xc = x + c * g->H * g->W;                                                     \
-            T *row = cols + q * L - p0; /* row[p] for p in [p0, p1) */                             \
+            T *row = cols + (q - q0) * L - p0; /* row[p] for p in [p0, p1) */                             \
             ptrdiff_t jlo, jhi;                                                                    \
             valid_cols(g, s, &jlo, &jhi);                                                          \
             for (ptrdiff_t i = i_first; i <= i_last; i++) {                                        \

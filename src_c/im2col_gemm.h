@@ -20,7 +20,7 @@ typedef struct {
     ptrdiff_t Ho, Wo;    /* output image */
 } fc_conv_geom;
 
-/* Fill column rows q in [q0, q1); row q starts at cols + q*L (L >= p1 - p0: a larger row stride
+/* Fill column rows q in [q0, q1); row q starts at cols + (q - q0)*L (L >= p1 - p0: a larger stride
  * lets several images' columns sit side by side in one matrix).
  * flush != 0 replaces subnormal values by +0 while copying (exact under FTZ/DAZ semantics). */
 void fc_im2col_f32(const float *x, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t p1,

@@ -33,8 +33,6 @@ from cython cimport floating
 
 from fc_common cimport fc_ftz_enter, fc_ftz_leave, fc_fpstate
 
-import math
-
 from fastconv.threads import blas_limits
 
 cdef extern from "im2col_gemm.h" nogil:
@@ -75,7 +73,7 @@ cdef inline void _gemm(char ta, char tb, int m, int n, int k, const floating *a,
 cdef inline void _im2col(const floating *x, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
                          Py_ssize_t q0, Py_ssize_t q1, floating *cols,
                          Py_ssize_t ld=0) noexcept nogil:
-    """Column rows [q0, q1) of positions [p0, p1); row q at cols + q*ld (ld 0: p1 - p0)."""
+    """Column rows [q0, q1) of positions [p0, p1); row q at cols + (q-q0)*ld (ld 0: p1 - p0)."""
     if ld == 0:
         ld = p1 - p0
     if floating is float:
@@ -132,20 +130,24 @@ cdef inline void _forward_chunk(const floating *xn, const floating *w, const flo
 
 cdef inline void _weights_chunk(const floating *dyn, const floating *xn, floating *dw,
                                 const fc_conv_geom *g, Py_ssize_t K, Py_ssize_t p0, Py_ssize_t p1,
-                                floating *cols, bint pack, floating beta) noexcept nogil:
+                                Py_ssize_t q0, Py_ssize_t q1, floating *cols, bint pack,
+                                floating beta) noexcept nogil:
+    """dW[:, q0:q1] (+)= dY[:, p0:p1] . cols[q0:q1, p0:p1]^T; cols holds rows q0..q1 (NULL:
+    pointwise, x used in place)."""
     cdef Py_ssize_t P = g.Ho * g.Wo, CRS = g.C * g.R * g.S, L = p1 - p0
     cdef const floating *a
     cdef int lda
     if cols == NULL:
-        a = xn + p0
+        a = xn + q0 * P + p0
         lda = <int> P
     else:
         if pack:
-            _im2col(xn, g, p0, p1, 0, CRS, cols)
+            _im2col(xn, g, p0, p1, q0, q1, cols)
         a = cols
         lda = <int> L
-    # dW^T[CRS, K] (+)= (cols^T[L, CRS])^T . dY^T[L, K]
-    _gemm(c'T', c'N', <int> CRS, <int> K, <int> L, a, lda, dyn + p0, <int> P, beta, dw, <int> CRS)
+    # dW^T[q0:q1, K] (ld CRS) (+)= (cols^T[L, q1-q0])^T . dY^T[L, K]
+    _gemm(c'T', c'N', <int> (q1 - q0), <int> K, <int> L, a, lda, dyn + p0, <int> P, beta,
+          dw + q0, <int> CRS)
 
 
 cdef inline void _data_gemm(const floating *dyn, const floating *w, floating *out, int ldo,
@@ -217,29 +219,55 @@ def _check_blas_ints(K, CRS, P):
                          f"BLAS's 32-bit int limit {INT_MAX}; use algorithm='direct'")
 
 
-def _plan(N, P, CRS, itemsize, nthreads, workspace_bytes, reserved_elems, needs_cols,
-          balance=True):
-    """(chunk length L, chunks per image, tasks) for `nthreads` buffers of CRS x L elements.
+# Design (b) cuts every call into pieces whose GEMM calls depend only on the layer and the
+# workspace, never on nthreads: OpenBLAS's rounding depends on how a product is partitioned, so
+# this keeps results bit-identical at any thread count (as long as the workspace is not so small
+# that the per-thread buffers force smaller chunks). PARTS pieces at least (when the layer has
+# them) keep 1, 2 and 4 threads busy; dynamic scheduling spreads them.
+DEF PARTS = 4
+DEF MIN_CHUNK = 256      # output positions: smaller GEMMs lose more to BLAS's packing
+DEF GROUP_ROWS = 1024    # forward: images batched into one GEMM up to this many rows
 
-    `reserved_elems` is other scratch already taken from the workspace (private dW copies).
-    With `balance`, the chunks per image make N * chunks a multiple of nthreads, so a static share
-    of tasks is even (a batch of 1 on 2 threads is cut in halves, 3 images in 6 half images).
-    """
-    budget = workspace_bytes // itemsize - reserved_elems
-    if needs_cols:
-        # A chunk is at least one output pixel: CRS elements per thread is the floor (only a layer
-        # with C*R*S > workspace/itemsize/threads exceeds the limit, by less than CRS per thread).
-        L = max(1, min(P, budget // (nthreads * CRS)))
-    else:
-        L = P
-    chunks = (P + L - 1) // L
-    if balance and nthreads > 1:
-        step = nthreads // math.gcd(N, nthreads)
-        chunks = (chunks + step - 1) // step * step
-        chunks = min(chunks, P)
+
+def _chunking(P, rows, itemsize, nthreads, workspace_bytes, min_chunks=1):
+    """(L, chunks): cut Ho*Wo = P into `chunks` runs of L positions, at least `min_chunks`, with
+    `nthreads` buffers of rows x L elements within the workspace (rows 0: no buffer).
+    A chunk is at least one output pixel: a layer with rows > workspace / itemsize / nthreads
+    exceeds the limit by less than `rows` elements per thread."""
+    chunks = max(1, min(min_chunks, P))
+    if rows > 0:
+        Lmem = max(1, workspace_bytes // itemsize // (nthreads * rows))
+        chunks = max(chunks, (P + Lmem - 1) // Lmem)
     L = (P + chunks - 1) // chunks
-    chunks = (P + L - 1) // L
+    return L, (P + L - 1) // L
+
+
+def _plan(N, P, CRS, itemsize, nthreads, workspace_bytes, needs_cols):
+    """Design (a) (chunks in sequence, one buffer): (L, chunks, tasks)."""
+    L, chunks = _chunking(P, CRS if needs_cols else 0, itemsize, 1, workspace_bytes)
     return L, chunks, N * chunks
+
+
+def _min_chunks(N, P):
+    """Chunks per image so that a small batch still makes PARTS pieces (chunks >= MIN_CHUNK)."""
+    return min((PARTS + N - 1) // N, max(1, P // MIN_CHUNK))
+
+
+def _group_size(N, P, CRS, K, itemsize, nthreads, workspace_bytes):
+    """Images per GEMM in forward's design (b): 1 unless Ho*Wo is small (< 512), then the most
+    images (nb*P <= GROUP_ROWS rows) that divide the batch into at least min(N, PARTS) equal
+    groups, with the per-thread cols + tmp buffers within the workspace."""
+    best = 1
+    if P >= 512:
+        return best
+    for nb in range(2, N + 1):
+        if nb * P > GROUP_ROWS or N // nb < min(N, PARTS):
+            break
+        if nthreads * nb * P * (CRS + K) * itemsize > workspace_bytes:
+            break
+        if N % nb == 0:
+            best = nb
+    return best
 
 
 cdef floating *_alloc(Py_ssize_t count, floating *dummy) except? NULL:
@@ -253,11 +281,9 @@ cdef floating *_alloc(Py_ssize_t count, floating *dummy) except? NULL:
 
 
 def _choose_design(pass_, N, K, CRS, nthreads, workspace_bytes, itemsize, pointwise):
-    """"omp" (design b) or "blas" (design a); see the module docstring and the report numbers."""
-    if nthreads <= 1:
-        return "omp"  # one thread either way; "omp" also runs the GEMM under FTZ/DAZ
-    if pass_ == "backward_weights" and nthreads * K * CRS * itemsize > workspace_bytes // 2:
-        return "blas"  # private dW copies would eat the column budget
+    """Always "omp" (design b): measured faster than "blas" (design a) at 2 threads on every
+    layer of the benchmark suite (see the module docstring); "blas" stays selectable through the
+    `design` argument to re-measure on other machines."""
     return "omp"
 
 
@@ -302,7 +328,9 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
         return
 
     if design == "omp":
-        L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), nt, workspace_bytes, 0, not pointwise)
+        L, chunks = _chunking(P, 0 if pointwise else CRS, sizeof(floating), nt, workspace_bytes,
+                              _min_chunks(N, P))
+        ntasks = N * chunks
         if not pointwise:
             ws = _alloc(nt * CRS * L, ws)
         try:
@@ -321,8 +349,7 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
         return
 
     # design (a): chunks in sequence, BLAS-threaded GEMM, OpenMP-split packing
-    L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), 1, workspace_bytes, 0, not pointwise,
-                              balance=False)
+    L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), 1, workspace_bytes, not pointwise)
     if not pointwise:
         ws = _alloc(CRS * L, ws)
     try:
@@ -336,7 +363,7 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                         fp = fc_ftz_enter()
                         q0 = CRS * t // nt
                         q1 = CRS * (t + 1) // nt
-                        _im2col(xp + n * C * H * W, &g, p0, p1, q0, q1, ws)
+                        _im2col(xp + n * C * H * W, &g, p0, p1, q0, q1, ws + q0 * (p1 - p0))
                         fc_ftz_leave(fp)
                 _forward_chunk(xp + n * C * H * W, wp, bp, yp + n * K * P, &g, K, p0, p1, ws,
                                False)
@@ -358,9 +385,7 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
     cdef floating *dwp = &dw[0, 0, 0, 0]
     cdef floating *ws = NULL
     cdef floating *cols
-    cdef floating *acc
-    cdef floating acc_sum
-    cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, t, q0, q1, e, KC = K * CRS
+    cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, t, q0, q1, qb, qblocks, chunk
     cdef int nt = max(1, nthreads), tid
     cdef fc_fpstate fp
     _check_blas_ints(K, CRS, P)
@@ -369,36 +394,36 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
                                 sizeof(floating), pointwise)
 
     if design == "omp":
-        # each thread: a private dW accumulator (KC) and its column buffer (CRS * L)
-        L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), nt, workspace_bytes, nt * KC,
-                                  not pointwise)
-        ws = _alloc(nt * (KC + (0 if pointwise else CRS * L)), ws)
+        # Tasks are blocks of column rows q (= columns of dW): each packs only its own rows and
+        # owns its slice of dW, so there is no race, no private copy of dW and no reduction; each
+        # dW element sums the images and chunks in one fixed order.
+        qblocks = min(CRS, PARTS)
+        qb = (CRS + qblocks - 1) // qblocks
+        qblocks = (CRS + qb - 1) // qb
+        L, chunks = _chunking(P, 0 if pointwise else qb, sizeof(floating), nt, workspace_bytes)
+        if not pointwise:
+            ws = _alloc(nt * qb * L, ws)
         try:
             with blas_limits(1), nogil, parallel(num_threads=nt):
                 fp = fc_ftz_enter()
                 tid = threadid()
-                acc = ws + tid * KC
-                cols = NULL if pointwise else ws + nt * KC + tid * CRS * L
-                memset(acc, 0, KC * sizeof(floating))
-                for task in prange(ntasks, schedule="dynamic"):
-                    n = task // chunks
-                    p0 = (task % chunks) * L
-                    p1 = min(p0 + L, P)
-                    _weights_chunk(dyp + n * K * P, xp + n * C * H * W, acc, &g, K, p0, p1,
-                                   cols, True, 1)
+                cols = NULL if pointwise else ws + tid * qb * L
+                for task in prange(qblocks, schedule="dynamic"):
+                    q0 = task * qb
+                    q1 = min(q0 + qb, CRS)
+                    for n in range(N):
+                        for chunk in range(chunks):
+                            p0 = chunk * L
+                            p1 = min(p0 + L, P)
+                            _weights_chunk(dyp + n * K * P, xp + n * C * H * W, dwp, &g, K, p0,
+                                           p1, q0, q1, cols, True,
+                                           0 if n == 0 and chunk == 0 else 1)
                 fc_ftz_leave(fp)
-            with nogil:
-                for e in prange(KC, num_threads=nt, schedule="static"):
-                    acc_sum = 0
-                    for t in range(nt):
-                        acc_sum = acc_sum + ws[t * KC + e]
-                    dwp[e] = acc_sum
         finally:
             free(ws)
         return
 
-    L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), 1, workspace_bytes, 0, not pointwise,
-                              balance=False)
+    L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), 1, workspace_bytes, not pointwise)
     if not pointwise:
         ws = _alloc(CRS * L, ws)
     try:
@@ -412,9 +437,9 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
                         fp = fc_ftz_enter()
                         q0 = CRS * t // nt
                         q1 = CRS * (t + 1) // nt
-                        _im2col(xp + n * C * H * W, &g, p0, p1, q0, q1, ws)
+                        _im2col(xp + n * C * H * W, &g, p0, p1, q0, q1, ws + q0 * (p1 - p0))
                         fc_ftz_leave(fp)
-                _weights_chunk(dyp + n * K * P, xp + n * C * H * W, dwp, &g, K, p0, p1, ws,
+                _weights_chunk(dyp + n * K * P, xp + n * C * H * W, dwp, &g, K, p0, p1, 0, CRS, ws,
                                False, 0 if task == 0 else 1)
     finally:
         free(ws)
@@ -445,8 +470,9 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
 
     if pointwise:
         # dx_n is the column matrix itself (CRS = C rows of P = H*W): chunks write disjoint columns
-        L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), nt if design == "omp" else 1,
-                                  workspace_bytes, 0, False, balance=design == "omp")
+        L, chunks = _chunking(P, 0, sizeof(floating), nt, workspace_bytes,
+                              _min_chunks(N, P) if design == "omp" else 1)
+        ntasks = N * chunks
         # design (a) here is one thread issuing BLAS-threaded GEMMs, design (b) the reverse
         pnt = nt if design == "omp" else 1
         with blas_limits(1 if design == "omp" else nt), nogil, parallel(num_threads=pnt):
@@ -462,12 +488,11 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
     if design == "omp":
         # Tasks are (image, block of input channels): col2im windows of neighbouring output
         # chunks overlap in dx, but different channels never do, so a batch smaller than the
-        # thread count still splits evenly. Each task runs its image's chunks in order.
-        cblocks = min(C, nt // math.gcd(N, nt))
+        # thread count still splits. Each task runs its image's chunks in order.
+        cblocks = min(C, (PARTS + N - 1) // N)
         cb = (C + cblocks - 1) // cblocks
         cblocks = (C + cb - 1) // cb
-        L, chunks, ntasks = _plan(N, P, cb * R * S, sizeof(floating), nt, workspace_bytes, 0,
-                                  True, balance=False)
+        L, chunks = _chunking(P, cb * R * S, sizeof(floating), nt, workspace_bytes)
         ntasks = N * cblocks
         ws = _alloc(nt * cb * R * S * L, ws)
         try:
@@ -491,8 +516,7 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
             free(ws)
         return
 
-    L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), 1, workspace_bytes, 0, True,
-                              balance=False)
+    L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), 1, workspace_bytes, True)
     ws = _alloc(CRS * L, ws)
     try:
         with blas_limits(nt), nogil:
