@@ -10,18 +10,26 @@ the scratch memory stays under `workspace_bytes` whatever the layer size (a chun
 output pixel: CRS elements per thread is the floor). A 1x1, stride-1, unpadded layer uses x (and
 dx) in place as the column matrix: no packing at all.
 
-Threads, two designs (both kept, chosen per call by `_choose_design`):
+Threads, two designs, both kept (`design=` argument; "auto" always picks (b), measured):
   (a) "blas":  chunks run one after another; each GEMM is BLAS-threaded with `nthreads` threads and
       the pack/unpack loops are split over `nthreads` OpenMP threads (BLAS limited to nthreads).
-  (b) "omp":   OpenMP over (image, chunk) tasks; each thread packs its own columns into its own slice
-      of the workspace and calls single-threaded BLAS (BLAS limited to 1 thread for the call, once,
-      in Python). The GEMM then runs in our own threads, under our flush-to-zero/denormals-are-zero
-      MXCSR, so subnormal inputs cost nothing. backward_weights gives each thread a private dW
-      (reduced at the end); backward_data gives each thread whole images (col2im windows overlap
-      between chunks of one image).
-Measured on the 2-core Zen 3 dev box (see the report in the commit history / _choose_design): (b)
-is as fast or faster whenever there are enough independent tasks; (a) is used when there are not
-(backward_data with a batch smaller than the thread count, or private dW copies too large).
+  (b) "omp":   OpenMP over independent tasks; each thread packs its own columns into its own slice
+      of the workspace and calls single-threaded BLAS (BLAS limited to 1 thread once per call, in
+      Python). forward: tasks are images, groups of small images (one GEMM for several images
+      amortises BLAS's packing of W) or chunks of one image; backward_data: (image, block of input
+      channels), so col2im never races; backward_weights: blocks of column rows = column blocks of
+      dW, so there is no private dW and no reduction. The split depends only on the layer and the
+      workspace, never on nthreads, so results are bit-identical at any thread count.
+Measured on the 2-core Zen 3 dev box (shared with other jobs, interleaved medians, 2 threads,
+forward / backward_data / backward_weights in ms): resnet_c4 (b) 36/32/36 vs (a) 216/196/296;
+vgg_c3 (b) 226/214/187 vs (a) 404/273/447; alexnet_c1 (b) 35/36/36 vs (a) 354/280/892. At 1
+thread both are the same code path within noise. (a) loses mostly to contention between libgomp's
+spin-waiting pack threads and OpenBLAS's worker threads on the same two cores at every chunk (with
+OMP_WAIT_POLICY=passive, (a) on resnet_c4 forward went 444 -> 197 ms, still behind (b)).
+Subnormals: (b) runs every GEMM in our threads under FTZ/DAZ; (a)'s GEMM runs in OpenBLAS's threads
+with the default MXCSR, and an all-subnormal x or dy measured no slowdown there either on Zen 3
+(resnet_c4, ratio subnormal/normal 0.99-1.00 for all three passes at 1 and 2 threads), so packing
+does not flush (the C loops keep a flush option for CPUs that need it).
 """
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport free, malloc
@@ -53,8 +61,8 @@ cdef extern from "limits.h":
     int INT_MAX
 
 # Packing never flushes subnormals: design (b) runs every GEMM under FTZ/DAZ in our threads, and
-# design (a) measured no slowdown from subnormals in OpenBLAS's own threads on this CPU (see the
-# report); the C loops keep the option (flush=1) should another CPU need it.
+# design (a) measured no slowdown from subnormals in OpenBLAS's own threads on Zen 3 (module
+# docstring); the C loops keep the option (flush=1) should another CPU need it.
 DEF FLUSH = 0
 
 
