@@ -235,6 +235,7 @@ def _check_blas_ints(K, CRS, P):
 DEF PARTS = 4
 DEF MIN_CHUNK = 256      # output positions: smaller GEMMs lose more to BLAS's packing
 DEF GROUP_ROWS = 1024    # forward: images batched into one GEMM up to this many rows
+DEF CHUNK_BYTES = 4 << 20  # a thread's column buffer stays under this (unless < MIN_CHUNK)
 
 
 def _chunking(P, rows, itemsize, nthreads, workspace_bytes, min_chunks=1):
@@ -245,7 +246,10 @@ def _chunking(P, rows, itemsize, nthreads, workspace_bytes, min_chunks=1):
     chunks = max(1, min(min_chunks, P))
     if rows > 0:
         Lmem = max(1, workspace_bytes // itemsize // (nthreads * rows))
-        chunks = max(chunks, (P + Lmem - 1) // Lmem)
+        # Keep each thread's buffer cache-sized (it is written, then read back by the GEMM): a
+        # whole vgg_c3 image is 29 MB of columns per thread, more than the 32 MB L3 holds for two.
+        Lcache = max(MIN_CHUNK, CHUNK_BYTES // (rows * itemsize))
+        chunks = max(chunks, (P + Lmem - 1) // Lmem, (P + Lcache - 1) // Lcache)
     L = (P + chunks - 1) // chunks
     return L, (P + L - 1) // L
 
