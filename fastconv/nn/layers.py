@@ -6,11 +6,13 @@ so any optimiser can update any layer. ``forward`` caches what ``backward`` need
 ``needs_input_grad`` is false: a first layer whose input gradient nobody reads).
 The arithmetic is in `fastconv.functional`; layers only hold state and check arguments.
 """
+import contextlib
 import numbers
 
 import numpy as np
 
 from .. import functional as F
+from ..threads import blas_limits, get_num_threads
 from .._dispatch import ALGORITHMS
 from .._shapes import pair
 from .init import check_dtype, initializer, make_rng
@@ -28,6 +30,18 @@ def output_size(size, window, stride, padding, what):
         raise ValueError(f"{what}: window {window} is larger than the padded input "
                          f"{size} + 2*{padding}; the output would be empty")
     return (size - window + 2 * padding) // stride + 1
+
+
+#: GEMMs below this many FLOPs run on one BLAS thread. A training batch through a dense layer
+#: (64 x 3136 x 128: 26 MFLOP, under 1 ms) gains ~nothing from a second thread, but on a busy
+#: machine OpenBLAS's spin-waiting threads made that product 20-80x slower (docs/training.md).
+SMALL_GEMM_FLOPS = 2 ** 27
+
+
+def _gemm_threads(m, k, n):
+    if get_num_threads() > 1 and 2 * m * k * n < SMALL_GEMM_FLOPS:
+        return blas_limits(1)
+    return contextlib.nullcontext()
 
 
 def _check_input(x, ndim, what, owner):
@@ -274,16 +288,18 @@ class Dense(Layer):
             raise ValueError(f"Dense: expected {self.in_features} input features (x.shape[1]), "
                              f"got x of shape {x.shape}")
         self._x = x if training else None
-        return F.linear(x, self.params["w"], self.params["b"])
+        with _gemm_threads(x.shape[0], self.in_features, self.out_features):
+            return F.linear(x, self.params["w"], self.params["b"])
 
     def backward(self, dout):
         if self._x is None:
             raise RuntimeError("Dense.backward called without a forward(training=True) first")
         x, w = self._x, self.params["w"]
         self._x = None
-        self.grads["w"] = x.T @ dout
-        self.grads["b"] = dout.sum(axis=0)
-        return dout @ w.T if self.needs_input_grad else None
+        with _gemm_threads(x.shape[0], self.in_features, self.out_features):
+            self.grads["w"] = x.T @ dout
+            self.grads["b"] = dout.sum(axis=0)
+            return dout @ w.T if self.needs_input_grad else None
 
     def output_shape(self, input_shape):
         if tuple(input_shape) != (self.in_features,):
