@@ -221,7 +221,7 @@ _RSS_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("limit_mb", [256, 16])
+@pytest.mark.parametrize("limit_mb", [256, 1])
 def test_peak_memory_stays_within_the_workspace_limit(limit_mb):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))]
@@ -231,7 +231,8 @@ def test_peak_memory_stays_within_the_workspace_limit(limit_mb):
     assert proc.returncode == 0, proc.stderr
     growth = int(proc.stdout.strip().splitlines()[-1])
     # the naive column matrix alone would be 2030 MB; allow the limit plus 64 MB for allocator
-    # slack and per-thread BLAS buffers
+    # slack and per-thread BLAS buffers (measured: 7.6 MiB at 256 MiB, the kernels' own
+    # cache-sized chunks; 0.6 MiB at 1 MiB)
     assert growth <= (limit_mb << 20) + (64 << 20), f"peak RSS grew by {growth / 2**20:.0f} MiB"
 
 
