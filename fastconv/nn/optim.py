@@ -112,17 +112,26 @@ class Adam(Optimizer):
             else:
                 g = g + self.weight_decay * p
         if "m" not in state:
-            state["m"], state["v"], state["t"] = np.zeros_like(p), np.zeros_like(p), 0
-        m, v = state["m"], state["v"]
+            # m, v and one scratch buffer: the update below allocates nothing per step
+            state["m"], state["v"], state["tmp"] = (np.zeros_like(p) for _ in range(3))
+            state["t"] = 0
+        m, v, tmp = state["m"], state["v"], state["tmp"]
         state["t"] += 1
         t = state["t"]
         m *= self.beta1
-        m += (1 - self.beta1) * g
+        np.multiply(g, 1 - self.beta1, out=tmp)
+        m += tmp
         v *= self.beta2
-        v += (1 - self.beta2) * (g * g)
-        step = self.lr * np.sqrt(1 - self.beta2 ** t) / (1 - self.beta1 ** t)
-        # lr * m_hat / (sqrt(v_hat) + eps), with eps scaled to stay outside the bias correction
-        p -= step * m / (np.sqrt(v) + self.eps * np.sqrt(1 - self.beta2 ** t))
+        np.multiply(g, g, out=tmp)
+        tmp *= 1 - self.beta2
+        v += tmp
+        # lr * m_hat / (sqrt(v_hat) + eps) with the bias corrections folded into two scalars
+        c2 = np.sqrt(1 - self.beta2 ** t)
+        np.sqrt(v, out=tmp)
+        tmp += self.eps * c2
+        np.divide(m, tmp, out=tmp)
+        tmp *= self.lr * c2 / (1 - self.beta1 ** t)
+        p -= tmp
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}
