@@ -6,13 +6,21 @@ is otherwise the number of cores. BLAS (OpenBLAS inside SciPy and NumPy) is limi
 count through threadpoolctl, so BLAS threads and OpenMP threads never add up to more than the
 count; kernels that call BLAS from inside an OpenMP region limit BLAS to one thread there.
 """
+import contextlib
 import threading
+
+import scipy.linalg  # noqa: F401  (loads SciPy's BLAS, the one the kernels call, so threadpoolctl sees it)
+from threadpoolctl import ThreadpoolController
 
 from ._kernels import _openmp
 
 _lock = threading.Lock()
 _num_threads = None
-_controller = None
+# Made at import: made lazily, it imported scipy while holding _lock, which deadlocked against
+# a kernel module's import of scipy's BLAS running in another Python thread.
+_controller = ThreadpoolController()
+_single_users = 0        # callers inside blas_single_threaded(), across Python threads
+_single_limiter = None   # the threadpoolctl limiter that restores BLAS when the last one leaves
 
 
 def openmp_enabled():
@@ -22,9 +30,6 @@ def openmp_enabled():
 
 def get_num_threads():
     """The number of threads fastconv's kernels use."""
-    global _num_threads
-    if _num_threads is None:
-        set_num_threads(None)
     return _num_threads
 
 
@@ -42,21 +47,38 @@ def set_num_threads(n):
         n = 1
     with _lock:
         _num_threads = int(n)
-        _blas_controller().limit(limits=_num_threads, user_api="blas")
+        _controller.limit(limits=_num_threads, user_api="blas")
     return _num_threads
-
-
-def _blas_controller():
-    global _controller
-    if _controller is None:
-        from threadpoolctl import ThreadpoolController
-
-        import scipy.linalg  # noqa: F401  (loads SciPy's BLAS so the controller sees it)
-
-        _controller = ThreadpoolController()
-    return _controller
 
 
 def blas_limits(n):
     """Context manager limiting every BLAS library to `n` threads (restored afterwards)."""
-    return _blas_controller().limit(limits=n, user_api="blas")
+    return _controller.limit(limits=n, user_api="blas")
+
+
+@contextlib.contextmanager
+def blas_single_threaded():
+    """BLAS on one thread while any caller is inside: for BLAS called from OpenMP threads.
+
+    BLAS limits are process-wide, so this is reference-counted: with calls running concurrently
+    in several Python threads, the first one in sets the limit and the last one out restores it
+    (nested plain limit/restore pairs would leave BLAS at one thread, or lift the limit early).
+    """
+    global _single_users, _single_limiter
+    with _lock:
+        if _single_users == 0:
+            _single_limiter = _controller.limit(limits=1, user_api="blas")
+        _single_users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _single_users -= 1
+            if _single_users == 0:
+                _single_limiter.restore_original_limits()
+                _single_limiter = None
+
+
+# The default is applied at import (serialised by Python's import lock): applied lazily on the
+# first call, two Python threads could race to set it while a third held BLAS at one thread.
+set_num_threads(None)

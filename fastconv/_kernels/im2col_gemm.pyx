@@ -41,7 +41,7 @@ from cython cimport floating
 
 from fc_common cimport fc_ftz_enter, fc_ftz_leave, fc_fpstate
 
-from fastconv.threads import blas_limits
+from fastconv.threads import blas_limits, blas_single_threaded
 
 cdef extern from "im2col_gemm.h" nogil:
     ctypedef struct fc_conv_geom:
@@ -326,7 +326,7 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
         ntasks = (N + nb - 1) // nb
         ws = _alloc(nt * nb * P * (CRS + K), ws)
         try:
-            with blas_limits(1), nogil, parallel(num_threads=nt):
+            with blas_single_threaded(), nogil, parallel(num_threads=nt):
                 fp = fc_ftz_enter()
                 tid = threadid()
                 for task in prange(ntasks, schedule="dynamic"):
@@ -346,7 +346,7 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
         if not pointwise:
             ws = _alloc(nt * CRS * L, ws)
         try:
-            with blas_limits(1), nogil, parallel(num_threads=nt):
+            with blas_single_threaded(), nogil, parallel(num_threads=nt):
                 fp = fc_ftz_enter()
                 tid = threadid()
                 for task in prange(ntasks, schedule="dynamic"):
@@ -416,7 +416,7 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
         if not pointwise:
             ws = _alloc(nt * qb * L, ws)
         try:
-            with blas_limits(1), nogil, parallel(num_threads=nt):
+            with blas_single_threaded(), nogil, parallel(num_threads=nt):
                 fp = fc_ftz_enter()
                 tid = threadid()
                 cols = NULL if pointwise else ws + tid * qb * L
@@ -487,7 +487,7 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
         ntasks = N * chunks
         # design (a) here is one thread issuing BLAS-threaded GEMMs, design (b) the reverse
         pnt = nt if design == "omp" else 1
-        with blas_limits(1 if design == "omp" else nt), nogil, parallel(num_threads=pnt):
+        with (blas_single_threaded() if design == "omp" else blas_limits(nt)), nogil, parallel(num_threads=pnt):
             fp = fc_ftz_enter()
             for task in prange(ntasks, schedule="dynamic"):
                 n = task // chunks
@@ -508,7 +508,7 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
         ntasks = N * cblocks
         ws = _alloc(nt * cb * R * S * L, ws)
         try:
-            with blas_limits(1), nogil, parallel(num_threads=nt):
+            with blas_single_threaded(), nogil, parallel(num_threads=nt):
                 fp = fc_ftz_enter()
                 tid = threadid()
                 cols = ws + tid * cb * R * S * L

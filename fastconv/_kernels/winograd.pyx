@@ -20,7 +20,7 @@ from libc.string cimport memcmp
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 from fastconv._winograd_cache import FilterTransformCache
-from fastconv.threads import blas_limits
+from fastconv.threads import blas_single_threaded
 
 cdef extern from "winograd.h" nogil:
     ctypedef void (*fc_sgemm_fn)(char *, char *, int *, int *, int *, float *, float *, int *,
@@ -119,7 +119,7 @@ def _check_tile(tile):
 def _blas_single(int nthreads):
     # BLAS runs inside our OpenMP threads: keep it to one thread there, or its own pool would
     # oversubscribe the cores (threadpoolctl costs ~20 us, once per call).
-    return blas_limits(1) if nthreads > 1 else contextlib.nullcontext()
+    return blas_single_threaded() if nthreads > 1 else contextlib.nullcontext()
 
 
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, b,

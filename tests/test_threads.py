@@ -1,0 +1,41 @@
+"""Thread settings: OMP_NUM_THREADS, set_num_threads, and BLAS limits under concurrent calls."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+CONCURRENT_CALLS = """
+import threading, numpy as np, fastconv
+from threadpoolctl import threadpool_info
+x = np.random.rand(4, 16, 12, 12).astype(np.float32)
+w = np.random.rand(16, 16, 3, 3).astype(np.float32)
+def work():
+    for _ in range(10):
+        for algorithm in ("im2col", "winograd4", "direct"):
+            fastconv.conv2d(x, w, padding=1, algorithm=algorithm)
+threads = [threading.Thread(target=work) for _ in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(fastconv.get_num_threads(), sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}))
+"""
+
+
+def run(code, **env):
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, **env),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.split()
+
+
+@pytest.mark.parametrize("n", ["1", "2"])
+def test_omp_num_threads_sets_the_default(n):
+    assert run("import fastconv; print(fastconv.get_num_threads())", OMP_NUM_THREADS=n) == [n]
+
+
+def test_concurrent_calls_leave_blas_at_the_thread_count():
+    # Kernels hold BLAS at one thread while they run; from several Python threads at once, the
+    # last one out must restore it (a first run of this deadlocked on import and leaked 1).
+    for _ in range(3):
+        threads, blas = run(CONCURRENT_CALLS, OMP_NUM_THREADS="2")
+        assert threads == "2" and blas == "[2]"
