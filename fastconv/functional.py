@@ -4,6 +4,7 @@ Every function mirrors one in `fastconv.reference` (same signature, same result 
 rounding). Inputs are validated before any kernel runs (see `_shapes`), made C-contiguous once,
 and never modified; outputs are fresh arrays.
 """
+import contextlib
 import functools
 import importlib
 
@@ -12,7 +13,13 @@ import numpy as np
 from . import _dispatch, config
 from ._shapes import (as_float_array, conv_args, conv_backward_args, conv_backward_data_args,
                       conv_backward_weights_args, empty, pool_args, pool_backward_args)
-from .threads import get_num_threads
+from .threads import blas_single_threaded, get_num_threads
+
+#: Dense products below this many FLOPs run on one BLAS thread. A training batch through a dense
+#: layer (64 x 3136 x 128: 26 MFLOP, under 1 ms) gains little from a second thread, and OpenBLAS's
+#: threads then contend with the OpenMP threads of the convolutions around it: measured 20-80x
+#: slower at 2 threads on a busy 2-core machine (docs/training.md).
+SMALL_GEMM_FLOPS = 2 ** 27
 
 # concrete algorithm -> (module in fastconv._kernels, fixed keyword arguments)
 _IMPLEMENTATIONS = {
@@ -158,13 +165,21 @@ def relu_backward(dy, x):
     return dy * (x > 0)
 
 
+def _dense_blas_threads(n, d, m):
+    """BLAS on one thread for a small (n x d) . (d x m) product (see SMALL_GEMM_FLOPS)."""
+    if get_num_threads() > 1 and 2 * n * d * m < SMALL_GEMM_FLOPS:
+        return blas_single_threaded()
+    return contextlib.nullcontext()
+
+
 def linear(x, w, b=None):
     """y = x @ w + b with x (N, D), w (D, M), b (M,) (a dense layer, through BLAS)."""
     x = as_float_array(x, "x", 2)
     w = as_float_array(w, "w", 2, x.dtype)
     if w.shape[0] != x.shape[1]:
         raise ValueError(f"w must have shape ({x.shape[1]}, M) to match x {x.shape}, got {w.shape}")
-    y = x @ w
+    with _dense_blas_threads(*x.shape, w.shape[1]):
+        y = x @ w
     if b is not None:
         b = as_float_array(b, "b", 1, x.dtype)
         if b.shape != (w.shape[1],):
@@ -180,7 +195,8 @@ def linear_backward(dy, x, w):
     dy = as_float_array(dy, "dy", 2, x.dtype)
     if dy.shape != (x.shape[0], w.shape[1]):
         raise ValueError(f"dy must have shape {(x.shape[0], w.shape[1])}, got {dy.shape}")
-    return dy @ w.T, x.T @ dy, dy.sum(axis=0)
+    with _dense_blas_threads(*x.shape, w.shape[1]):
+        return dy @ w.T, x.T @ dy, dy.sum(axis=0)
 
 
 def softmax_cross_entropy(logits, labels):

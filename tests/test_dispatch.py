@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _dispatch, config
+from fastconv import _dispatch
 from fastconv import reference as R
 from conv_cases import AWKWARD_CONV_CASES, assert_close, make_conv, unpack
 

@@ -6,15 +6,13 @@ so any optimiser can update any layer. ``forward`` caches what ``backward`` need
 ``needs_input_grad`` is false: a first layer whose input gradient nobody reads).
 The arithmetic is in `fastconv.functional`; layers only hold state and check arguments.
 """
-import contextlib
 import numbers
 
 import numpy as np
 
 from .. import functional as F
-from ..threads import blas_limits, get_num_threads
 from .._dispatch import ALGORITHMS
-from .._shapes import pair
+from .._shapes import output_size, pair
 from .init import check_dtype, initializer, make_rng
 
 
@@ -22,26 +20,6 @@ def _positive_int(value, name, owner):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
     return int(value)
-
-
-def output_size(size, window, stride, padding, what):
-    """The lecture's W_out = (W - F + 2P)/S + 1, rounded down as the ops do; ValueError if < 1."""
-    if size + 2 * padding < window:
-        raise ValueError(f"{what}: window {window} is larger than the padded input "
-                         f"{size} + 2*{padding}; the output would be empty")
-    return (size - window + 2 * padding) // stride + 1
-
-
-#: GEMMs below this many FLOPs run on one BLAS thread. A training batch through a dense layer
-#: (64 x 3136 x 128: 26 MFLOP, under 1 ms) gains ~nothing from a second thread, but on a busy
-#: machine OpenBLAS's spin-waiting threads made that product 20-80x slower (docs/training.md).
-SMALL_GEMM_FLOPS = 2 ** 27
-
-
-def _gemm_threads(m, k, n):
-    if get_num_threads() > 1 and 2 * m * k * n < SMALL_GEMM_FLOPS:
-        return blas_limits(1)
-    return contextlib.nullcontext()
 
 
 def _check_input(x, ndim, what, owner):
@@ -155,8 +133,8 @@ class Conv2D(Layer):
         if c != self.in_channels:
             raise ValueError(f"Conv2D expects {self.in_channels} input channels, got shape {input_shape}")
         (r, s), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        return (self.out_channels, output_size(h, r, sh, ph, "Conv2D height"),
-                output_size(w, s, sw, pw, "Conv2D width"))
+        return (self.out_channels, output_size(h, r, sh, ph, "Conv2D height", "kernel_size[0]"),
+                output_size(w, s, sw, pw, "Conv2D width", "kernel_size[1]"))
 
     def config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
@@ -195,8 +173,8 @@ class _Pool2D(Layer):
         c, h, w = input_shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         name = type(self).__name__
-        return (c, output_size(h, kh, sh, ph, f"{name} height"),
-                output_size(w, kw, sw, pw, f"{name} width"))
+        return (c, output_size(h, kh, sh, ph, f"{name} height", "kernel_size[0]"),
+                output_size(w, kw, sw, pw, f"{name} width", "kernel_size[1]"))
 
     def config(self):
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride),
@@ -288,18 +266,14 @@ class Dense(Layer):
             raise ValueError(f"Dense: expected {self.in_features} input features (x.shape[1]), "
                              f"got x of shape {x.shape}")
         self._x = x if training else None
-        with _gemm_threads(x.shape[0], self.in_features, self.out_features):
-            return F.linear(x, self.params["w"], self.params["b"])
+        return F.linear(x, self.params["w"], self.params["b"])
 
     def backward(self, dout):
         if self._x is None:
             raise RuntimeError("Dense.backward called without a forward(training=True) first")
-        x, w = self._x, self.params["w"]
-        self._x = None
-        with _gemm_threads(x.shape[0], self.in_features, self.out_features):
-            self.grads["w"] = x.T @ dout
-            self.grads["b"] = dout.sum(axis=0)
-            return dout @ w.T if self.needs_input_grad else None
+        x, self._x = self._x, None
+        dx, self.grads["w"], self.grads["b"] = F.linear_backward(dout, x, self.params["w"])
+        return dx if self.needs_input_grad else None
 
     def output_shape(self, input_shape):
         if tuple(input_shape) != (self.in_features,):
