@@ -94,6 +94,9 @@ def header_lines(doc):
         f"at end {m.get('load_average_end')}; run took {doc.get('elapsed_s')} s",
         f"timing: 1 warm-up, then interleaved rounds; {s['min_reps']}..{s['repeat']} measured "
         f"repetitions per peer (as many as fit {s['budget_s']} s); ms = median, spread = [min, max]",
+        f"calls under {s.get('prime_below_s', 0) * 1e3:g} ms are primed by one untimed call before each "
+        f"timed one; OpenBLAS idle-thread spin shortened (OPENBLAS_THREAD_TIMEOUT): "
+        f"{'yes' if s.get('openblas_spin_limited') else 'no'}",
         "speedup: 'vs torch' = torch median / this median, 'vs ref' = reference median / this "
         "median; above 1 = this peer is faster",
         "GFLOP/s: direct-conv FLOPs 2*N*K*C*R*S*Ho*Wo / median for every pass (Winograd: effective); "

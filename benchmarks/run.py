@@ -12,6 +12,7 @@ import os
 import sys
 import time
 
+import benchmarks
 import fastconv
 
 from . import machine, peers as peers_mod, report, suite, timing
@@ -140,8 +141,11 @@ def run_cell(case, pass_, peers, args, sgemm):
             continue
         runs[peer.name] = prepared.run
 
-    reps = {name: timing.repetitions(warm[name], args.budget, args.repeat) for name in runs}
-    times, failures = timing.interleaved(runs, reps)
+    # A primed call costs two, so the budget buys half as many repetitions of a short call.
+    prime = {name for name in runs if warm[name] < timing.PRIME_BELOW_S}
+    reps = {name: timing.repetitions(warm[name] * (2 if name in prime else 1), args.budget, args.repeat)
+            for name in runs}
+    times, failures = timing.interleaved(runs, reps, prime)
 
     by_name = {p.name: p for p in peers}
     for name in runs:
@@ -227,6 +231,8 @@ def main(argv=None):
         "machine": facts,
         "settings": {"threads": args.threads, "quick": args.quick, "repeat": args.repeat,
                      "min_reps": timing.MIN_REPS, "budget_s": args.budget, "warmup": 1,
+                     "prime_below_s": timing.PRIME_BELOW_S,
+                     "openblas_spin_limited": benchmarks.OPENBLAS_SPIN_LIMITED,
                      "cases": [c.name for c in args.cases], "passes": args.passes,
                      "peers": [p.name for p in args.peers], "interrupted": interrupted},
         "sgemm": sgemm,

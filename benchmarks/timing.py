@@ -24,11 +24,17 @@ def timed(fn):
     return time.perf_counter() - t0, out
 
 
-def interleaved(runs, reps):
+PRIME_BELOW_S = 0.05
+
+
+def interleaved(runs, reps, prime=()):
     """Time each `runs[name]()` `reps[name]` times in rounds A B C A B C ..., so slow drift (other
-    load, clock changes) hits every peer alike. The garbage collector is paused meanwhile, so a
-    collection triggered by one peer's allocations is not charged to another. A peer that raises
-    drops out of the later rounds. Returns ({name: [seconds, ...]}, {name: exception})."""
+    load, clock changes) hits every peer alike. Peers named in `prime` get one untimed call right
+    before each timed one: a short call is otherwise charged for the previous peer's residue
+    (its idle threads still spinning, its data in cache, this peer's threads asleep), which costs
+    a 0.2 ms kernel up to 10x. The garbage collector is paused meanwhile, so a collection
+    triggered by one peer's allocations is not charged to another. A peer that raises drops out of
+    the later rounds. Returns ({name: [seconds, ...]}, {name: exception})."""
     times = {name: [] for name in runs}
     failures = {}
     gc_was_enabled = gc.isenabled()
@@ -39,6 +45,8 @@ def interleaved(runs, reps):
             for name, fn in runs.items():
                 if i < reps[name] and name not in failures:
                     try:
+                        if name in prime:
+                            fn()
                         times[name].append(timed(fn)[0])
                     except Exception as exc:  # reported by the caller; the others go on
                         failures[name] = exc
