@@ -251,7 +251,10 @@ def plot(doc, path):
         ax.axhline(1.0, color="black", linewidth=1)
         ax.set_yscale("log")
         shown = [v for (c, p), v in ratios.items() if c in cells and v > 0]
-        ax.set_ylim(min(shown + [1.0]) / 1.5, max(shown + [1.0]) * 1.5)  # bars of any height fit
+        low, high = min(shown + [1.0]) / 1.5, max(shown + [1.0]) * 1.5  # bars of any height fit
+        ax.set_ylim(low, high)
+        ax.set_yticks([t for t in (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200)
+                       if low <= t <= high])
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
         ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
         ax.set_ylabel("torch time / fastconv time")
