@@ -35,7 +35,12 @@ static ptrdiff_t fc_clamp(ptrdiff_t v, ptrdiff_t lo, ptrdiff_t hi) { return v < 
 #define FC_TILE_MAX 12
 
 /* Out-channel block for a forward tile that is `nv` vectors wide. */
-static ptrdiff_t fc_kb_for_nv(ptrdiff_t nv) { return FC_MIN(FC_KB_MAX, FC_TILE_MAX / nv); }
+static ptrdiff_t fc_kb_for_nv(ptrdiff_t nv) {
+    return FC_MIN(FC_MIN(FC_KB_MAX, FC_TILE_MAX / nv), (15 - nv) / nv);
+}
+#ifndef FC_NVROW
+#define FC_NVROW 3
+#endif
 /* Filters per backward-weights tile that covers `sb` kernel columns. */
 static ptrdiff_t fc_kbw_for_sb(ptrdiff_t sb) { return FC_MIN(FC_KBW_MAX, FC_TILE_MAX / sb); }
 

@@ -32,6 +32,7 @@ typedef struct {
     ptrdiff_t OH, OW, IH, IW;          /* out and src planes */
     ptrdiff_t sh, sw, ph, pw;          /* the convolution's stride and padding */
     ptrdiff_t vlen, nvec, nv;          /* lanes per vector, vectors per out row, per tile */
+    int rowtile;                       /* tiles span nv output rows (one vector each) */
     ptrdiff_t nblocks, ngroups, ntasks; /* out-channel register blocks, groups of them, tasks */
     ptrdiff_t nphase, L, rs, qchunk;   /* panel: phases per row, phase length, row stride, q per pass */
     size_t scratch_bytes;              /* per thread */

@@ -79,11 +79,12 @@ FC_INLINE void SFX(fwd_tile)(const T *FC_RESTRICT panel, ptrdiff_t nq, ptrdiff_t
                              const int *FC_RESTRICT rr, ptrdiff_t R,
                              ptrdiff_t S, const int *FC_RESTRICT off, T *FC_RESTRICT out0,
                              ptrdiff_t plane, ptrdiff_t nvalid, const T *FC_RESTRICT bias, int load,
-                             const int KB, const int NV) {
+                             ptrdiff_t xstep, ptrdiff_t ostep, ptrdiff_t nstep, const int KB,
+                             const int NV) {
     V acc[FC_KB_MAX][FC_NV_MAX];
     for (int kb = 0; kb < KB; kb++)
         for (int v = 0; v < NV; v++)
-            acc[kb][v] = load ? SFX(vload_part)(out0 + kb * plane + v * VLEN, nvalid - v * VLEN)
+            acc[kb][v] = load ? SFX(vload_part)(out0 + kb * plane + v * ostep, nvalid - v * nstep)
                               : SFX(vset1)(bias ? bias[kb] : (T)0);
     const ptrdiff_t SK = S * KB;
     for (ptrdiff_t q = 0; q < nq; q++) {
@@ -94,7 +95,7 @@ FC_INLINE void SFX(fwd_tile)(const T *FC_RESTRICT panel, ptrdiff_t nq, ptrdiff_t
             for (ptrdiff_t s = 0; s < S; s++) {
                 const T *xs = xr + off[s];
                 V xv[FC_NV_MAX];
-                for (int v = 0; v < NV; v++) xv[v] = SFX(vload)(xs + v * VLEN);
+                for (int v = 0; v < NV; v++) xv[v] = SFX(vload)(xs + v * xstep);
                 for (int kb = 0; kb < KB; kb++) {
                     V wv = SFX(vset1)(wr[s * KB + kb]);
                     for (int v = 0; v < NV; v++) acc[kb][v] = VFMA(wv, xv[v], acc[kb][v]);
@@ -104,17 +105,25 @@ FC_INLINE void SFX(fwd_tile)(const T *FC_RESTRICT panel, ptrdiff_t nq, ptrdiff_t
     }
     for (int kb = 0; kb < KB; kb++)
         for (int v = 0; v < NV; v++)
-            SFX(vstore_part)(out0 + kb * plane + v * VLEN, acc[kb][v], nvalid - v * VLEN);
+            SFX(vstore_part)(out0 + kb * plane + v * ostep, acc[kb][v], nvalid - v * nstep);
 }
 
-/* fwd_tile with KB and NV as compile-time constants: each case is its own unrolled kernel. */
+/* fwd_tile with KB and NV as compile-time constants: each case is its own unrolled kernel.
+ * rows == 0: the NV vectors are consecutive in one output row (compile-time strides);
+ * rows != 0: vector v is output row h+v (a row at most VLEN wide), its source rows xstep
+ * further on in the panel, its outputs OW further on; each stores nvalid = OW lanes. */
 static void SFX(fwd_tile_any)(const T *panel, ptrdiff_t nq, ptrdiff_t np, ptrdiff_t qs,
                               const ptrdiff_t *roff, const T *wblk, const int *rr, ptrdiff_t R, ptrdiff_t S, const int *off,
                               T *out0, ptrdiff_t plane, ptrdiff_t nvalid, const T *bias, int load,
-                              int KB, int NV) {
+                              int rows, ptrdiff_t xstep, int KB, int NV) {
 #define FC_CASE(kb, nv)                                                                             \
     case (kb) * 8 + (nv):                                                                           \
-        SFX(fwd_tile)(panel, nq, np, qs, roff, wblk, rr, R, S, off, out0, plane, nvalid, bias, load, kb, nv); \
+        if (rows)                                                                                   \
+            SFX(fwd_tile)(panel, nq, np, qs, roff, wblk, rr, R, S, off, out0, plane, nvalid, bias,  \
+                          load, xstep, nvalid, 0, kb, nv);                                          \
+        else                                                                                        \
+            SFX(fwd_tile)(panel, nq, np, qs, roff, wblk, rr, R, S, off, out0, plane, nvalid, bias,  \
+                          load, VLEN, VLEN, VLEN, kb, nv);                                          \
         break;
     switch (KB * 8 + NV) {
         FC_CASE(1, 1) FC_CASE(2, 1) FC_CASE(3, 1) FC_CASE(4, 1) FC_CASE(5, 1) FC_CASE(6, 1)
@@ -136,7 +145,10 @@ void SFX(fc_dir_plan)(fc_dirplan *p, int mode, ptrdiff_t N, ptrdiff_t O, ptrdiff
     p->sh = sh, p->sw = sw, p->ph = ph, p->pw = pw;
     p->vlen = VLEN;
     p->nvec = (OW + VLEN - 1) / VLEN;
-    p->nv = FC_MIN(p->nvec, FC_NV_MAX);
+    /* An output row that fits one vector gets row tiles: NV output rows per tile (vector v is
+     * row h+v), so that each broadcast weight feeds NV FMAs instead of one. */
+    p->rowtile = p->nvec == 1 && OH > 1;
+    p->nv = p->rowtile ? FC_MIN(OH, FC_NVROW) : FC_MIN(p->nvec, FC_NV_MAX);
     ptrdiff_t kbmax = fc_kb_for_nv(p->nv);
     p->nblocks = (O + kbmax - 1) / kbmax;
     /* Split out channels into groups only when the batch alone cannot keep the threads busy:
@@ -153,7 +165,7 @@ void SFX(fc_dir_plan)(fc_dirplan *p, int mode, ptrdiff_t N, ptrdiff_t O, ptrdiff
     size_t chan_bytes = (size_t)(IH * p->rs) * sizeof(T);
     p->qchunk = FC_MAX(1, FC_MIN(Q, (ptrdiff_t)(FC_PANEL_BYTES / chan_bytes)));
     p->scratch_bytes = fc_round64((size_t)p->qchunk * chan_bytes) + fc_round64((size_t)R * sizeof(ptrdiff_t)) +
-                       fc_round64((size_t)(2 * R + S) * sizeof(int));
+                       fc_round64((size_t)(4 * R + S) * sizeof(int));
     p->wpack_elems = (size_t)(O * Q * R * S);
 }
 
@@ -252,28 +264,50 @@ void SFX(fc_dir_task)(const fc_dirplan *p, ptrdiff_t task, const T *src, const T
     T *panel = (T *)scratch;
     ptrdiff_t *roff = (ptrdiff_t *)((char *)scratch + fc_round64((size_t)(p->qchunk * qs) * sizeof(T)));
     int *rr = (int *)((char *)roff + fc_round64((size_t)R * sizeof(ptrdiff_t)));
-    int *srow = rr + R, *off = srow + R;
+    int *srow = rr + R, *off = srow + R, *rr2 = off + S, *srow2 = rr2 + R;
     for (ptrdiff_t s = 0; s < S; s++)
         off[s] = (int)(p->mode == FC_DIR_FORWARD ? (s % p->sw) * p->L + s / p->sw : s);
 
     for (ptrdiff_t q0 = 0; q0 < Q; q0 += p->qchunk) {
         const ptrdiff_t nq = FC_MIN(p->qchunk, Q - q0);
         SFX(pack_panel)(p, src_n + q0 * p->IH * p->IW, nq, panel);
-        for (ptrdiff_t h = 0; h < p->OH; h++) {
+        for (ptrdiff_t h = 0; h < p->OH;) {
             const ptrdiff_t np = SFX(row_pairs)(p, h, rr, srow);
             for (ptrdiff_t k = 0; k < np; k++) roff[k] = (ptrdiff_t)srow[k] * p->rs;
+            /* Row tiles: rows h+1 .. join row h's tile while they use the same kernel rows with
+             * source rows a constant step further on (always, away from the padding). */
+            ptrdiff_t nrows = 1, xstep = 0;
+            if (p->rowtile && np > 0) {
+                const ptrdiff_t want = FC_MIN(p->nv, p->OH - h);
+                for (; nrows < want; nrows++) {
+                    if (SFX(row_pairs)(p, h + nrows, rr2, srow2) != np) break;
+                    const ptrdiff_t step = srow2[0] - srow[0];
+                    if (nrows == 1) xstep = step;
+                    if (step <= 0 || step != nrows * xstep) break;
+                    ptrdiff_t k = 0;
+                    while (k < np && rr2[k] == rr[k] && srow2[k] - srow[k] == step) k++;
+                    if (k < np) break;
+                }
+            }
             for (ptrdiff_t b = b0; b < b1; b++) {
                 const ptrdiff_t o0 = SFX(block_start)(b, p->O, p->nblocks);
                 const ptrdiff_t kb = SFX(block_start)(b + 1, p->O, p->nblocks) - o0;
                 const T *wblk = wp + o0 * Q * R * S + q0 * R * S * kb;
                 const T *bias_b = (bias && q0 == 0) ? bias + o0 : NULL;
+                if (p->rowtile) {
+                    SFX(fwd_tile_any)(panel, nq, np, qs, roff, wblk, rr, R, S, off,
+                                      out_n + o0 * plane + h * OW, plane, OW, bias_b, q0 > 0, 1,
+                                      xstep * p->rs, (int)kb, (int)nrows);
+                    continue;
+                }
                 for (ptrdiff_t jv = 0; jv < p->nvec; jv += p->nv) {
                     const ptrdiff_t nv = FC_MIN(p->nv, p->nvec - jv), j0 = jv * VLEN;
                     SFX(fwd_tile_any)(panel + j0, nq, np, qs, roff, wblk, rr, R, S, off,
                                       out_n + o0 * plane + h * OW + j0, plane, OW - j0, bias_b,
-                                      q0 > 0, (int)kb, (int)nv);
+                                      q0 > 0, 0, 0, (int)kb, (int)nv);
                 }
             }
+            h += nrows;
         }
     }
 }
