@@ -130,6 +130,18 @@ def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
     return _pool_backward("max", dy, x, kernel_size, stride, padding)
 
 
+def relu_max_pool2d(x, kernel_size, stride=None, padding=0):
+    """`max_pool2d(relu(x))` in one pass (max pooling commutes with ReLU; NaN propagates)."""
+    return _pool("relu_max", x, kernel_size, stride, padding)
+
+
+def relu_max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
+    """dx of `relu_max_pool2d` w.r.t. x (the pre-ReLU input), in one pass: each dy goes to its
+    window's first maximum when that maximum is > 0, else nowhere. Equals
+    ``relu_backward(max_pool2d_backward(dy, relu(x), ...), x)``."""
+    return _pool_backward("relu_max", dy, x, kernel_size, stride, padding)
+
+
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
     """Mean over each window; padded zeros count in the divisor (PyTorch's default)."""
     return _pool("avg", x, kernel_size, stride, padding)

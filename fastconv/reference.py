@@ -97,6 +97,19 @@ def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
         a.x.shape, a.kernel, a.stride, a.padding, a.out_hw, a.dtype))
 
 
+def relu_max_pool2d(x, kernel_size, stride=None, padding=0):
+    """max_pool2d of max(x, 0) (NaN propagates through the ReLU, as in `functional.relu`)."""
+    a = pool_args(x, kernel_size, stride, padding, "relu_max_pool2d")
+    return max_pool2d(np.maximum(a.x, 0), kernel_size, stride, padding)
+
+
+def relu_max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
+    """dx of `relu_max_pool2d` w.r.t. x: the max-pool gradient of relu(x), kept where x > 0."""
+    a, dy = pool_backward_args(dy, x, kernel_size, stride, padding, "relu_max_pool2d_backward")
+    dr = max_pool2d_backward(dy, np.maximum(a.x, 0), kernel_size, stride, padding)
+    return np.where(a.x > 0, dr, np.zeros_like(dr))
+
+
 def avg_pool2d(x, kernel_size, stride=None, padding=0):
     """Mean over each window; padded zeros count in the divisor (PyTorch's default)."""
     a = pool_args(x, kernel_size, stride, padding, "avg_pool2d")

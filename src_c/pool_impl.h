@@ -41,7 +41,12 @@ FC_INLINE void NAME(zero_uncovered_2x2)(T *dx, const fc_pool_geom *g) {
 }
 
 /* ------------------------------------------------------------------------------ forward */
-void NAME(fc_max_fwd)(const T *FC_RESTRICT x, T *FC_RESTRICT y, const fc_pool_geom *g) {
+/* Max pooling, and with relu = 1 (a constant after inlining) max pooling of relu(x) = relu of max
+ * pooling: y = max(window max, 0) (NaN propagates, as np.maximum); backward passes dy to the
+ * window's first maximum only when that maximum is > 0 (a ReLU'd window whose max is 0 or NaN
+ * passes nothing, exactly as relu_backward(max_pool2d_backward(dy, relu(x)), x)). */
+FC_INLINE void NAME(max_fwd)(const T *FC_RESTRICT x, T *FC_RESTRICT y, const fc_pool_geom *g,
+                             int relu) {
     const ptrdiff_t W = g->W, Ho = g->Ho, Wo = g->Wo;
     if (NAME(is_2x2s2)(g)) {
         for (ptrdiff_t i = 0; i < Ho; ++i) {
@@ -50,12 +55,13 @@ void NAME(fc_max_fwd)(const T *FC_RESTRICT x, T *FC_RESTRICT y, const fc_pool_ge
             T *FC_RESTRICT yr = y + i * Wo;
             ptrdiff_t j = 0;
 #ifdef FC_MAX2X2_FWD_VEC
-            j = FC_MAX2X2_FWD_VEC(r0, r1, yr, Wo);
+            j = FC_MAX2X2_FWD_VEC(r0, r1, yr, Wo, relu);
 #endif
             for (; j < Wo; ++j) {
                 T a = NAME(nanmax)(r0[2 * j], r0[2 * j + 1]);
                 T b = NAME(nanmax)(r1[2 * j], r1[2 * j + 1]);
-                yr[j] = NAME(nanmax)(a, b);
+                T m = NAME(nanmax)(a, b);
+                yr[j] = relu ? NAME(nanmax)(m, (T)0) : m;
             }
         }
         return;
@@ -72,9 +78,17 @@ void NAME(fc_max_fwd)(const T *FC_RESTRICT x, T *FC_RESTRICT y, const fc_pool_ge
                 const T *row = x + h * W;
                 for (ptrdiff_t w = w0; w < w1; ++w) best = NAME(nanmax)(best, row[w]);
             }
-            y[i * Wo + j] = best;
+            y[i * Wo + j] = relu ? NAME(nanmax)(best, (T)0) : best;
         }
     }
+}
+
+void NAME(fc_max_fwd)(const T *FC_RESTRICT x, T *FC_RESTRICT y, const fc_pool_geom *g) {
+    NAME(max_fwd)(x, y, g, 0);
+}
+
+void NAME(fc_relumax_fwd)(const T *FC_RESTRICT x, T *FC_RESTRICT y, const fc_pool_geom *g) {
+    NAME(max_fwd)(x, y, g, 1);
 }
 
 void NAME(fc_avg_fwd)(const T *FC_RESTRICT x, T *FC_RESTRICT y, const fc_pool_geom *g) {
@@ -138,8 +152,8 @@ void NAME(fc_l2_fwd)(const T *FC_RESTRICT x, T *FC_RESTRICT y, const fc_pool_geo
 }
 
 /* ------------------------------------------------------------------------------ backward */
-void NAME(fc_max_bwd)(const T *FC_RESTRICT dy, const T *FC_RESTRICT x, T *FC_RESTRICT dx,
-                      const fc_pool_geom *g) {
+FC_INLINE void NAME(max_bwd)(const T *FC_RESTRICT dy, const T *FC_RESTRICT x, T *FC_RESTRICT dx,
+                             const fc_pool_geom *g, int relu) {
     const ptrdiff_t W = g->W, Ho = g->Ho, Wo = g->Wo;
     if (NAME(is_2x2s2)(g)) {
         /* Non-overlapping windows: each dx element gets its window's dy or 0, written once. */
@@ -151,7 +165,7 @@ void NAME(fc_max_bwd)(const T *FC_RESTRICT dy, const T *FC_RESTRICT x, T *FC_RES
             const T *FC_RESTRICT dyr = dy + i * Wo;
             ptrdiff_t j = 0;
 #ifdef FC_MAX2X2_BWD_VEC
-            j = FC_MAX2X2_BWD_VEC(r0, r1, dyr, d0, d1, Wo);
+            j = FC_MAX2X2_BWD_VEC(r0, r1, dyr, d0, d1, Wo, relu);
 #endif
             for (; j < Wo; ++j) {
                 T a = r0[2 * j], b = r0[2 * j + 1], c = r1[2 * j], d = r1[2 * j + 1];
@@ -162,7 +176,7 @@ void NAME(fc_max_bwd)(const T *FC_RESTRICT dy, const T *FC_RESTRICT x, T *FC_RES
                 int ea = (a == m) | (a != a), eb = (b == m) | (b != b);
                 int ec = (c == m) | (c != c), ed = (d == m) | (d != d);
                 int tb = eb & !ea, tc = ec & !(ea | eb), td = ed & !(ea | eb | ec);
-                T gr = dyr[j];
+                T gr = (relu && !(m > 0)) ? (T)0 : dyr[j];
                 d0[2 * j] = ea ? gr : (T)0;
                 d0[2 * j + 1] = tb ? gr : (T)0;
                 d1[2 * j] = tc ? gr : (T)0;
@@ -193,9 +207,19 @@ void NAME(fc_max_bwd)(const T *FC_RESTRICT dy, const T *FC_RESTRICT x, T *FC_RES
                     if (NAME(beats)(row[w], best)) { best = row[w]; at = h * W + w; }
             }
             if (at < 0 && hs >= 0 && ws >= 0) at = hs * W + ws;
-            if (at >= 0) dx[at] += dy[i * Wo + j];
+            if (at >= 0 && (!relu || best > 0)) dx[at] += dy[i * Wo + j];
         }
     }
+}
+
+void NAME(fc_max_bwd)(const T *FC_RESTRICT dy, const T *FC_RESTRICT x, T *FC_RESTRICT dx,
+                      const fc_pool_geom *g) {
+    NAME(max_bwd)(dy, x, dx, g, 0);
+}
+
+void NAME(fc_relumax_bwd)(const T *FC_RESTRICT dy, const T *FC_RESTRICT x, T *FC_RESTRICT dx,
+                          const fc_pool_geom *g) {
+    NAME(max_bwd)(dy, x, dx, g, 1);
 }
 
 void NAME(fc_avg_bwd)(const T *FC_RESTRICT dy, const T *FC_RESTRICT x, T *FC_RESTRICT dx,

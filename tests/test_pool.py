@@ -14,7 +14,8 @@ from fastconv._kernels import pool as K
 
 from conv_cases import assert_close, numerical_gradient, out_size
 
-KINDS = ["max", "avg", "l2"]
+KINDS = ["max", "avg", "l2", "relu_max"]
+SELECTIONS = ("max", "relu_max")  # a max selects: results are exact
 DTYPES = [np.float64, np.float32]
 
 
@@ -31,7 +32,7 @@ def check_against_reference(kind, x, kernel, stride, padding, dy=None, seed=1):
     dtype = x.dtype
     y = fwd(F, kind)(x, kernel, stride, padding)
     y_ref = fwd(R, kind)(x, kernel, stride, padding)
-    if kind == "max":
+    if kind in SELECTIONS:
         # A max is a selection, not arithmetic: it must be exact (NaN compares equal here).
         np.testing.assert_array_equal(y, y_ref)
         assert y.dtype == dtype
@@ -41,7 +42,7 @@ def check_against_reference(kind, x, kernel, stride, padding, dy=None, seed=1):
         dy = np.random.default_rng(seed).standard_normal(y.shape).astype(dtype)
     dx = bwd(F, kind)(dy, x, kernel, stride, padding)
     dx_ref = bwd(R, kind)(dy, x, kernel, stride, padding)
-    if kind == "max":
+    if kind in SELECTIONS:
         # A sum of one or more dy values: exact when windows do not overlap, else rounding only.
         np.testing.assert_allclose(dx, dx_ref, rtol=1e-6 if dtype == np.float32 else 1e-12,
                                    atol=1e-6 if dtype == np.float32 else 1e-12)
@@ -67,6 +68,11 @@ AWKWARD_POOL_CASES = [
     ((3, 4, 12, 12), 2, 2, 1),            # 2x2/s2 with padding: general path
     ((1, 1, 1, 9), (1, 2), None, 0),      # one-row plane
     ((2, 3, 6, 37), 2, 2, 0),             # fast path, Wo = 18: two 8-wide SIMD blocks + a tail
+    ((2, 3, 4, 14), 2, 2, 0),             # fast path, Wo = 7: two overlapping 4-wide blocks
+    ((1, 2, 4, 8), 2, 2, 0),              # fast path, Wo = 4: one 4-wide block
+    ((1, 2, 4, 6), 2, 2, 0),              # fast path, Wo = 3: scalar only
+    ((2, 2, 4, 28), 2, 2, 0),             # fast path, Wo = 14: 8-wide + overlapping 8-wide
+    ((1, 2, 4, 17), 2, 2, 0),             # fast path, Wo = 8, odd W
 ]
 
 
@@ -115,9 +121,10 @@ def test_gradient_matches_finite_differences(case, kind):
     shape, kernel, stride, padding = case
     rng = np.random.default_rng(3)
     size = int(np.prod(shape))
-    if kind == "max":
-        # Distinct values 0.1 apart: no tie lies within the 1e-6 step, so max is differentiable.
-        x = rng.permutation(size).reshape(shape) * 0.1 - 1.0
+    if kind in SELECTIONS:
+        # Distinct values 0.1 apart, none within 0.05 of the ReLU's kink at 0: no tie or kink
+        # lies within the 1e-6 step, so (relu_)max is differentiable.
+        x = rng.permutation(size).reshape(shape) * 0.1 - 1.05
     else:
         x = rng.standard_normal(shape)  # no all-zero window, so L2 is differentiable
     y = fwd(F, kind)(x, kernel, stride, padding)
@@ -375,3 +382,41 @@ def test_bad_arrays_raise_naming_the_argument(kind):
         bwd(F, kind)(np.zeros((1, 2, 3, 3), np.float64), x, 2)
     with pytest.raises(TypeError, match="dy must have dtype"):
         bwd(F, kind)(np.zeros((1, 2, 3, 3), np.int64), x, 2)
+
+
+# ---------------------------------------------------------------- fused ReLU + max pooling
+FUSED_CASES = AWKWARD_POOL_CASES + [((4, 3, 28, 28), 2, 2, 0), ((4, 5, 14, 14), 2, 2, 0)]
+
+
+@pytest.mark.parametrize("case", FUSED_CASES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+def test_relu_max_equals_unfused_relu_then_max(case, dtype):
+    """relu_max_pool2d(x) == max_pool2d(relu(x)) and its backward == relu_backward of max-pool's
+    backward at relu(x), bit for bit (same selections), with many exact zeros and ties."""
+    shape, kernel, stride, padding = case
+    rng = np.random.default_rng(7)
+    x = rng.integers(-3, 3, shape).astype(dtype)  # ties, zeros, all-negative windows
+    a = F.relu(x)
+    y = F.relu_max_pool2d(x, kernel, stride, padding)
+    np.testing.assert_array_equal(y, F.max_pool2d(a, kernel, stride, padding))
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = F.relu_max_pool2d_backward(dy, x, kernel, stride, padding)
+    np.testing.assert_array_equal(
+        dx, F.relu_backward(F.max_pool2d_backward(dy, a, kernel, stride, padding), x))
+    check_against_reference("relu_max", x, kernel, stride, padding, dy=dy)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
+@pytest.mark.parametrize("geom", [(2, 2, 0), (3, 2, 1)], ids=["2x2s2", "general"])
+def test_relu_max_nan_propagates_but_passes_no_gradient(dtype, geom):
+    kernel, stride, padding = geom
+    x = np.random.default_rng(2).standard_normal((1, 2, 6, 18)).astype(dtype)
+    x[0, 0, 1, 1] = np.nan
+    x[0, 1, 2, 9] = np.nan
+    y = F.relu_max_pool2d(x, kernel, stride, padding)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(F.max_pool2d(x, kernel, stride, padding)))
+    dy = np.ones(y.shape, dtype)
+    dx = F.relu_max_pool2d_backward(dy, x, kernel, stride, padding)
+    ref = F.relu_backward(F.max_pool2d_backward(dy, F.relu(x), kernel, stride, padding), x)
+    np.testing.assert_array_equal(dx, ref)
+    assert not np.isnan(dx).any()

@@ -26,12 +26,16 @@ cdef extern from "pool.h" nogil:
     void fc_max_bwd_f32(const float *dy, const float *x, float *dx, const fc_pool_geom *g)
     void fc_avg_bwd_f32(const float *dy, const float *x, float *dx, const fc_pool_geom *g)
     void fc_l2_bwd_f32(const float *dy, const float *x, float *dx, const fc_pool_geom *g)
+    void fc_relumax_fwd_f32(const float *x, float *y, const fc_pool_geom *g)
+    void fc_relumax_bwd_f32(const float *dy, const float *x, float *dx, const fc_pool_geom *g)
     void fc_max_fwd_f64(const double *x, double *y, const fc_pool_geom *g)
     void fc_avg_fwd_f64(const double *x, double *y, const fc_pool_geom *g)
     void fc_l2_fwd_f64(const double *x, double *y, const fc_pool_geom *g)
     void fc_max_bwd_f64(const double *dy, const double *x, double *dx, const fc_pool_geom *g)
     void fc_avg_bwd_f64(const double *dy, const double *x, double *dx, const fc_pool_geom *g)
     void fc_l2_bwd_f64(const double *dy, const double *x, double *dx, const fc_pool_geom *g)
+    void fc_relumax_fwd_f64(const double *x, double *y, const fc_pool_geom *g)
+    void fc_relumax_bwd_f64(const double *dy, const double *x, double *dx, const fc_pool_geom *g)
 
 
 # Which op a generic driver runs (a C switch per plane is far cheaper than the plane's work).
@@ -39,6 +43,7 @@ cdef enum PoolOp:
     OP_MAX = 0
     OP_AVG = 1
     OP_L2 = 2
+    OP_RELUMAX = 3
 
 
 cdef fc_pool_geom _geom(Py_ssize_t H, Py_ssize_t W, Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t kh,
@@ -53,6 +58,8 @@ cdef inline void _fwd_plane(int op, const floating *x, floating *y, const fc_poo
     if floating is float:
         if op == OP_MAX:
             fc_max_fwd_f32(x, y, g)
+        elif op == OP_RELUMAX:
+            fc_relumax_fwd_f32(x, y, g)
         elif op == OP_AVG:
             fc_avg_fwd_f32(x, y, g)
         else:
@@ -60,6 +67,8 @@ cdef inline void _fwd_plane(int op, const floating *x, floating *y, const fc_poo
     else:
         if op == OP_MAX:
             fc_max_fwd_f64(x, y, g)
+        elif op == OP_RELUMAX:
+            fc_relumax_fwd_f64(x, y, g)
         elif op == OP_AVG:
             fc_avg_fwd_f64(x, y, g)
         else:
@@ -71,6 +80,8 @@ cdef inline void _bwd_plane(int op, const floating *dy, const floating *x, float
     if floating is float:
         if op == OP_MAX:
             fc_max_bwd_f32(dy, x, dx, g)
+        elif op == OP_RELUMAX:
+            fc_relumax_bwd_f32(dy, x, dx, g)
         elif op == OP_AVG:
             fc_avg_bwd_f32(dy, x, dx, g)
         else:
@@ -78,6 +89,8 @@ cdef inline void _bwd_plane(int op, const floating *dy, const floating *x, float
     else:
         if op == OP_MAX:
             fc_max_bwd_f64(dy, x, dx, g)
+        elif op == OP_RELUMAX:
+            fc_relumax_bwd_f64(dy, x, dx, g)
         elif op == OP_AVG:
             fc_avg_bwd_f64(dy, x, dx, g)
         else:
@@ -166,3 +179,18 @@ def l2_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
                 Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, int nthreads):
     """dx (overwritten): dy * x / y per window; a window with y == 0 passes no gradient."""
     _backward(OP_L2, dy, x, dx, kh, kw, sh, sw, ph, pw, nthreads)
+
+
+def relu_max_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y, Py_ssize_t kh,
+                     Py_ssize_t kw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
+                     int nthreads):
+    """y = max pooling of max(x, 0), in one pass (NaN propagates, as np.maximum)."""
+    _forward(OP_RELUMAX, x, y, kh, kw, sh, sw, ph, pw, nthreads)
+
+
+def relu_max_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
+                      floating[:, :, :, ::1] dx, Py_ssize_t kh, Py_ssize_t kw, Py_ssize_t sh,
+                      Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, int nthreads):
+    """dx (overwritten) of max pooling of max(x, 0) w.r.t. x: each dy goes to its window's first
+    maximum when that maximum is > 0, else nowhere."""
+    _backward(OP_RELUMAX, dy, x, dx, kh, kw, sh, sw, ph, pw, nthreads)
