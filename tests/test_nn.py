@@ -102,6 +102,50 @@ def test_first_layer_without_input_gradient_gives_the_same_weight_gradients(one_
                                          nn.Dense(32, 2, seed=6)]), x, y)
 
 
+def small_cnn(fuse, seed=4):
+    rng = np.random.default_rng(seed)
+    return nn.Sequential([
+        nn.Conv2D(1, 4, 3, padding=1, seed=rng), nn.ReLU(), nn.MaxPool2D(2),        # 10 -> 5
+        nn.Conv2D(4, 6, 3, padding=1, seed=rng), nn.ReLU(), nn.MaxPool2D(2, 1, 1),  # general path
+        nn.Flatten(), nn.Dense(6 * 6 * 6, 16, seed=rng), nn.ReLU(), nn.Dense(16, 3, seed=rng),
+    ], fuse=fuse)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_relu_max_pool_equals_the_separate_layers(dtype):
+    """Sequential's ReLU -> MaxPool2D fusion gives bit-identical losses, gradients and weights
+    over several Adam steps, and the same evaluation outputs."""
+    fused, plain = small_cnn(True).astype(dtype), small_cnn(False).astype(dtype)
+    assert [getattr(l, "fused_into_next", None) for l in fused.layers] == \
+        [None, True, None, None, True, None, None, None, False, None]
+    assert fused.layers[2].fuse_relu and fused.layers[5].fuse_relu
+    assert not any(getattr(l, "fused_into_next", False) or getattr(l, "fuse_relu", False)
+                   for l in plain.layers)
+    rng = np.random.default_rng(0)
+    opts = [nn.Adam(lr=1e-2), nn.Adam(lr=1e-2)]
+    for _ in range(3):
+        x = rng.standard_normal((5, 1, 10, 10)).astype(dtype)
+        y = rng.integers(0, 3, 5)
+        losses = [m.train_step(x, y, o)[0] for m, o in zip((fused, plain), opts)]
+        assert losses[0] == losses[1]
+        for a, b in zip(fused.layers, plain.layers):
+            for key in a.params:
+                np.testing.assert_array_equal(a.grads[key], b.grads[key])
+                np.testing.assert_array_equal(a.params[key], b.params[key])
+    np.testing.assert_array_equal(fused.predict(x), plain.predict(x))
+
+
+def test_fused_relu_max_pool_gradient_with_input_gradient(one_thread):
+    """A ReLU first (on the caller's x, never modified) fused with the pool, dx checked too."""
+    x = np.random.default_rng(5).standard_normal((2, 2, 6, 6))
+    before = x.copy()
+    model = nn.Sequential([nn.ReLU(), nn.MaxPool2D(2), nn.Conv2D(2, 3, 3, seed=1), nn.ReLU(),
+                           nn.MaxPool2D(1), nn.Flatten(), nn.Dense(3, 2, seed=2)], input_grad=True)
+    assert model.layers[1].fuse_relu and model.layers[4].fuse_relu
+    check_model_gradients(model, x, np.array([1, 0]))
+    np.testing.assert_array_equal(x, before)
+
+
 def test_dropout_scales_in_training_and_is_identity_in_evaluation():
     layer = nn.Dropout(0.25, seed=0)
     x = np.ones((200, 50), np.float32)

@@ -153,19 +153,20 @@ class _Pool2D(Layer):
         if any(p >= k for p, k in zip(self.padding, self.kernel_size)):
             raise ValueError(f"{type(self).__name__}: padding {self.padding} must be smaller than "
                              f"kernel_size {self.kernel_size}")
-        self._forward = getattr(F, f"{self.kind}_pool2d")
-        self._backward = getattr(F, f"{self.kind}_pool2d_backward")
         self._x = None
 
     def forward(self, x, training=True):
         _check_input(x, 4, "(N, C, H, W)", type(self).__name__)
         self._x = x if training else None
-        return self._forward(x, self.kernel_size, self.stride, self.padding)
+        return self._ops()[0](x, self.kernel_size, self.stride, self.padding)
+
+    def _ops(self):
+        return getattr(F, f"{self.kind}_pool2d"), getattr(F, f"{self.kind}_pool2d_backward")
 
     def backward(self, dout):
         if self._x is None:
             raise RuntimeError(f"{type(self).__name__}.backward called without a forward first")
-        dx = self._backward(dout, self._x, self.kernel_size, self.stride, self.padding)
+        dx = self._ops()[1](dout, self._x, self.kernel_size, self.stride, self.padding)
         self._x = None
         return dx
 
@@ -182,8 +183,23 @@ class _Pool2D(Layer):
 
 
 class MaxPool2D(_Pool2D):
-    """Max over each window (the gradient goes to the window's first maximum)."""
+    """Max over each window (the gradient goes to the window's first maximum).
+
+    With ``fuse_relu`` (set by `Sequential` when a ReLU comes right before, which then passes
+    its input through untouched) it computes max_pool(relu(x)) and its gradient w.r.t. the
+    pre-ReLU x in one pass each (`functional.relu_max_pool2d`): the same numbers as the two
+    layers, without the ReLU's two activation-sized passes and its mask.
+    """
     kind = "max"
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__(kernel_size, stride, padding)
+        self.fuse_relu = False
+
+    def _ops(self):
+        if self.fuse_relu:
+            return F.relu_max_pool2d, F.relu_max_pool2d_backward
+        return F.max_pool2d, F.max_pool2d_backward
 
 
 class AvgPool2D(_Pool2D):
@@ -206,16 +222,23 @@ class ReLU(Layer):
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = bool(inplace)
+        #: Set by `Sequential` when the next layer is a MaxPool2D that applies this ReLU itself
+        #: (its ``fuse_relu``): forward and backward then pass their argument through.
+        self.fused_into_next = False
         self._mask = None
 
     def forward(self, x, training=True):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"ReLU: x must be a numpy array, got {type(x).__name__}")
+        if self.fused_into_next:
+            return x
         out = np.maximum(x, 0, out=x if self.inplace else None)
         self._mask = (out > 0) if training else None
         return out
 
     def backward(self, dout):
+        if self.fused_into_next:
+            return dout
         if self._mask is None:
             raise RuntimeError("ReLU.backward called without a forward(training=True) first")
         mask, self._mask = self._mask, None

@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from .init import check_dtype, make_rng
-from .layers import LAYERS, Dropout, Flatten, Layer, ReLU
+from .layers import LAYERS, Dropout, Flatten, Layer, MaxPool2D, ReLU
 from .losses import LOSSES, SoftmaxCrossEntropy
 from .optim import Adam, Optimizer
 
@@ -39,9 +39,13 @@ class Sequential:
 
     ``input_grad=False`` (the default) tells the first layer its dx is not needed, so a first
     Conv2D skips its backward-data pass and `backward` returns None.
+
+    ``fuse=True`` (the default) runs each ReLU directly followed by a MaxPool2D as one fused
+    relu + max-pool op (max pooling commutes with ReLU): identical results, two fewer
+    activation-sized passes per pair and direction. ``fuse=False`` runs every layer on its own.
     """
 
-    def __init__(self, layers, loss=None, input_grad=False):
+    def __init__(self, layers, loss=None, input_grad=False, fuse=True):
         layers = list(layers)
         if not layers:
             raise ValueError("Sequential needs at least one layer")
@@ -53,21 +57,34 @@ class Sequential:
         if not callable(self.loss):
             raise TypeError("loss must be callable as loss(logits, labels) -> (loss, dlogits)")
         self.input_grad = bool(input_grad)
+        self.fuse = bool(fuse)
         self._plan_inplace()
         self.history = None
 
     def _plan_inplace(self):
-        """Mark which layers need dx and which ReLU/Dropout may overwrite their input.
+        """Mark which layers need dx, which ReLU -> MaxPool2D pairs run fused, and which
+        ReLU/Dropout may overwrite their input.
 
         An input may be overwritten when it is a fresh array the previous layer made and does
         not keep: never the caller's x (nor a Flatten view of it), hence the `fresh` walk.
         """
+        # ReLU -> MaxPool2D pairs: the pool applies the ReLU (see MaxPool2D.fuse_relu)
+        for layer in self.layers:
+            if isinstance(layer, ReLU):
+                layer.fused_into_next = False
+            if isinstance(layer, MaxPool2D):
+                layer.fuse_relu = False
+        if self.fuse:
+            for layer, following in zip(self.layers, self.layers[1:]):
+                if type(layer) is ReLU and type(following) is MaxPool2D:
+                    layer.fused_into_next = following.fuse_relu = True
         fresh, prev = False, None
         for i, layer in enumerate(self.layers):
             layer.needs_input_grad = self.input_grad if i == 0 else True
             if isinstance(layer, (ReLU, Dropout)):
                 layer.inplace = fresh and not prev.keeps_output
-            aliases = isinstance(layer, (Flatten, Dropout)) or getattr(layer, "inplace", False)
+            aliases = (isinstance(layer, (Flatten, Dropout)) or getattr(layer, "inplace", False)
+                       or getattr(layer, "fused_into_next", False))
             fresh = fresh if aliases else True
             prev = layer
 
