@@ -47,6 +47,11 @@ typedef struct {
     ptrdiff_t kgmax, cmax;             /* most filters per group, most channels per chunk */
     ptrdiff_t HP, L, rs;               /* padded x plane: rows, phase length, row stride */
     size_t scratch_bytes;              /* per thread */
+    /* kvec: short output rows and few filters: vectors run over filters (dy transposed once to
+     * dyt[n][i][j][KV], shared) and each register tile sums the whole batch, lane by lane */
+    int kvec;
+    ptrdiff_t KV, kvb, nkvg;           /* filters padded to vectors, vectors per tile, tile groups */
+    size_t dyt_elems;                  /* the shared transposed dy */
 } fc_bwplan;
 
 #define FC_DIRECT_DECLARE(T, SFX)                                                                  \
@@ -61,7 +66,8 @@ typedef struct {
                           ptrdiff_t W, ptrdiff_t R, ptrdiff_t S, ptrdiff_t Ho, ptrdiff_t Wo,       \
                           ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t ph, ptrdiff_t pw, int nthreads);    \
     void fc_bw_task_##SFX(const fc_bwplan *p, ptrdiff_t task, const T *dy, const T *x, T *dw,      \
-                          void *scratch);
+                          void *scratch);                                                          \
+    void fc_bw_prep_##SFX(const fc_bwplan *p, ptrdiff_t n, const T *dy, T *dyt);
 
 FC_DIRECT_DECLARE(float, f32)
 FC_DIRECT_DECLARE(double, f64)

@@ -26,6 +26,8 @@ cdef extern from "direct.h" nogil:
     ctypedef struct fc_bwplan:
         Py_ssize_t ntasks
         size_t scratch_bytes
+        int kvec
+        size_t dyt_elems
 
     void fc_dir_plan_f32(fc_dirplan *p, int mode, Py_ssize_t N, Py_ssize_t O, Py_ssize_t Q,
                          Py_ssize_t R, Py_ssize_t S, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t IH,
@@ -52,6 +54,8 @@ cdef extern from "direct.h" nogil:
                         float *dw, void *scratch)
     void fc_bw_task_f64(const fc_bwplan *p, Py_ssize_t task, const double *dy, const double *x,
                         double *dw, void *scratch)
+    void fc_bw_prep_f32(const fc_bwplan *p, Py_ssize_t n, const float *dy, float *dyt)
+    void fc_bw_prep_f64(const fc_bwplan *p, Py_ssize_t n, const double *dy, double *dyt)
 
 
 cdef size_t _round64(size_t n) nogil:
@@ -155,18 +159,29 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
         fc_bw_plan_f64(&plan, x.shape[0], dw.shape[0], x.shape[1], x.shape[2], x.shape[3],
                        dw.shape[2], dw.shape[3], dy.shape[2], dy.shape[3], sh, sw, ph, pw, nthreads)
     per_thread = _round64(plan.scratch_bytes)
-    buf = _scratch(per_thread * nthreads)
+    # kvec plans read dy transposed (dyt, shared, after the per-thread scratch), built first
+    buf = _scratch(per_thread * nthreads + plan.dyt_elems * sizeof(floating))
+    cdef floating *dyt = <floating *>(buf + per_thread * nthreads)
+    cdef const floating *dsrc = &dy[0, 0, 0, 0]
     try:
-        with nogil, parallel(num_threads=nthreads):
-            tid = threadid()
-            fp = fc_ftz_enter()
-            for t in prange(plan.ntasks, schedule="dynamic"):
-                if floating is float:
-                    fc_bw_task_f32(&plan, t, &dy[0, 0, 0, 0], &x[0, 0, 0, 0], &dw[0, 0, 0, 0],
-                                   buf + tid * per_thread)
-                else:
-                    fc_bw_task_f64(&plan, t, &dy[0, 0, 0, 0], &x[0, 0, 0, 0], &dw[0, 0, 0, 0],
-                                   buf + tid * per_thread)
-            fc_ftz_leave(fp)
+        with nogil:
+            if plan.kvec:
+                for t in prange(x.shape[0], num_threads=nthreads, schedule="static"):
+                    if floating is float:
+                        fc_bw_prep_f32(&plan, t, &dy[0, 0, 0, 0], dyt)
+                    else:
+                        fc_bw_prep_f64(&plan, t, &dy[0, 0, 0, 0], dyt)
+                dsrc = dyt
+            with parallel(num_threads=nthreads):
+                tid = threadid()
+                fp = fc_ftz_enter()
+                for t in prange(plan.ntasks, schedule="dynamic"):
+                    if floating is float:
+                        fc_bw_task_f32(&plan, t, dsrc, &x[0, 0, 0, 0], &dw[0, 0, 0, 0],
+                                       buf + tid * per_thread)
+                    else:
+                        fc_bw_task_f64(&plan, t, dsrc, &x[0, 0, 0, 0], &dw[0, 0, 0, 0],
+                                       buf + tid * per_thread)
+                fc_ftz_leave(fp)
     finally:
         free(buf)
