@@ -50,11 +50,9 @@ def forward_backward(F, p, x, labels, algorithm="auto"):
     """(loss, grads) for params `p` in functional layout, over the op namespace F."""
     n = x.shape[0]
     h1 = F.conv2d(x, p["conv1_w"], p["conv1_b"], 1, 1, algorithm=algorithm)
-    a1 = F.relu(h1)
-    q1 = F.max_pool2d(a1, 2)
+    q1 = F.relu_max_pool2d(h1, 2)  # max_pool2d(relu(h1)) in one pass, as fastconv.nn runs it
     h2 = F.conv2d(q1, p["conv2_w"], p["conv2_b"], 1, 1, algorithm=algorithm)
-    a2 = F.relu(h2)
-    q2 = F.max_pool2d(a2, 2)
+    q2 = F.relu_max_pool2d(h2, 2)
     flat = q2.reshape(n, -1)
     h3 = F.linear(flat, p["fc1_w"], p["fc1_b"])
     a3 = F.relu(h3)
@@ -64,11 +62,11 @@ def forward_backward(F, p, x, labels, algorithm="auto"):
     g = {}
     da3, g["fc2_w"], g["fc2_b"] = F.linear_backward(dlogits, a3, p["fc2_w"])
     dflat, g["fc1_w"], g["fc1_b"] = F.linear_backward(F.relu_backward(da3, h3), flat, p["fc1_w"])
-    dh2 = F.relu_backward(F.max_pool2d_backward(dflat.reshape(q2.shape), a2, 2), h2)
+    dh2 = F.relu_max_pool2d_backward(dflat.reshape(q2.shape), h2, 2)
     dq1 = F.conv2d_backward_data(dh2, q1.shape, p["conv2_w"], 1, 1, algorithm=algorithm)
     g["conv2_w"] = F.conv2d_backward_weights(dh2, q1, p["conv2_w"].shape, 1, 1, algorithm=algorithm)
     g["conv2_b"] = dh2.sum(axis=(0, 2, 3))
-    dh1 = F.relu_backward(F.max_pool2d_backward(dq1, a1, 2), h1)
+    dh1 = F.relu_max_pool2d_backward(dq1, h1, 2)
     # The input needs no gradient: the first layer's backward-data pass is skipped, as in torch.
     g["conv1_w"] = F.conv2d_backward_weights(dh1, x, p["conv1_w"].shape, 1, 1, algorithm=algorithm)
     g["conv1_b"] = dh1.sum(axis=(0, 2, 3))
