@@ -17,7 +17,9 @@
  * micro-kernel keeps KB x SB vector accumulators (filters x kernel columns) over a whole image,
  * adds them to per-lane sums, and the lanes are reduced once at the end. Tasks own disjoint
  * (k, c) blocks of dw: no atomics, and every dw element is summed in the same order (images,
- * rows, lanes) whatever the thread count or task split. */
+ * rows, lanes) whatever the thread count or task split. With rows of at most one vector and K of
+ * at most two vectors ("kvec"), the vectors run over filters instead (dy transposed once), and one
+ * register tile sums the whole batch for its (channel, kernel row, kernel columns). */
 #ifndef FC_DIRECT_H
 #define FC_DIRECT_H
 

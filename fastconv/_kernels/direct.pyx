@@ -5,7 +5,9 @@ The loops live in src_c/direct.c (see src_c/direct.h for the algorithms); this m
 call, allocates per-thread scratch with the GIL held (so running out of memory is a
 MemoryError, not a crash), and runs the plan's independent tasks with OpenMP: forward and
 backward-data over (image x group of output channels), backward-weights over (group of filters
-x chunk of input channels), so no two threads ever write the same output element.
+x chunk of input channels; or, for "kvec" plans -- short output rows, few filters -- over input
+channels, after a parallel transpose of dy into a shared buffer), so no two threads ever write
+the same output element.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
