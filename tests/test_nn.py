@@ -251,6 +251,37 @@ def test_adam_by_hand():
     np.testing.assert_allclose(flat(layer), [0.95, 1.9, 3.0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", [{}, {"weight_decay": 0.1}, {"weight_decay": 0.1, "decoupled": True}],
+                         ids=["plain", "l2", "adamw"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_adam_equals_the_numpy_formulation(dtype, kwargs, threads):
+    """The one-pass Adam kernel gives the NumPy path's parameters bit for bit, over several
+    steps, for a parameter large enough to run in parallel chunks and for tiny ones."""
+    rng = np.random.default_rng(0)
+    shapes = [(300, 257), (7,), (1, 1)]
+    params = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    layers = []
+    for _ in range(2):
+        layer = nn.Layer()
+        layer.params = {f"w{i}" if i else "w": p.copy() for i, p in enumerate(params)}
+        layers.append(layer)
+    opts = [nn.Adam(lr=3e-2, fused=True, **kwargs), nn.Adam(lr=3e-2, fused=False, **kwargs)]
+    assert opts[0].fused and not opts[1].fused
+    before = fastconv.get_num_threads()
+    fastconv.set_num_threads(threads)
+    try:
+        for _ in range(4):
+            grads = {k: rng.standard_normal(v.shape).astype(dtype) for k, v in layers[0].params.items()}
+            for layer, opt in zip(layers, opts):
+                layer.grads = {k: g.copy() for k, g in grads.items()}
+                opt.step(layer)
+            for key in layers[0].params:
+                np.testing.assert_array_equal(layers[0].params[key], layers[1].params[key])
+    finally:
+        fastconv.set_num_threads(before)
+
+
 def test_same_seed_same_training():
     x = np.random.default_rng(0).random((16, 1, 6, 6), dtype=np.float32)
     y = np.arange(16) % 3
