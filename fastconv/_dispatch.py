@@ -6,6 +6,7 @@ heuristic derived from benchmark measurements (docs/architecture.md records them
 `autotune(True)`, times the candidates once per geometry (with callables `functional` hands over,
 so this module imports no kernel) and caches the winner for the process.
 """
+import collections
 import threading
 import time
 
@@ -20,23 +21,16 @@ _tuned = {}
 _tuned_lock = threading.Lock()
 
 
-class Geometry(tuple):
-    """(N, C, H, W, K, R, S, sh, sw, ph, pw, dtype name, threads): all a choice may depend on."""
-
-    __slots__ = ()
-    fields = ("n", "c", "h", "w", "k", "r", "s", "sh", "sw", "ph", "pw", "dtype", "threads")
-
-    def __getattr__(self, name):
-        try:
-            return self[Geometry.fields.index(name)]
-        except ValueError:
-            raise AttributeError(name) from None
+#: All an algorithm choice may depend on. A namedtuple: hashable (the autotune cache's key) and
+#: with C-speed attribute access, since it is built and read on every call.
+Geometry = collections.namedtuple(
+    "Geometry", ("n", "c", "h", "w", "k", "r", "s", "sh", "sw", "ph", "pw", "dtype", "threads"))
 
 
 def geometry(x_shape, w_shape, stride, padding, dtype, threads):
     n, c, h, w = x_shape
     k, _, r, s = w_shape
-    return Geometry((n, c, h, w, k, r, s) + tuple(stride) + tuple(padding) + (str(dtype), threads))
+    return Geometry(n, c, h, w, k, r, s, *stride, *padding, str(dtype), threads)
 
 
 def winograd_unsupported_reason(g):

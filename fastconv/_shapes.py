@@ -3,6 +3,7 @@
 Every check raises before any kernel runs, and every message names the argument and what was
 expected. Arrays come back C-contiguous (copied only when they were not), never modified.
 """
+import math
 import numbers
 import os
 
@@ -70,14 +71,17 @@ def _physical_memory_bytes():
         return None
 
 
+PHYSICAL_MEMORY_BYTES = _physical_memory_bytes()  # once: two sysconf calls cost ~5 us a call
+
+
 def empty(shape, dtype, what):
     """np.empty(shape, dtype), or a MemoryError naming `what` when the machine cannot hold it.
 
     Linux overcommits: a buffer larger than physical memory would be granted and the process
     killed later, so such a request is refused here, up front.
     """
-    nbytes = int(np.prod([int(s) for s in shape], dtype=object)) * np.dtype(dtype).itemsize
-    limit = _physical_memory_bytes()
+    nbytes = math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize  # Python ints: no overflow
+    limit = PHYSICAL_MEMORY_BYTES
     if limit is not None and nbytes > limit:
         raise MemoryError(f"{what} of shape {tuple(shape)} needs {nbytes / 2**30:.1f} GiB, "
                           f"more than this machine's {limit / 2**30:.1f} GiB of memory")
