@@ -65,6 +65,8 @@ def _extensions():
             Extension(
                 "fastconv._kernels." + name,
                 sources=[pyx] + c_sources,
+                # Headers hold kernel bodies (e.g. *_impl.h): editing one must rebuild.
+                depends=sorted(glob.glob(os.path.join("src_c", "*.h"))),
                 include_dirs=["src_c", numpy.get_include()],
                 extra_compile_args=compile_args,
                 extra_link_args=omp_link,

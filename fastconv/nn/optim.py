@@ -11,10 +11,7 @@ import numpy as np
 
 from ..threads import get_num_threads
 
-try:  # one-pass Adam; a build without it (an older in-place build) uses the NumPy formulation
-    from .._kernels import optim as _kernels
-except ImportError:  # pragma: no cover
-    _kernels = None
+from .._kernels import optim as _kernels  # one-pass Adam (the fused path)
 
 
 def _nonneg(value, name, owner, upper=None):
@@ -115,7 +112,7 @@ class Adam(Optimizer):
         self.beta2 = _nonneg(beta2, "beta2", "Adam", upper=1)
         self.eps = _nonneg(eps, "eps", "Adam")
         self.decoupled = bool(decoupled)
-        self.fused = bool(fused) and _kernels is not None
+        self.fused = bool(fused)
 
     def _update(self, p, g, state, decay):
         if decay and self.weight_decay:
