@@ -7,17 +7,6 @@ import fastconv
 from fastconv import nn
 
 
-@pytest.fixture
-def one_thread():
-    """Finite differences run thousands of tiny forward passes. Threads do not change the maths,
-    and on a shared, oversubscribed machine OpenMP's spin-waiting makes each tiny parallel call
-    cost milliseconds, so these checks run single-threaded to keep the suite's time bounded."""
-    before = fastconv.get_num_threads()
-    fastconv.set_num_threads(1)
-    yield
-    fastconv.set_num_threads(before)
-
-
 def rel_error(a, b):
     return float(np.max(np.abs(a - b)) / max(1e-12, np.max(np.abs(a) + np.abs(b))))
 
