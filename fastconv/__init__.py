@@ -5,7 +5,8 @@ from .config import get_workspace_limit, set_winograd_enabled, set_workspace_lim
 from .functional import (avg_pool2d, avg_pool2d_backward, conv2d, conv2d_backward,
                          conv2d_backward_data, conv2d_backward_weights, l2_pool2d,
                          l2_pool2d_backward, linear, linear_backward, max_pool2d,
-                         max_pool2d_backward, relu, relu_backward, softmax_cross_entropy)
+                         max_pool2d_backward, relu, relu_backward, relu_max_pool2d,
+                         relu_max_pool2d_backward, softmax_cross_entropy)
 from .threads import get_num_threads, openmp_enabled, set_num_threads
 from . import datasets, nn  # the layer API and the Fashion-MNIST loader
 
@@ -14,7 +15,8 @@ __version__ = "0.1.0"
 __all__ = [
     "conv2d", "conv2d_backward", "conv2d_backward_data", "conv2d_backward_weights",
     "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward",
-    "l2_pool2d", "l2_pool2d_backward", "relu", "relu_backward", "linear", "linear_backward",
+    "l2_pool2d", "l2_pool2d_backward", "relu_max_pool2d", "relu_max_pool2d_backward",
+    "relu", "relu_backward", "linear", "linear_backward",
     "softmax_cross_entropy", "set_num_threads", "get_num_threads", "openmp_enabled",
     "autotune", "set_workspace_limit", "get_workspace_limit", "set_winograd_enabled",
     "functional", "reference", "nn", "datasets",
