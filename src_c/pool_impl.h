@@ -25,6 +25,18 @@ FC_INLINE void NAME(clip)(ptrdiff_t start, ptrdiff_t k, ptrdiff_t n, ptrdiff_t *
 /* The common 2x2 window, stride 2, no padding: windows tile the input without overlap, so the
  * loops need no clipping and the inner j loop is straight-line compare/select code that the
  * compiler vectorises. Rows/columns past 2*Ho / 2*Wo (odd H or W) are never read in forward. */
+/* sqrt of the sum of squares of x[h0:h1, w0:w1] (row stride W): one L2 window, shared by the
+ * forward and by the backward, which needs the same norm in the same summation order. */
+FC_INLINE T NAME(l2_norm)(const T *x, ptrdiff_t W, ptrdiff_t h0, ptrdiff_t h1, ptrdiff_t w0,
+                          ptrdiff_t w1) {
+    T sum = 0;
+    for (ptrdiff_t h = h0; h < h1; ++h) {
+        const T *row = x + h * W;
+        for (ptrdiff_t w = w0; w < w1; ++w) sum += row[w] * row[w];
+    }
+    return FC_SQRT(sum);
+}
+
 FC_INLINE int NAME(is_2x2s2)(const fc_pool_geom *g) {
     return g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 && g->pw == 0;
 }
@@ -141,12 +153,7 @@ void NAME(fc_l2_fwd)(const T *FC_RESTRICT x, T *FC_RESTRICT y, const fc_pool_geo
         for (ptrdiff_t j = 0; j < Wo; ++j) {
             ptrdiff_t w0, w1;
             NAME(clip)(j * g->sw - g->pw, g->kw, W, &w0, &w1);
-            T sum = 0;
-            for (ptrdiff_t h = h0; h < h1; ++h) {
-                const T *row = x + h * W;
-                for (ptrdiff_t w = w0; w < w1; ++w) sum += row[w] * row[w];
-            }
-            y[i * Wo + j] = FC_SQRT(sum);
+            y[i * Wo + j] = NAME(l2_norm)(x, W, h0, h1, w0, w1);
         }
     }
 }
@@ -291,12 +298,7 @@ void NAME(fc_l2_bwd)(const T *FC_RESTRICT dy, const T *FC_RESTRICT x, T *FC_REST
         for (ptrdiff_t j = 0; j < Wo; ++j) {
             ptrdiff_t w0, w1;
             NAME(clip)(j * g->sw - g->pw, g->kw, W, &w0, &w1);
-            T sum = 0;
-            for (ptrdiff_t h = h0; h < h1; ++h) {
-                const T *row = x + h * W;
-                for (ptrdiff_t w = w0; w < w1; ++w) sum += row[w] * row[w];
-            }
-            const T n = FC_SQRT(sum);
+            const T n = NAME(l2_norm)(x, W, h0, h1, w0, w1);
             /* Zero window: scale 0, no gradient. Not skipped: like the reference, a zero (or NaN)
              * scale times a NaN/inf input element still yields NaN there. */
             const T s = n > 0 ? dy[i * Wo + j] / n : (T)0;
