@@ -4,6 +4,10 @@
 #define _POSIX_C_SOURCE 200112L
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -30,17 +34,21 @@ static void *fc_wino_alloc(size_t bytes)
 static void fc_wino_free(void *p) { free(p); }
 
 #define REAL float
+#define FC_REAL_IS_FLOAT 1
 #define SFX(name) name##_f
 #define GEMM_FN fc_sgemm_fn
 #include "winograd_tmpl.h"
 #undef REAL
 #undef SFX
 #undef GEMM_FN
+#undef FC_REAL_IS_FLOAT
 
 #define REAL double
+#define FC_REAL_IS_FLOAT 0
 #define SFX(name) name##_d
 #define GEMM_FN fc_dgemm_fn
 #include "winograd_tmpl.h"
 #undef REAL
 #undef SFX
 #undef GEMM_FN
+#undef FC_REAL_IS_FLOAT

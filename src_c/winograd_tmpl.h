@@ -214,6 +214,7 @@ void SFX(wino_filter_transform)(int tile, const REAL *w, ptrdiff_t K, ptrdiff_t 
 /* Where each tile of a chunk lives: image, top-left input row/column, top-left output row/column. */
 typedef struct {
     ptrdiff_t n, r0, c0, o0, p0;
+    ptrdiff_t band; /* tile row within the chunk: the padded band (see fill_bands) it reads */
     int inside; /* the whole alpha x alpha input window lies inside x: no bounds checks */
 } SFX(tile_info);
 
@@ -230,6 +231,7 @@ static void SFX(describe_tiles)(SFX(tile_info) *ti, ptrdiff_t t_begin, ptrdiff_t
         ti[i].p0 = (rem % tiles_w) * mt;
         ti[i].r0 = ti[i].o0 - ph;
         ti[i].c0 = ti[i].p0 - pw;
+        ti[i].band = t / tiles_w - t_begin / tiles_w;
         ti[i].inside = ti[i].r0 >= 0 && ti[i].c0 >= 0 && ti[i].r0 + alpha <= H && ti[i].c0 + alpha <= W;
     }
 }
@@ -280,17 +282,118 @@ static void SFX(gather_input)(int alpha, const REAL *x, ptrdiff_t C, ptrdiff_t H
     }
 }
 
+/* Padded bands. Each tile row of a chunk reads alpha input rows; a band is those rows copied
+ * once per channel into a zero-padded strip of PW = tiles_w * mt + 2 columns (band column j is x
+ * column j - pw), so that every tile, border tiles included, is then gathered by the unrolled
+ * interior copy with no bounds checks. A chunk of nt tiles spans at most (nt - 1) / tiles_w + 2
+ * tile rows; band_reals bounds that for T tiles, and band_budget is what the chunk sizing counts:
+ * T * alpha^2 + 2 * alpha * PW values (>= band_reals, since mt + 2 / tiles_w <= alpha). */
+static ptrdiff_t SFX(band_reals)(int alpha, ptrdiff_t T, ptrdiff_t tiles_w, ptrdiff_t PW)
+{
+    return ((T - 1) / tiles_w + 2) * alpha * PW;
+}
+
+/* The bands of channel c for the chunk whose first tile is ti[0] (tile rows ti[0].band = 0 ..
+ * nbands - 1, consecutive global tile rows g0, g0 + 1, ...). */
+static void SFX(fill_bands)(int alpha, int mt, const REAL *x, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+                            ptrdiff_t c, ptrdiff_t g0, ptrdiff_t nbands, ptrdiff_t tiles_h,
+                            ptrdiff_t PW, ptrdiff_t ph, ptrdiff_t pw, REAL *FC_RESTRICT band)
+{
+    /* columns [jlo, jhi) of a band row hold x columns [jlo - pw, jhi - pw) */
+    const ptrdiff_t jlo = pw > 0 ? pw : 0;
+    ptrdiff_t jhi = pw + W < PW ? pw + W : PW;
+    if (jhi < jlo) jhi = jlo;
+    for (ptrdiff_t b = 0; b < nbands; b++) {
+        const ptrdiff_t g = g0 + b, n = g / tiles_h, tr = g % tiles_h;
+        const REAL *src = x + (n * C + c) * H * W;
+        for (int i = 0; i < alpha; i++, band += PW) {
+            const ptrdiff_t r = tr * mt - ph + i;
+            if (r < 0 || r >= H || jhi == jlo) {
+                memset(band, 0, (size_t)PW * sizeof(REAL));
+                continue;
+            }
+            if (jlo > 0) memset(band, 0, (size_t)jlo * sizeof(REAL));
+            memcpy(band + jlo, src + r * W + (jlo - pw), (size_t)(jhi - jlo) * sizeof(REAL));
+            if (jhi < PW) memset(band + jhi, 0, (size_t)(PW - jhi) * sizeof(REAL));
+        }
+    }
+}
+
+/* d[alpha][alpha][L] <- the windows of nl tiles from the bands (zeros for lanes >= nl). */
+FC_INLINE void SFX(gather_bands)(int alpha, const REAL *band, ptrdiff_t PW, const SFX(tile_info) *ti,
+                                 int nl, REAL *FC_RESTRICT d)
+{
+    const ptrdiff_t bs = (ptrdiff_t)alpha * PW;
+#if FC_REAL_IS_FLOAT && defined(__AVX__) && FC_WL == 8
+    /* A full group of float lanes: for each window row, one 8-float load per lane and an 8x8
+     * transpose (columns alpha.. of the result are past the window and dropped) instead of 8
+     * scalar loads and stores per element. The loads read up to 8 - alpha values past a window:
+     * the band buffer has FC_WL values of (zeroed) slack at its end. */
+    if (nl == FC_WL) {
+        const float *p[FC_WL];
+        for (int l = 0; l < FC_WL; l++) p[l] = (const float *)band + ti[l].band * bs + ti[l].p0;
+        for (int i = 0; i < alpha; i++) {
+            const ptrdiff_t o = (ptrdiff_t)i * PW;
+            __m256 r0 = _mm256_loadu_ps(p[0] + o), r1 = _mm256_loadu_ps(p[1] + o);
+            __m256 r2 = _mm256_loadu_ps(p[2] + o), r3 = _mm256_loadu_ps(p[3] + o);
+            __m256 r4 = _mm256_loadu_ps(p[4] + o), r5 = _mm256_loadu_ps(p[5] + o);
+            __m256 r6 = _mm256_loadu_ps(p[6] + o), r7 = _mm256_loadu_ps(p[7] + o);
+            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+            __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+            __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float *q = (float *)d + (ptrdiff_t)i * alpha * FC_WL;
+            _mm256_storeu_ps(q + 0 * FC_WL, _mm256_permute2f128_ps(s0, s4, 0x20));
+            _mm256_storeu_ps(q + 1 * FC_WL, _mm256_permute2f128_ps(s1, s5, 0x20));
+            _mm256_storeu_ps(q + 2 * FC_WL, _mm256_permute2f128_ps(s2, s6, 0x20));
+            _mm256_storeu_ps(q + 3 * FC_WL, _mm256_permute2f128_ps(s3, s7, 0x20));
+            if (alpha == 6) {
+                _mm256_storeu_ps(q + 4 * FC_WL, _mm256_permute2f128_ps(s0, s4, 0x31));
+                _mm256_storeu_ps(q + 5 * FC_WL, _mm256_permute2f128_ps(s1, s5, 0x31));
+            }
+        }
+        return;
+    }
+#endif
+    for (int l = 0; l < FC_WL; l++) {
+        if (l >= nl) {
+            for (int e = 0; e < alpha * alpha; e++) d[e * FC_WL + l] = 0;
+            continue;
+        }
+        const REAL *p = band + ti[l].band * bs + ti[l].p0;
+        if (alpha == 4) SFX(gather_lane)(4, p, PW, d + l);
+        else SFX(gather_lane)(6, p, PW, d + l);
+    }
+}
+
+/* Where a chunk's input windows come from: x directly (band == NULL: bounds-checked gather), or
+ * per-channel padded bands. */
+typedef struct {
+    REAL *band;
+    ptrdiff_t g0, nbands, tiles_h, PW, ph, pw;
+    int mt;
+} SFX(band_ctx);
+
 /* V[xi][C][T] for tiles [0, nt) of a chunk (lanes of FC_WL tiles at a time). */
 static void SFX(transform_inputs)(int alpha, const REAL *x, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                                   const SFX(tile_info) *ti, ptrdiff_t nt, ptrdiff_t T, ptrdiff_t vs,
-                                  REAL *V, ptrdiff_t c_begin, ptrdiff_t c_end)
+                                  REAL *V, ptrdiff_t c_begin, ptrdiff_t c_end,
+                                  const SFX(band_ctx) *bc)
 {
     REAL d[36 * FC_WL], tmp[36 * FC_WL], v[36 * FC_WL];
     const int a2 = alpha * alpha;
     for (ptrdiff_t c = c_begin; c < c_end; c++) {
+        if (bc && bc->band)
+            SFX(fill_bands)(alpha, bc->mt, x, C, H, W, c, bc->g0, bc->nbands, bc->tiles_h, bc->PW,
+                            bc->ph, bc->pw, bc->band);
         for (ptrdiff_t t0 = 0; t0 < nt; t0 += FC_WL) {
             const int nl = (int)(nt - t0 < FC_WL ? nt - t0 : FC_WL);
-            SFX(gather_input)(alpha, x, C, H, W, c, ti + t0, nl, d);
+            if (bc && bc->band) SFX(gather_bands)(alpha, bc->band, bc->PW, ti + t0, nl, d);
+            else SFX(gather_input)(alpha, x, C, H, W, c, ti + t0, nl, d);
             SFX(input_tf)(alpha, d, tmp, v);
             REAL *dst = V + c * T + t0;
             if (nl == FC_WL) {
@@ -349,7 +452,10 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
     const ptrdiff_t tiles_h = (Ho + mt - 1) / mt, tiles_w = (Wo + mt - 1) / mt;
     const ptrdiff_t total = N * tiles_h * tiles_w;
     if (nthreads < 1) nthreads = 1;
-    const size_t per_tile = (size_t)a2 * (size_t)(C + K + 1) * sizeof(REAL) + sizeof(SFX(tile_info));
+    const ptrdiff_t PW = tiles_w * mt + 2;
+    /* per tile: V, M, the tile info and the bands' share (band_reals) */
+    const size_t per_tile = (size_t)a2 * (size_t)(C + K + 2) * sizeof(REAL) + sizeof(SFX(tile_info));
+    const size_t fixed = (size_t)(2 * alpha * PW + FC_WL) * sizeof(REAL);
     /* The chunk size must not depend on nthreads: BLAS may round a column differently for another
      * GEMM width, and results must be identical at any thread count. So budget and balance for
      * P = max(nthreads, cores) threads (P never changes within a process unless a call asks
@@ -359,9 +465,10 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
 #else
     const int P = nthreads;
 #endif
-    const ptrdiff_t T = SFX(chunk_tiles)(total, P, workspace, per_tile, 0, tile_cap);
+    const ptrdiff_t T = SFX(chunk_tiles)(total, P, workspace, per_tile, fixed, tile_cap);
     const ptrdiff_t nchunks = (total + T - 1) / T;
     const ptrdiff_t vs = SFX(xi_stride)(C * T), ms = SFX(xi_stride)(K * T);
+    const ptrdiff_t band_n = SFX(band_reals)(alpha, T, tiles_w, PW);
     if (nthreads > nchunks) nthreads = (int)nchunks;
     int failed = 0;
 
@@ -371,17 +478,22 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
         REAL *V = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)vs * sizeof(REAL));
         REAL *M = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)ms * sizeof(REAL));
         SFX(tile_info) *ti = (SFX(tile_info) *)fc_wino_alloc((size_t)T * sizeof(SFX(tile_info)));
-        if (!V || !M || !ti) failed = 1;
+        /* (bands past 2^31 values, far beyond any sane workspace: the bounds-checked gather) */
+        const int use_bands = band_n < INT_MAX / 2;
+        REAL *band = use_bands ? (REAL *)fc_wino_alloc((size_t)(band_n + FC_WL) * sizeof(REAL)) : NULL;
+        if (band) memset(band, 0, (size_t)(band_n + FC_WL) * sizeof(REAL));
+        if (!V || !M || !ti || (use_bands && !band)) failed = 1;
         ptrdiff_t chunk;
         /* Every thread reaches the loop (it is a worksharing construct), but one whose buffers
          * failed skips its chunks; the caller sees failed and raises MemoryError. */
 #pragma omp for schedule(dynamic, 1)
         for (chunk = 0; chunk < nchunks; chunk++) {
-            if (!V || !M || !ti) continue;
+            if (!V || !M || !ti || (use_bands && !band)) continue;
             const ptrdiff_t t_begin = chunk * T;
             const ptrdiff_t nt = total - t_begin < T ? total - t_begin : T;
             SFX(describe_tiles)(ti, t_begin, nt, mt, tiles_h, tiles_w, H, W, ph, pw);
-            SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, T, vs, V, 0, C);
+            SFX(band_ctx) bc = {band, t_begin / tiles_w, ti[nt - 1].band + 1, tiles_h, PW, ph, pw, mt};
+            SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, T, vs, V, 0, C, &bc);
 
             /* M[xi] (K x nt, row-major, ld T) = U[xi] (K x C) . V[xi] (C x nt): in BLAS's
              * column-major terms M^T = V^T . U^T, i.e. gemm("N", "N", nt, K, C). */
@@ -430,6 +542,7 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
         fc_wino_free(V);
         fc_wino_free(M);
         fc_wino_free(ti);
+        fc_wino_free(band);
         fc_ftz_leave(fp);
     }
     return failed ? -1 : 0;
@@ -497,7 +610,7 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
             /* (implicit barrier: every thread sees the tile descriptions) */
             ptrdiff_t c, k;
 #pragma omp for schedule(static) nowait
-            for (c = 0; c < C; c++) SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, T, vs, V, c, c + 1);
+            for (c = 0; c < C; c++) SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, T, vs, V, c, c + 1, NULL);
 
             /* D[xi][K][T]: A u A^T of each m x m dy tile (zeros past the output's edge). */
 #pragma omp for schedule(static)
