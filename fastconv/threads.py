@@ -51,11 +51,6 @@ def set_num_threads(n):
     return _num_threads
 
 
-def blas_limits(n):
-    """Context manager limiting every BLAS library to `n` threads (restored afterwards)."""
-    return _controller.limit(limits=n, user_api="blas")
-
-
 @contextlib.contextmanager
 def blas_single_threaded():
     """BLAS on one thread while any caller is inside: for BLAS called from OpenMP threads.

@@ -1,6 +1,6 @@
 """im2col + GEMM specifics that the algorithm-generic tests/test_conv.py does not cover: the
 workspace bound (peak RSS of a subprocess), chunking at every granularity (results equal whatever
-the workspace limit), both thread designs, the 1x1 fast path, subnormal inputs, large C*R*S,
+the workspace limit), thread counts, the 1x1 fast path, subnormal inputs, large C*R*S,
 batch 1, float32 and float64."""
 import os
 import subprocess
@@ -18,7 +18,6 @@ from fastconv._kernels import im2col_gemm as K
 from conv_cases import assert_close
 
 DTYPES = [np.float32, np.float64]
-DESIGNS = ["omp", "blas"]
 
 # (N, C, H, W, K, R, S, sh, sw, ph, pw)
 SHAPES = [
@@ -46,15 +45,15 @@ def make(shape, dtype, seed=0):
     return x, wt, b, dy, (sh, sw), (ph, pw)
 
 
-def run_kernels(x, wt, b, dy, stride, padding, nthreads, workspace, design):
+def run_kernels(x, wt, b, dy, stride, padding, nthreads, workspace):
     """The three passes straight through the kernel module (outputs pre-filled with NaN, so a
     position the kernel forgot to write shows up)."""
     y = np.full(dy.shape, np.nan, x.dtype)
     dx = np.full(x.shape, np.nan, x.dtype)
     dw = np.full(wt.shape, np.nan, x.dtype)
-    K.forward(x, wt, b, y, *stride, *padding, nthreads, workspace, design=design)
-    K.backward_data(dy, wt, dx, *stride, *padding, nthreads, workspace, design=design)
-    K.backward_weights(dy, x, dw, *stride, *padding, nthreads, workspace, design=design)
+    K.forward(x, wt, b, y, *stride, *padding, nthreads, workspace)
+    K.backward_data(dy, wt, dx, *stride, *padding, nthreads, workspace)
+    K.backward_weights(dy, x, dw, *stride, *padding, nthreads, workspace)
     return y, dx, dw
 
 
@@ -64,10 +63,10 @@ def references(x, wt, b, dy, stride, padding):
     return y, dx, dw
 
 
-# ---------------------------------------------------------------- chunking and thread designs
+# ---------------------------------------------------------------- chunking and threads
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_kernels_match_reference_for_every_chunking_and_design(shape, dtype):
+def test_kernels_match_reference_for_every_chunking(shape, dtype):
     x, wt, b, dy, stride, padding = make(shape, dtype)
     expected = references(x, wt, b, dy, stride, padding)
     itemsize = np.dtype(dtype).itemsize
@@ -76,15 +75,12 @@ def test_kernels_match_reference_for_every_chunking_and_design(shape, dtype):
     # whole images
     workspaces = [1, 3 * crs * itemsize + 7, 256 << 20]
     # 3 threads (an uneven split of 2 cores) only with whole-image chunks: many tiny chunks on an
-    # oversubscribed machine are slow without testing anything new. Design (a) ("blas") is
-    # opt-in only, so it gets a lighter sweep.
-    configs = {"omp": [(t, ws) for t in (1, 2) for ws in workspaces] + [(3, workspaces[-1])],
-               "blas": [(2, workspaces[0]), (2, workspaces[-1]), (3, workspaces[1])]}
-    for design in DESIGNS:
-        for nthreads, ws in configs[design]:
-            got = run_kernels(x, wt, b, dy, stride, padding, nthreads, ws, design)
-            for name, a, e in zip(("y", "dx", "dw"), got, expected):
-                assert_close(a, e, dtype, what=f"{name} design={design} threads={nthreads} ws={ws}")
+    # oversubscribed machine are slow without testing anything new.
+    configs = [(t, ws) for t in (1, 2) for ws in workspaces] + [(3, workspaces[-1])]
+    for nthreads, ws in configs:
+        got = run_kernels(x, wt, b, dy, stride, padding, nthreads, ws)
+        for name, a, e in zip(("y", "dx", "dw"), got, expected):
+            assert_close(a, e, dtype, what=f"{name} threads={nthreads} ws={ws}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -127,11 +123,10 @@ def test_no_bias_and_read_only_inputs():
 @pytest.mark.parametrize("n", [1, 3, 4])
 def test_pointwise_fast_path_matches_reference(n, dtype):
     x, wt, b, dy, stride, padding = make((n, 32, 7, 9, 24, 1, 1, 1, 1, 0, 0), dtype)
-    for design in DESIGNS:
-        for nthreads in (1, 2):
-            got = run_kernels(x, wt, b, dy, stride, padding, nthreads, 256 << 20, design)
-            for name, a, e in zip(("y", "dx", "dw"), got, references(x, wt, b, dy, stride, padding)):
-                assert_close(a, e, dtype, what=f"{name} {design} {nthreads}")
+    for nthreads in (1, 2):
+        got = run_kernels(x, wt, b, dy, stride, padding, nthreads, 256 << 20)
+        for name, a, e in zip(("y", "dx", "dw"), got, references(x, wt, b, dy, stride, padding)):
+            assert_close(a, e, dtype, what=f"{name} {nthreads}")
 
 
 def test_pointwise_is_a_plain_matrix_product():
@@ -146,8 +141,7 @@ def test_pointwise_is_a_plain_matrix_product():
 
 # ---------------------------------------------------------------- subnormal inputs
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("design", DESIGNS)
-def test_subnormal_inputs_give_finite_correct_results(dtype, design):
+def test_subnormal_inputs_give_finite_correct_results(dtype):
     tiny = np.finfo(dtype).tiny  # smallest normal; tiny / 16 is subnormal
     x, wt, b, dy, stride, padding = make((2, 16, 10, 10, 8, 3, 3, 1, 1, 1, 1), dtype)
     rng = np.random.default_rng(3)
@@ -155,7 +149,7 @@ def test_subnormal_inputs_give_finite_correct_results(dtype, design):
     x_sub = np.where(mask, x * (tiny / 16), x).astype(dtype)
     assert np.any((x_sub != 0) & (np.abs(x_sub) < tiny))
     dy_sub = (dy * (tiny / 4)).astype(dtype)  # every dy subnormal
-    y, dx, dw = run_kernels(x_sub, wt, b, dy_sub, stride, padding, 2, 256 << 20, design)
+    y, dx, dw = run_kernels(x_sub, wt, b, dy_sub, stride, padding, 2, 256 << 20)
     y_ref, dx_ref, dw_ref = references(x_sub, wt, b, dy_sub, stride, padding)
     assert_close(y, y_ref, dtype, what="y")
     # Flush-to-zero may drop subnormal terms: the results differ from the exact ones by at most a
@@ -247,7 +241,6 @@ def test_blas_thread_limit_is_restored():
     from threadpoolctl import threadpool_info
     before = [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
     x, wt, b, dy, stride, padding = make((2, 8, 8, 8, 4, 3, 3, 1, 1, 1, 1), np.float32)
-    for design in DESIGNS:
-        run_kernels(x, wt, b, dy, stride, padding, 2, 256 << 20, design)
+    run_kernels(x, wt, b, dy, stride, padding, 2, 256 << 20)
     after = [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
     assert before == after

@@ -10,26 +10,24 @@ the scratch memory stays under `workspace_bytes` whatever the layer size (a chun
 output pixel: CRS elements per thread is the floor). A 1x1, stride-1, unpadded layer uses x (and
 dx) in place as the column matrix: no packing at all.
 
-Threads, two designs, both kept (`design=` argument; "auto" always picks (b), measured):
-  (a) "blas":  chunks run one after another; each GEMM is BLAS-threaded with `nthreads` threads and
-      the pack/unpack loops are split over `nthreads` OpenMP threads (BLAS limited to nthreads).
-  (b) "omp":   OpenMP over independent tasks; each thread packs its own columns into its own slice
-      of the workspace and calls single-threaded BLAS (BLAS limited to 1 thread once per call, in
-      Python). forward: tasks are images, groups of small images (one GEMM for several images
-      amortises BLAS's packing of W) or chunks of one image; backward_data: (image, block of input
-      channels), so col2im never races; backward_weights: blocks of column rows = column blocks of
-      dW, so there is no private dW and no reduction. The split depends only on the layer and the
-      workspace, never on nthreads, so results are bit-identical at any thread count.
-Measured on the 2-core Zen 3 dev box (shared with other jobs, interleaved medians, 2 threads,
-forward / backward_data / backward_weights in ms): resnet_c4 (b) 36/32/36 vs (a) 216/196/296;
-vgg_c3 (b) 226/214/187 vs (a) 404/273/447; alexnet_c1 (b) 35/36/36 vs (a) 354/280/892. At 1
-thread both are the same code path within noise. (a) loses mostly to contention between libgomp's
-spin-waiting pack threads and OpenBLAS's worker threads on the same two cores at every chunk (with
-OMP_WAIT_POLICY=passive, (a) on resnet_c4 forward went 444 -> 197 ms, still behind (b)).
-Subnormals: (b) runs every GEMM in our threads under FTZ/DAZ; (a)'s GEMM runs in OpenBLAS's threads
-with the default MXCSR, and an all-subnormal x or dy measured no slowdown there either on Zen 3
-(resnet_c4, ratio subnormal/normal 0.99-1.00 for all three passes at 1 and 2 threads), so packing
-does not flush (the C loops keep a flush option for CPUs that need it).
+Threads: OpenMP over independent tasks; each thread packs its own columns into its own slice of
+the workspace and calls single-threaded BLAS (BLAS limited to 1 thread once per call, in Python).
+forward: tasks are images, groups of small images (one GEMM for several images amortises BLAS's
+packing of W) or chunks of one image; backward_data: (image, block of input channels), so col2im
+never races; backward_weights: blocks of column rows = column blocks of dW, so there is no private
+dW and no reduction. The split depends only on the layer and the workspace, never on nthreads, so
+results are bit-identical at any thread count.
+Why not one big BLAS-threaded GEMM per chunk with OpenMP-split packing (the other obvious design,
+implemented and measured, then removed): on the 2-core Zen 3 dev box (shared with other jobs,
+interleaved medians, 2 threads, forward / backward_data / backward_weights in ms) resnet_c4 took
+36/32/36 here vs 216/196/296 that way; vgg_c3 226/214/187 vs 404/273/447; alexnet_c1 35/36/36 vs
+354/280/892 — mostly contention between libgomp's spin-waiting pack threads and OpenBLAS's worker
+threads on the same two cores at every chunk (with OMP_WAIT_POLICY=passive, resnet_c4 forward
+went 444 -> 197 ms, still behind).
+Subnormals: every GEMM runs in our threads under FTZ/DAZ; an all-subnormal x or dy measured no
+slowdown (resnet_c4, ratio subnormal/normal 0.99-1.00 for all three passes at 1 and 2 threads),
+and the BLAS-threaded design measured none either with OpenBLAS's default MXCSR, so packing does
+not flush (the C loops keep a flush option for CPUs that need it).
 """
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport free, malloc
@@ -41,7 +39,7 @@ from cython cimport floating
 
 from fc_common cimport fc_ftz_enter, fc_ftz_leave, fc_fpstate
 
-from fastconv.threads import blas_limits, blas_single_threaded
+from fastconv.threads import blas_single_threaded
 
 cdef extern from "im2col_gemm.h" nogil:
     ctypedef struct fc_conv_geom:
@@ -60,8 +58,8 @@ cdef extern from "im2col_gemm.h" nogil:
 cdef extern from "limits.h":
     int INT_MAX
 
-# Packing never flushes subnormals: design (b) runs every GEMM under FTZ/DAZ in our threads, and
-# design (a) measured no slowdown from subnormals in OpenBLAS's own threads on Zen 3 (module
+# Packing never flushes subnormals: every GEMM runs under FTZ/DAZ in our threads, and OpenBLAS's
+# own threads measured no slowdown from subnormals on Zen 3 either (module
 # docstring); the C loops keep the option (flush=1) should another CPU need it.
 DEF FLUSH = 0
 
@@ -192,7 +190,7 @@ cdef inline void _forward_group(const floating *x, const floating *w, const floa
 
 
 def _group_size(N, P, CRS, K, itemsize, nthreads, workspace_bytes):
-    """Images per GEMM in forward's design (b): 1 unless Ho*Wo is small (< 512), then the most
+    """Images per GEMM in forward: 1 unless Ho*Wo is small (< 512), then the most
     images (up to 1024 GEMM rows) that split the batch into equal groups, a multiple of the thread
     count of them, with the per-thread cols + tmp buffers within the workspace."""
     best = 1
@@ -254,19 +252,13 @@ def _chunking(P, rows, itemsize, nthreads, workspace_bytes, min_chunks=1):
     return L, (P + L - 1) // L
 
 
-def _plan(N, P, CRS, itemsize, nthreads, workspace_bytes, needs_cols):
-    """Design (a) (chunks in sequence, one buffer): (L, chunks, tasks)."""
-    L, chunks = _chunking(P, CRS if needs_cols else 0, itemsize, 1, workspace_bytes)
-    return L, chunks, N * chunks
-
-
 def _min_chunks(N, P):
     """Chunks per image so that a small batch still makes PARTS pieces (chunks >= MIN_CHUNK)."""
     return min((PARTS + N - 1) // N, max(1, P // MIN_CHUNK))
 
 
 def _group_size(N, P, CRS, K, itemsize, nthreads, workspace_bytes):
-    """Images per GEMM in forward's design (b): 1 unless Ho*Wo is small (< 512), then the most
+    """Images per GEMM in forward: 1 unless Ho*Wo is small (< 512), then the most
     images (nb*P <= GROUP_ROWS rows) that divide the batch into at least min(N, PARTS) equal
     groups, with the per-thread cols + tmp buffers within the workspace."""
     best = 1
@@ -292,18 +284,10 @@ cdef floating *_alloc(Py_ssize_t count, floating *dummy) except? NULL:
     return p
 
 
-def _choose_design(pass_, N, K, CRS, nthreads, workspace_bytes, itemsize, pointwise):
-    """Always "omp" (design b): measured faster than "blas" (design a) at 2 threads on every
-    layer of the benchmark suite (see the module docstring); "blas" stays selectable through the
-    `design` argument to re-measure on other machines."""
-    return "omp"
-
-
 # ---------------------------------------------------------------- forward
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
             const floating[::1] b, floating[:, :, :, ::1] y, Py_ssize_t sh, Py_ssize_t sw,
-            Py_ssize_t ph, Py_ssize_t pw, int nthreads, Py_ssize_t workspace_bytes,
-            design=None):
+            Py_ssize_t ph, Py_ssize_t pw, int nthreads, Py_ssize_t workspace_bytes):
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = w.shape[0], R = w.shape[2], S = w.shape[3]
     cdef Py_ssize_t Ho = y.shape[2], Wo = y.shape[3], P = Ho * Wo, CRS = C * R * S
@@ -318,10 +302,8 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     cdef int nt = max(1, nthreads), tid
     cdef fc_fpstate fp
     _check_blas_ints(K, CRS, P)
-    if design is None:
-        design = _choose_design("forward", N, K, CRS, nt, workspace_bytes, sizeof(floating), pointwise)
 
-    nb = _group_size(N, P, CRS, K, sizeof(floating), nt, workspace_bytes) if design == "omp" else 1
+    nb = _group_size(N, P, CRS, K, sizeof(floating), nt, workspace_bytes)
     if nb > 1:
         ntasks = (N + nb - 1) // nb
         ws = _alloc(nt * nb * P * (CRS + K), ws)
@@ -339,54 +321,29 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
             free(ws)
         return
 
-    if design == "omp":
-        L, chunks = _chunking(P, 0 if pointwise else CRS, sizeof(floating), nt, workspace_bytes,
-                              _min_chunks(N, P))
-        ntasks = N * chunks
-        if not pointwise:
-            ws = _alloc(nt * CRS * L, ws)
-        try:
-            with blas_single_threaded(), nogil, parallel(num_threads=nt):
-                fp = fc_ftz_enter()
-                tid = threadid()
-                for task in prange(ntasks, schedule="dynamic"):
-                    n = task // chunks
-                    p0 = (task % chunks) * L
-                    p1 = min(p0 + L, P)
-                    _forward_chunk(xp + n * C * H * W, wp, bp, yp + n * K * P, &g, K, p0, p1,
-                                   ws + tid * CRS * L if ws != NULL else NULL, True)
-                fc_ftz_leave(fp)
-        finally:
-            free(ws)
-        return
-
-    # design (a): chunks in sequence, BLAS-threaded GEMM, OpenMP-split packing
-    L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), 1, workspace_bytes, not pointwise)
+    L, chunks = _chunking(P, 0 if pointwise else CRS, sizeof(floating), nt, workspace_bytes,
+                          _min_chunks(N, P))
+    ntasks = N * chunks
     if not pointwise:
-        ws = _alloc(CRS * L, ws)
+        ws = _alloc(nt * CRS * L, ws)
     try:
-        with blas_limits(nt), nogil:
-            for task in range(ntasks):
+        with blas_single_threaded(), nogil, parallel(num_threads=nt):
+            fp = fc_ftz_enter()
+            tid = threadid()
+            for task in prange(ntasks, schedule="dynamic"):
                 n = task // chunks
                 p0 = (task % chunks) * L
                 p1 = min(p0 + L, P)
-                if ws != NULL:
-                    for t in prange(nt, num_threads=nt, schedule="static"):
-                        fp = fc_ftz_enter()
-                        q0 = CRS * t // nt
-                        q1 = CRS * (t + 1) // nt
-                        _im2col(xp + n * C * H * W, &g, p0, p1, q0, q1, ws + q0 * (p1 - p0))
-                        fc_ftz_leave(fp)
-                _forward_chunk(xp + n * C * H * W, wp, bp, yp + n * K * P, &g, K, p0, p1, ws,
-                               False)
+                _forward_chunk(xp + n * C * H * W, wp, bp, yp + n * K * P, &g, K, p0, p1,
+                               ws + tid * CRS * L if ws != NULL else NULL, True)
+            fc_ftz_leave(fp)
     finally:
         free(ws)
-
 
 # ---------------------------------------------------------------- backward_weights
 def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
                      floating[:, :, :, ::1] dw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
-                     Py_ssize_t pw, int nthreads, Py_ssize_t workspace_bytes, design=None):
+                     Py_ssize_t pw, int nthreads, Py_ssize_t workspace_bytes):
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = dw.shape[0], R = dw.shape[2], S = dw.shape[3]
     cdef Py_ssize_t Ho = dy.shape[2], Wo = dy.shape[3], P = Ho * Wo, CRS = C * R * S
@@ -401,66 +358,39 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
     cdef int nt = max(1, nthreads), tid
     cdef fc_fpstate fp
     _check_blas_ints(K, CRS, P)
-    if design is None:
-        design = _choose_design("backward_weights", N, K, CRS, nt, workspace_bytes,
-                                sizeof(floating), pointwise)
 
-    if design == "omp":
-        # Tasks are blocks of column rows q (= columns of dW): each packs only its own rows and
-        # owns its slice of dW, so there is no race, no private copy of dW and no reduction; each
-        # dW element sums the images and chunks in one fixed order.
-        qblocks = min(CRS, PARTS)
-        qb = (CRS + qblocks - 1) // qblocks
-        qblocks = (CRS + qb - 1) // qb
-        L, chunks = _chunking(P, 0 if pointwise else qb, sizeof(floating), nt, workspace_bytes)
-        if not pointwise:
-            ws = _alloc(nt * qb * L, ws)
-        try:
-            with blas_single_threaded(), nogil, parallel(num_threads=nt):
-                fp = fc_ftz_enter()
-                tid = threadid()
-                cols = NULL if pointwise else ws + tid * qb * L
-                for task in prange(qblocks, schedule="dynamic"):
-                    q0 = task * qb
-                    q1 = min(q0 + qb, CRS)
-                    for n in range(N):
-                        for chunk in range(chunks):
-                            p0 = chunk * L
-                            p1 = min(p0 + L, P)
-                            _weights_chunk(dyp + n * K * P, xp + n * C * H * W, dwp, &g, K, p0,
-                                           p1, q0, q1, cols, True,
-                                           0 if n == 0 and chunk == 0 else 1)
-                fc_ftz_leave(fp)
-        finally:
-            free(ws)
-        return
-
-    L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), 1, workspace_bytes, not pointwise)
+    # Tasks are blocks of column rows q (= columns of dW): each packs only its own rows and
+    # owns its slice of dW, so there is no race, no private copy of dW and no reduction; each
+    # dW element sums the images and chunks in one fixed order.
+    qblocks = min(CRS, PARTS)
+    qb = (CRS + qblocks - 1) // qblocks
+    qblocks = (CRS + qb - 1) // qb
+    L, chunks = _chunking(P, 0 if pointwise else qb, sizeof(floating), nt, workspace_bytes)
     if not pointwise:
-        ws = _alloc(CRS * L, ws)
+        ws = _alloc(nt * qb * L, ws)
     try:
-        with blas_limits(nt), nogil:
-            for task in range(ntasks):
-                n = task // chunks
-                p0 = (task % chunks) * L
-                p1 = min(p0 + L, P)
-                if ws != NULL:
-                    for t in prange(nt, num_threads=nt, schedule="static"):
-                        fp = fc_ftz_enter()
-                        q0 = CRS * t // nt
-                        q1 = CRS * (t + 1) // nt
-                        _im2col(xp + n * C * H * W, &g, p0, p1, q0, q1, ws + q0 * (p1 - p0))
-                        fc_ftz_leave(fp)
-                _weights_chunk(dyp + n * K * P, xp + n * C * H * W, dwp, &g, K, p0, p1, 0, CRS, ws,
-                               False, 0 if task == 0 else 1)
+        with blas_single_threaded(), nogil, parallel(num_threads=nt):
+            fp = fc_ftz_enter()
+            tid = threadid()
+            cols = NULL if pointwise else ws + tid * qb * L
+            for task in prange(qblocks, schedule="dynamic"):
+                q0 = task * qb
+                q1 = min(q0 + qb, CRS)
+                for n in range(N):
+                    for chunk in range(chunks):
+                        p0 = chunk * L
+                        p1 = min(p0 + L, P)
+                        _weights_chunk(dyp + n * K * P, xp + n * C * H * W, dwp, &g, K, p0,
+                                       p1, q0, q1, cols, True,
+                                       0 if n == 0 and chunk == 0 else 1)
+            fc_ftz_leave(fp)
     finally:
         free(ws)
-
 
 # ---------------------------------------------------------------- backward_data
 def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
                   floating[:, :, :, ::1] dx, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
-                  Py_ssize_t pw, int nthreads, Py_ssize_t workspace_bytes, design=None):
+                  Py_ssize_t pw, int nthreads, Py_ssize_t workspace_bytes):
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
     cdef Py_ssize_t K = w.shape[0], R = w.shape[2], S = w.shape[3]
     cdef Py_ssize_t Ho = dy.shape[2], Wo = dy.shape[3], P = Ho * Wo, CRS = C * R * S
@@ -473,21 +403,16 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
     cdef floating *ws = NULL
     cdef floating *cols
     cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, t, c0, c1, chunk, cb, cblocks
-    cdef int nt = max(1, nthreads), tid, pnt
+    cdef int nt = max(1, nthreads), tid
     cdef fc_fpstate fp
     _check_blas_ints(K, CRS, P)
-    if design is None:
-        design = _choose_design("backward_data", N, K, CRS, nt, workspace_bytes,
-                                sizeof(floating), pointwise)
 
     if pointwise:
         # dx_n is the column matrix itself (CRS = C rows of P = H*W): chunks write disjoint columns
         L, chunks = _chunking(P, 0, sizeof(floating), nt, workspace_bytes,
-                              _min_chunks(N, P) if design == "omp" else 1)
+                              _min_chunks(N, P))
         ntasks = N * chunks
-        # design (a) here is one thread issuing BLAS-threaded GEMMs, design (b) the reverse
-        pnt = nt if design == "omp" else 1
-        with (blas_single_threaded() if design == "omp" else blas_limits(nt)), nogil, parallel(num_threads=pnt):
+        with blas_single_threaded(), nogil, parallel(num_threads=nt):
             fp = fc_ftz_enter()
             for task in prange(ntasks, schedule="dynamic"):
                 n = task // chunks
@@ -497,54 +422,31 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
             fc_ftz_leave(fp)
         return
 
-    if design == "omp":
-        # Tasks are (image, block of input channels): col2im windows of neighbouring output
-        # chunks overlap in dx, but different channels never do, so a batch smaller than the
-        # thread count still splits. Each task runs its image's chunks in order.
-        cblocks = min(C, (PARTS + N - 1) // N)
-        cb = (C + cblocks - 1) // cblocks
-        cblocks = (C + cb - 1) // cb
-        L, chunks = _chunking(P, cb * R * S, sizeof(floating), nt, workspace_bytes)
-        ntasks = N * cblocks
-        ws = _alloc(nt * cb * R * S * L, ws)
-        try:
-            with blas_single_threaded(), nogil, parallel(num_threads=nt):
-                fp = fc_ftz_enter()
-                tid = threadid()
-                cols = ws + tid * cb * R * S * L
-                for task in prange(ntasks, schedule="dynamic"):
-                    n = task // cblocks
-                    c0 = (task % cblocks) * cb
-                    c1 = min(c0 + cb, C)
-                    memset(dxp + (n * C + c0) * HW, 0, (c1 - c0) * HW * sizeof(floating))
-                    for chunk in range(chunks):
-                        p0 = chunk * L
-                        p1 = min(p0 + L, P)
-                        _data_gemm(dyp + n * K * P, wp, cols, <int> (p1 - p0), &g, K, p0, p1,
-                                   c0, c1)
-                        _col2im(cols, &g, p0, p1, c0, c1, dxp + n * C * HW)
-                fc_ftz_leave(fp)
-        finally:
-            free(ws)
-        return
-
-    L, chunks, ntasks = _plan(N, P, CRS, sizeof(floating), 1, workspace_bytes, True)
-    ws = _alloc(CRS * L, ws)
+    # Tasks are (image, block of input channels): col2im windows of neighbouring output
+    # chunks overlap in dx, but different channels never do, so a batch smaller than the
+    # thread count still splits. Each task runs its image's chunks in order.
+    cblocks = min(C, (PARTS + N - 1) // N)
+    cb = (C + cblocks - 1) // cblocks
+    cblocks = (C + cb - 1) // cb
+    L, chunks = _chunking(P, cb * R * S, sizeof(floating), nt, workspace_bytes)
+    ntasks = N * cblocks
+    ws = _alloc(nt * cb * R * S * L, ws)
     try:
-        with blas_limits(nt), nogil:
-            for task in range(ntasks):
-                n = task // chunks
-                chunk = task % chunks
-                p0 = chunk * L
-                p1 = min(p0 + L, P)
-                _data_gemm(dyp + n * K * P, wp, ws, <int> (p1 - p0), &g, K, p0, p1, 0, C)
-                for t in prange(nt, num_threads=nt, schedule="static"):
-                    fp = fc_ftz_enter()
-                    c0 = C * t // nt
-                    c1 = C * (t + 1) // nt
-                    if chunk == 0:
-                        memset(dxp + (n * C + c0) * HW, 0, (c1 - c0) * HW * sizeof(floating))
-                    _col2im(ws + c0 * R * S * (p1 - p0), &g, p0, p1, c0, c1, dxp + n * C * HW)
-                    fc_ftz_leave(fp)
+        with blas_single_threaded(), nogil, parallel(num_threads=nt):
+            fp = fc_ftz_enter()
+            tid = threadid()
+            cols = ws + tid * cb * R * S * L
+            for task in prange(ntasks, schedule="dynamic"):
+                n = task // cblocks
+                c0 = (task % cblocks) * cb
+                c1 = min(c0 + cb, C)
+                memset(dxp + (n * C + c0) * HW, 0, (c1 - c0) * HW * sizeof(floating))
+                for chunk in range(chunks):
+                    p0 = chunk * L
+                    p1 = min(p0 + L, P)
+                    _data_gemm(dyp + n * K * P, wp, cols, <int> (p1 - p0), &g, K, p0, p1,
+                               c0, c1)
+                    _col2im(cols, &g, p0, p1, c0, c1, dxp + n * C * HW)
+            fc_ftz_leave(fp)
     finally:
         free(ws)
