@@ -1,4 +1,4 @@
-"""Build the Cython extensions: one per ``fastconv/_kernels/*.pyx``.
+"""Build the Cython extensions: one per ``src/fastconv/_kernels/*.pyx``.
 
 Each ``_kernels/NAME.pyx`` is compiled together with ``src_c/NAME.c`` and ``src_c/NAME_*.c`` when
 those exist. OpenMP is detected with a test compile; without it the build still succeeds and the
@@ -56,7 +56,7 @@ def _extensions():
     compile_args = ["-O3", "-std=c99", "-fno-math-errno", "-Wno-unused-function"] + _cpu_flags() + omp_compile
     only = {s.strip() for s in os.environ.get("FASTCONV_BUILD_ONLY", "").split(",") if s.strip()}
     exts = []
-    for pyx in sorted(glob.glob(os.path.join("fastconv", "_kernels", "*.pyx"))):
+    for pyx in sorted(glob.glob(os.path.join("src", "fastconv", "_kernels", "*.pyx"))):
         name = os.path.splitext(os.path.basename(pyx))[0]
         if only and name not in only:
             continue
@@ -82,7 +82,7 @@ def _extensions():
             "cdivision": True,
             "initializedcheck": False,
         },
-        include_path=["fastconv/_kernels"],
+        include_path=["src/fastconv/_kernels"],
     )
 
 

@@ -44,14 +44,16 @@ def built_kernels():
 
 
 def stale_kernels():
-    """Built modules whose sources (fastconv/_kernels/NAME.pyx, src_c/NAME*.{c,h}) are newer than
-    the compiled extension: the timings would not be of the code in the checkout."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(fastconv.__file__)))
+    """Built modules whose sources (src/fastconv/_kernels/NAME.pyx, src_c/NAME*.{c,h}) are newer
+    than the compiled extension: the timings would not be of the code in the checkout. (An
+    installed, non-editable package has no sources beside it, so nothing is reported.)"""
+    kernels = os.path.join(os.path.dirname(os.path.abspath(fastconv.__file__)), "_kernels")
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(kernels)))  # src/fastconv/_kernels
     out = []
     for name in KERNEL_MODULES:
-        built = glob.glob(os.path.join(root, "fastconv", "_kernels", name + ".*.so"))
-        sources = (glob.glob(os.path.join(root, "fastconv", "_kernels", name + ".pyx"))
-                   + glob.glob(os.path.join(root, "src_c", name + "*.[ch]")))
+        built = glob.glob(os.path.join(kernels, name + ".*.so"))
+        sources = (glob.glob(os.path.join(kernels, name + ".pyx"))
+                   + glob.glob(os.path.join(repo, "src_c", name + "*.[ch]")))
         if built and sources and max(map(os.path.getmtime, sources)) > max(map(os.path.getmtime, built)):
             out.append(name)
     return out
