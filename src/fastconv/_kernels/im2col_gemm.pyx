@@ -284,6 +284,12 @@ cdef floating *_alloc(Py_ssize_t count, floating *dummy) except? NULL:
     return p
 
 
+cdef inline bint _is_pointwise(Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw,
+                               Py_ssize_t ph, Py_ssize_t pw):
+    """A 1x1, stride-1, unpadded layer: its input (or dx) is the column matrix, no im2col."""
+    return R == 1 and S == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+
+
 # ---------------------------------------------------------------- forward
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
             const floating[::1] b, floating[:, :, :, ::1] y, Py_ssize_t sh, Py_ssize_t sw,
@@ -292,13 +298,13 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     cdef Py_ssize_t K = w.shape[0], R = w.shape[2], S = w.shape[3]
     cdef Py_ssize_t Ho = y.shape[2], Wo = y.shape[3], P = Ho * Wo, CRS = C * R * S
     cdef fc_conv_geom g = _geom(C, H, W, R, S, sh, sw, ph, pw, Ho, Wo)
-    cdef bint pointwise = R == 1 and S == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    cdef bint pointwise = _is_pointwise(R, S, sh, sw, ph, pw)
     cdef const floating *bp = &b[0] if b is not None else NULL
     cdef const floating *xp = &x[0, 0, 0, 0]
     cdef const floating *wp = &w[0, 0, 0, 0]
     cdef floating *yp = &y[0, 0, 0, 0]
     cdef floating *ws = NULL
-    cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, t, q0, q1, nb
+    cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, nb
     cdef int nt = max(1, nthreads), tid
     cdef fc_fpstate fp
     _check_blas_ints(K, CRS, P)
@@ -340,6 +346,7 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     finally:
         free(ws)
 
+
 # ---------------------------------------------------------------- backward_weights
 def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
                      floating[:, :, :, ::1] dw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
@@ -348,13 +355,13 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
     cdef Py_ssize_t K = dw.shape[0], R = dw.shape[2], S = dw.shape[3]
     cdef Py_ssize_t Ho = dy.shape[2], Wo = dy.shape[3], P = Ho * Wo, CRS = C * R * S
     cdef fc_conv_geom g = _geom(C, H, W, R, S, sh, sw, ph, pw, Ho, Wo)
-    cdef bint pointwise = R == 1 and S == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    cdef bint pointwise = _is_pointwise(R, S, sh, sw, ph, pw)
     cdef const floating *xp = &x[0, 0, 0, 0]
     cdef const floating *dyp = &dy[0, 0, 0, 0]
     cdef floating *dwp = &dw[0, 0, 0, 0]
     cdef floating *ws = NULL
     cdef floating *cols
-    cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, t, q0, q1, qb, qblocks, chunk
+    cdef Py_ssize_t L, chunks, task, n, p0, p1, q0, q1, qb, qblocks, chunk
     cdef int nt = max(1, nthreads), tid
     cdef fc_fpstate fp
     _check_blas_ints(K, CRS, P)
@@ -387,6 +394,7 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
     finally:
         free(ws)
 
+
 # ---------------------------------------------------------------- backward_data
 def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
                   floating[:, :, :, ::1] dx, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
@@ -396,13 +404,13 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
     cdef Py_ssize_t Ho = dy.shape[2], Wo = dy.shape[3], P = Ho * Wo, CRS = C * R * S
     cdef Py_ssize_t HW = H * W
     cdef fc_conv_geom g = _geom(C, H, W, R, S, sh, sw, ph, pw, Ho, Wo)
-    cdef bint pointwise = R == 1 and S == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    cdef bint pointwise = _is_pointwise(R, S, sh, sw, ph, pw)
     cdef const floating *wp = &w[0, 0, 0, 0]
     cdef const floating *dyp = &dy[0, 0, 0, 0]
     cdef floating *dxp = &dx[0, 0, 0, 0]
     cdef floating *ws = NULL
     cdef floating *cols
-    cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, t, c0, c1, chunk, cb, cblocks
+    cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, c0, c1, chunk, cb, cblocks
     cdef int nt = max(1, nthreads), tid
     cdef fc_fpstate fp
     _check_blas_ints(K, CRS, P)
