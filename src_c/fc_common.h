@@ -7,9 +7,11 @@
 #if defined(__GNUC__) || defined(__clang__)
 #define FC_RESTRICT __restrict__
 #define FC_INLINE static inline __attribute__((always_inline))
+#define FC_NOINLINE __attribute__((noinline))
 #else
 #define FC_RESTRICT
 #define FC_INLINE static inline
+#define FC_NOINLINE
 #endif
 
 #if defined(__SSE__) || defined(__x86_64__)

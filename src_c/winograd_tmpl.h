@@ -101,15 +101,16 @@ FC_INLINE void SFX(input_tf)(int alpha, const REAL *FC_RESTRICT d, REAL *FC_REST
     }
 }
 
-FC_INLINE void SFX(output_tf)(int alpha, const REAL *FC_RESTRICT m, REAL *FC_RESTRICT tmp,
-                              REAL *FC_RESTRICT o)
+/* The output transform reads point xi of the tiles at m + xi * sm (straight from M). */
+FC_INLINE void SFX(output_tf)(int alpha, const REAL *FC_RESTRICT m, ptrdiff_t sm,
+                              REAL *FC_RESTRICT tmp, REAL *FC_RESTRICT o)
 {
     const ptrdiff_t row = (ptrdiff_t)alpha * FC_WL;  /* tmp is [mt][alpha][L] */
     if (alpha == 4) {
-        for (int j = 0; j < 4; j++) SFX(at4)(m + j * FC_WL, row, tmp + j * FC_WL, row);
+        for (int j = 0; j < 4; j++) SFX(at4)(m + j * sm, 4 * sm, tmp + j * FC_WL, row);
         for (int i = 0; i < 2; i++) SFX(at4)(tmp + i * row, FC_WL, o + i * 2 * FC_WL, FC_WL);
     } else {
-        for (int j = 0; j < 6; j++) SFX(at6)(m + j * FC_WL, row, tmp + j * FC_WL, row);
+        for (int j = 0; j < 6; j++) SFX(at6)(m + j * sm, 6 * sm, tmp + j * FC_WL, row);
         for (int i = 0; i < 4; i++) SFX(at6)(tmp + i * row, FC_WL, o + i * 4 * FC_WL, FC_WL);
     }
 }
@@ -176,6 +177,7 @@ void SFX(wino_filter_transform)(int tile, const REAL *w, ptrdiff_t K, ptrdiff_t 
 {
     const int alpha = tile + 2, a2 = alpha * alpha;
     const ptrdiff_t rows = flip ? C : K, cols = flip ? K : C;
+    const ptrdiff_t panels = (rows + FC_WINO_MR - 1) / FC_WINO_MR;
     /* Lanes run along `cols` for a fixed row, so the stores into U[xi][row][col..] are contiguous. */
     const ptrdiff_t nblk = (cols + FC_WL - 1) / FC_WL;
     ptrdiff_t job;
@@ -203,9 +205,11 @@ void SFX(wino_filter_transform)(int tile, const REAL *w, ptrdiff_t K, ptrdiff_t 
             for (int s = 0; s < 3; s++) SFX(g6_1d)(g + s * FC_WL, 3 * FC_WL, tmp + s * FC_WL, 3 * FC_WL);
             for (int i = 0; i < 6; i++) SFX(g6_1d)(tmp + i * 3 * FC_WL, FC_WL, u + i * 6 * FC_WL, FC_WL);
         }
+        /* packed for the micro-kernel: U[xi][rw / MR][col][rw % MR] */
         for (int xi = 0; xi < a2; xi++) {
-            REAL *dst = U + ((ptrdiff_t)xi * rows + rw) * cols + c0;
-            for (int l = 0; l < nl; l++) dst[l] = (REAL)u[xi * FC_WL + l];
+            REAL *dst = U + (((ptrdiff_t)xi * panels + rw / FC_WINO_MR) * cols + c0) * FC_WINO_MR
+                          + rw % FC_WINO_MR;
+            for (int l = 0; l < nl; l++) dst[(ptrdiff_t)l * FC_WINO_MR] = (REAL)u[xi * FC_WL + l];
         }
     }
 }
@@ -378,9 +382,10 @@ typedef struct {
     int mt;
 } SFX(band_ctx);
 
-/* V[xi][C][T] for tiles [0, nt) of a chunk (lanes of FC_WL tiles at a time). */
+/* V[xi][C][ld] for tiles [0, nt) of a chunk (lanes of FC_WL tiles at a time; ld is a multiple
+ * of FC_WL). */
 static void SFX(transform_inputs)(int alpha, const REAL *x, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
-                                  const SFX(tile_info) *ti, ptrdiff_t nt, ptrdiff_t T, ptrdiff_t vs,
+                                  const SFX(tile_info) *ti, ptrdiff_t nt, ptrdiff_t ld, ptrdiff_t vs,
                                   REAL *V, ptrdiff_t c_begin, ptrdiff_t c_end,
                                   const SFX(band_ctx) *bc)
 {
@@ -395,16 +400,76 @@ static void SFX(transform_inputs)(int alpha, const REAL *x, ptrdiff_t C, ptrdiff
             if (bc && bc->band) SFX(gather_bands)(alpha, bc->band, bc->PW, ti + t0, nl, d);
             else SFX(gather_input)(alpha, x, C, H, W, c, ti + t0, nl, d);
             SFX(input_tf)(alpha, d, tmp, v);
-            REAL *dst = V + c * T + t0;
-            if (nl == FC_WL) {
-                for (int xi = 0; xi < a2; xi++) ST(dst + xi * vs, LD(v + xi * FC_WL));
-            } else {
-                for (int xi = 0; xi < a2; xi++)
-                    for (int l = 0; l < nl; l++) dst[xi * vs + l] = v[xi * FC_WL + l];
-            }
+            /* whole lanes: rows are a multiple of FC_WL long, and lanes >= nl hold zeros */
+            REAL *dst = V + c * ld + t0;
+            for (int xi = 0; xi < a2; xi++) ST(dst + xi * vs, LD(v + xi * FC_WL));
         }
     }
 }
+
+/* ------------------------------------------------------------------ transform-domain GEMM */
+/* M[xi] = U[xi] . V[xi] is a small GEMM per point xi (K x C times C x nt, e.g. 64 x 32 x 64 on
+ * mnist_c2). Through BLAS, a third of its time went to packing both operands on every call and
+ * zeroing M (beta = 0). Here nothing is packed per call: U is packed once, when the filters are
+ * transformed (panels of FC_WINO_MR rows, [panel][C][MR], zero rows past the end), and V is already
+ * what the kernel streams (row c holds the tiles, contiguous, whole lanes). Each column of M is the
+ * same c-ordered sum wherever its tile falls in a chunk, so results do not depend on the chunking
+ * or the thread count. */
+#if FC_REAL_IS_FLOAT
+#define FC_NV 2 /* VECs per micro-tile row: 6 x 16 floats = 12 AVX accumulators */
+#else
+#define FC_NV 1 /* 6 x 8 doubles = 12 AVX accumulators */
+#endif
+/* a * b + c in one rounding where the CPU has FMA (-std=c99 keeps GCC from contracting a*b + c
+ * itself); the float64 path, there for gradient checks, keeps the plain expression. */
+#if FC_REAL_IS_FLOAT && FC_WL == 8 && defined(__FMA__)
+#define FC_VFMA(a, b, c) ((VEC)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
+#define FC_VSET1(x) ((VEC)_mm256_set1_ps(x)) /* one vbroadcastss from memory */
+#else
+#define FC_VFMA(a, b, c) ((a) * (b) + (c))
+#define FC_VSET1(x) ((VEC){0} + (x)) /* (the float64 / portable path: exactness over speed) */
+#endif
+
+/* m[i][0 .. nv * FC_WL) = sum_c u[c][i] v[c][..] for the `rows` valid rows of one panel. nv is a
+ * literal at each call, so the accumulators unroll into registers. */
+FC_INLINE void SFX(micro_kernel)(const int nv, ptrdiff_t C, const REAL *FC_RESTRICT u,
+                                 const REAL *FC_RESTRICT v, ptrdiff_t ld, REAL *FC_RESTRICT m,
+                                 int rows)
+{
+    VEC acc[FC_WINO_MR][FC_NV];
+    for (int i = 0; i < FC_WINO_MR; i++)
+        for (int j = 0; j < nv; j++) acc[i][j] = (VEC){0};
+    for (ptrdiff_t c = 0; c < C; c++, u += FC_WINO_MR, v += ld) {
+        VEC b[FC_NV];
+        for (int j = 0; j < nv; j++) b[j] = LD(v + j * FC_WL);
+        for (int i = 0; i < FC_WINO_MR; i++) {
+            const VEC a = FC_VSET1(u[i]);
+            for (int j = 0; j < nv; j++) acc[i][j] = FC_VFMA(a, b[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < nv; j++) ST(m + i * ld + j * FC_WL, acc[i][j]);
+}
+
+/* M (K x ld) = Up (packed, see above) . V (C x ld), over the lane groups that hold nt tiles.
+ * Not inlined: inside the large OpenMP body its loop got worse register allocation (measured
+ * 11% slower on mnist_c2's forward). */
+static FC_NOINLINE void SFX(tile_gemm)(const REAL *Up, const REAL *V, REAL *M, ptrdiff_t K, ptrdiff_t C,
+                           ptrdiff_t ld, ptrdiff_t nt)
+{
+    const ptrdiff_t groups = (nt + FC_WL - 1) / FC_WL;
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += FC_WINO_MR, Up += FC_WINO_MR * C) {
+        const int rows = (int)(K - k0 < FC_WINO_MR ? K - k0 : FC_WINO_MR);
+        ptrdiff_t g = 0;
+        for (; g + FC_NV <= groups; g += FC_NV)
+            SFX(micro_kernel)(FC_NV, C, Up, V + g * FC_WL, ld, M + k0 * ld + g * FC_WL, rows);
+        for (; g < groups; g++)
+            SFX(micro_kernel)(1, C, Up, V + g * FC_WL, ld, M + k0 * ld + g * FC_WL, rows);
+    }
+}
+#undef FC_NV
+#undef FC_VFMA
+#undef FC_VSET1
 
 /* ------------------------------------------------------------------ chunking */
 /* Distance between the alpha^2 matrices of V and M. A transform writes (and the output transform
@@ -435,20 +500,73 @@ static ptrdiff_t SFX(chunk_tiles)(ptrdiff_t total, int nthreads, size_t workspac
 }
 
 /* ------------------------------------------------------------------ forward */
-/* Lane l of o[mt][mt][L] + bias -> one whole output tile at dst (row stride Wo). */
-FC_INLINE void SFX(scatter_lane)(const int mt, const REAL *FC_RESTRICT o, REAL bk, ptrdiff_t Wo,
-                                 REAL *FC_RESTRICT dst)
+/* Where the nl output tiles of a lane group go: offset of the top-left value in y (output
+ * channel 0) and how many of the tile's rows / columns lie inside the output. */
+typedef struct {
+    ptrdiff_t off[FC_WL];
+    int rows[FC_WL], cols[FC_WL];
+} SFX(lane_dst);
+
+static void SFX(describe_lanes)(SFX(lane_dst) *ld_, const SFX(tile_info) *ti, int nl, int mt,
+                                ptrdiff_t K, ptrdiff_t Ho, ptrdiff_t Wo)
 {
-    for (int i = 0; i < mt; i++, dst += Wo)
-        for (int j = 0; j < mt; j++) dst[j] = o[(i * mt + j) * FC_WL] + bk;
+    for (int l = 0; l < nl; l++) {
+        ld_->off[l] = ti[l].n * K * Ho * Wo + ti[l].o0 * Wo + ti[l].p0;
+        ld_->rows[l] = (int)(Ho - ti[l].o0 < mt ? Ho - ti[l].o0 : mt);
+        ld_->cols[l] = (int)(Wo - ti[l].p0 < mt ? Wo - ti[l].p0 : mt);
+    }
+}
+
+/* o[mt][mt][L] + bk -> the nl tiles of a lane group in one output channel (y_k = y + k Ho Wo). */
+FC_INLINE void SFX(store_tiles)(int mt, const REAL *FC_RESTRICT o, REAL bk, const SFX(lane_dst) *dl,
+                                int nl, ptrdiff_t Wo, REAL *FC_RESTRICT y_k)
+{
+#if FC_REAL_IS_FLOAT && defined(__AVX__) && FC_WL == 8
+    /* F(4x4) float: per tile row, a 4 x 8 transpose turns the four column vectors into each
+     * lane's four values, stored as one 128-bit vector (masked where the tile crosses the output's
+     * right edge) instead of four scalar stores. */
+    if (mt == 4) {
+        const __m256 b = _mm256_set1_ps(bk);
+        __m128i mask[FC_WL];
+        for (int l = 0; l < nl; l++)
+            mask[l] = _mm_cmpgt_epi32(_mm_set1_epi32(dl->cols[l]), _mm_setr_epi32(0, 1, 2, 3));
+        for (int i = 0; i < 4; i++) {
+            const float *r = o + i * 4 * FC_WL;
+            __m256 r0 = _mm256_add_ps(_mm256_loadu_ps(r), b);
+            __m256 r1 = _mm256_add_ps(_mm256_loadu_ps(r + FC_WL), b);
+            __m256 r2 = _mm256_add_ps(_mm256_loadu_ps(r + 2 * FC_WL), b);
+            __m256 r3 = _mm256_add_ps(_mm256_loadu_ps(r + 3 * FC_WL), b);
+            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+            __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            __m128 lane[FC_WL] = {_mm256_castps256_ps128(s0), _mm256_castps256_ps128(s1),
+                                  _mm256_castps256_ps128(s2), _mm256_castps256_ps128(s3),
+                                  _mm256_extractf128_ps(s0, 1), _mm256_extractf128_ps(s1, 1),
+                                  _mm256_extractf128_ps(s2, 1), _mm256_extractf128_ps(s3, 1)};
+            for (int l = 0; l < nl; l++) {
+                if (i >= dl->rows[l]) continue;
+                float *d = y_k + dl->off[l] + i * Wo;
+                if (dl->cols[l] == 4) _mm_storeu_ps(d, lane[l]);
+                else _mm_maskstore_ps(d, mask[l], lane[l]);
+            }
+        }
+        return;
+    }
+#endif
+    for (int l = 0; l < nl; l++) {
+        REAL *d = y_k + dl->off[l];
+        for (int i = 0; i < dl->rows[l]; i++, d += Wo)
+            for (int j = 0; j < dl->cols[l]; j++) d[j] = o[(i * mt + j) * FC_WL + l] + bk;
+    }
 }
 
 int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                    const REAL *U, ptrdiff_t K, const REAL *bias, REAL *y, ptrdiff_t Ho, ptrdiff_t Wo,
-                   ptrdiff_t ph, ptrdiff_t pw, int nthreads, size_t workspace, ptrdiff_t tile_cap,
-                   GEMM_FN gemm)
+                   ptrdiff_t ph, ptrdiff_t pw, int nthreads, size_t workspace, ptrdiff_t tile_cap)
 {
     const int mt = tile, alpha = tile + 2, a2 = alpha * alpha;
+    const ptrdiff_t Upanels = (K + FC_WINO_MR - 1) / FC_WINO_MR;
     const ptrdiff_t tiles_h = (Ho + mt - 1) / mt, tiles_w = (Wo + mt - 1) / mt;
     const ptrdiff_t total = N * tiles_h * tiles_w;
     if (nthreads < 1) nthreads = 1;
@@ -456,18 +574,10 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
     /* per tile: V, M, the tile info and the bands' share (band_reals) */
     const size_t per_tile = (size_t)a2 * (size_t)(C + K + 2) * sizeof(REAL) + sizeof(SFX(tile_info));
     const size_t fixed = (size_t)(2 * alpha * PW + FC_WL) * sizeof(REAL);
-    /* The chunk size must not depend on nthreads: BLAS may round a column differently for another
-     * GEMM width, and results must be identical at any thread count. So budget and balance for
-     * P = max(nthreads, cores) threads (P never changes within a process unless a call asks
-     * for more threads than there are cores). */
-#ifdef _OPENMP
-    const int P = nthreads > omp_get_num_procs() ? nthreads : omp_get_num_procs();
-#else
-    const int P = nthreads;
-#endif
-    const ptrdiff_t T = SFX(chunk_tiles)(total, P, workspace, per_tile, fixed, tile_cap);
+    const ptrdiff_t T = SFX(chunk_tiles)(total, nthreads, workspace, per_tile, fixed, tile_cap);
     const ptrdiff_t nchunks = (total + T - 1) / T;
-    const ptrdiff_t vs = SFX(xi_stride)(C * T), ms = SFX(xi_stride)(K * T);
+    const ptrdiff_t ld = (T + FC_WL - 1) / FC_WL * FC_WL; /* rows of V and M: whole lanes */
+    const ptrdiff_t vs = SFX(xi_stride)(C * ld), ms = SFX(xi_stride)(K * ld);
     const ptrdiff_t band_n = SFX(band_reals)(alpha, T, tiles_w, PW);
     if (nthreads > nchunks) nthreads = (int)nchunks;
     int failed = 0;
@@ -478,70 +588,45 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
         REAL *V = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)vs * sizeof(REAL));
         REAL *M = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)ms * sizeof(REAL));
         SFX(tile_info) *ti = (SFX(tile_info) *)fc_wino_alloc((size_t)T * sizeof(SFX(tile_info)));
+        SFX(lane_dst) *dls = (SFX(lane_dst) *)fc_wino_alloc((size_t)(ld / FC_WL) * sizeof(SFX(lane_dst)));
         /* (bands past 2^31 values, far beyond any sane workspace: the bounds-checked gather) */
         const int use_bands = band_n < INT_MAX / 2;
         REAL *band = use_bands ? (REAL *)fc_wino_alloc((size_t)(band_n + FC_WL) * sizeof(REAL)) : NULL;
         if (band) memset(band, 0, (size_t)(band_n + FC_WL) * sizeof(REAL));
-        if (!V || !M || !ti || (use_bands && !band)) failed = 1;
+        if (!V || !M || !ti || !dls || (use_bands && !band)) failed = 1;
         ptrdiff_t chunk;
         /* Every thread reaches the loop (it is a worksharing construct), but one whose buffers
          * failed skips its chunks; the caller sees failed and raises MemoryError. */
 #pragma omp for schedule(dynamic, 1)
         for (chunk = 0; chunk < nchunks; chunk++) {
-            if (!V || !M || !ti || (use_bands && !band)) continue;
+            if (!V || !M || !ti || !dls || (use_bands && !band)) continue;
             const ptrdiff_t t_begin = chunk * T;
             const ptrdiff_t nt = total - t_begin < T ? total - t_begin : T;
             SFX(describe_tiles)(ti, t_begin, nt, mt, tiles_h, tiles_w, H, W, ph, pw);
             SFX(band_ctx) bc = {band, t_begin / tiles_w, ti[nt - 1].band + 1, tiles_h, PW, ph, pw, mt};
-            SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, T, vs, V, 0, C, &bc);
+            SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, ld, vs, V, 0, C, &bc);
+            for (int xi = 0; xi < a2; xi++)
+                SFX(tile_gemm)(U + (ptrdiff_t)xi * Upanels * FC_WINO_MR * C, V + (ptrdiff_t)xi * vs,
+                               M + (ptrdiff_t)xi * ms, K, C, ld, nt);
 
-            /* M[xi] (K x nt, row-major, ld T) = U[xi] (K x C) . V[xi] (C x nt): in BLAS's
-             * column-major terms M^T = V^T . U^T, i.e. gemm("N", "N", nt, K, C). */
-            {
-                char tn = 'N';
-                int m_ = (int)nt, n_ = (int)K, k_ = (int)C, lda = (int)T, ldb = (int)C, ldc = (int)T;
-                REAL one = 1, zero = 0;
-                for (int xi = 0; xi < a2; xi++)
-                    gemm(&tn, &tn, &m_, &n_, &k_, &one, V + (ptrdiff_t)xi * vs, &lda,
-                         (REAL *)U + (ptrdiff_t)xi * K * C, &ldb, &zero,
-                         M + (ptrdiff_t)xi * ms, &ldc);
-            }
-
-            REAL mm[36 * FC_WL], tmp[36 * FC_WL], o[16 * FC_WL];
+            /* k outer, tiles inner: M is read in address order, each cache line once */
+            REAL tmp[36 * FC_WL], o[16 * FC_WL];
+            for (ptrdiff_t t0 = 0; t0 < nt; t0 += FC_WL)
+                SFX(describe_lanes)(dls + t0 / FC_WL, ti + t0, (int)(nt - t0 < FC_WL ? nt - t0 : FC_WL),
+                                    mt, K, Ho, Wo);
             for (ptrdiff_t k = 0; k < K; k++) {
                 const REAL bk = bias ? bias[k] : (REAL)0;
                 for (ptrdiff_t t0 = 0; t0 < nt; t0 += FC_WL) {
                     const int nl = (int)(nt - t0 < FC_WL ? nt - t0 : FC_WL);
-                    const REAL *src = M + k * T + t0;
-                    if (nl == FC_WL) {
-                        for (int xi = 0; xi < a2; xi++) ST(mm + xi * FC_WL, LD(src + (ptrdiff_t)xi * ms));
-                    } else {
-                        for (int xi = 0; xi < a2; xi++)
-                            for (int l = 0; l < FC_WL; l++)
-                                mm[xi * FC_WL + l] = l < nl ? src[(ptrdiff_t)xi * ms + l] : (REAL)0;
-                    }
-                    SFX(output_tf)(alpha, mm, tmp, o);
-                    for (int l = 0; l < nl; l++) {
-                        const SFX(tile_info) *q = ti + t0 + l;
-                        REAL *dst = y + (q->n * K + k) * Ho * Wo;
-                        const int hi = (int)(Ho - q->o0 < mt ? Ho - q->o0 : mt);
-                        const int wi = (int)(Wo - q->p0 < mt ? Wo - q->p0 : mt);
-                        if (hi == mt && wi == mt) { /* whole tile: unrolled, constant offsets */
-                            REAL *d0 = dst + q->o0 * Wo + q->p0;
-                            if (mt == 2) SFX(scatter_lane)(2, o + l, bk, Wo, d0);
-                            else SFX(scatter_lane)(4, o + l, bk, Wo, d0);
-                            continue;
-                        }
-                        for (int i = 0; i < hi; i++)
-                            for (int j = 0; j < wi; j++)
-                                dst[(q->o0 + i) * Wo + q->p0 + j] = o[(i * mt + j) * FC_WL + l] + bk;
-                    }
+                    SFX(output_tf)(alpha, M + k * ld + t0, ms, tmp, o);
+                    SFX(store_tiles)(mt, o, bk, dls + t0 / FC_WL, nl, Wo, y + k * Ho * Wo);
                 }
             }
         }
         fc_wino_free(V);
         fc_wino_free(M);
         fc_wino_free(ti);
+        fc_wino_free(dls);
         fc_wino_free(band);
         fc_ftz_leave(fp);
     }
@@ -585,7 +670,8 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
      * so chunks may be larger than in the forward pass (4x the forward cap). */
     const ptrdiff_t T = SFX(chunk_tiles)(total, 1, workspace, per_tile, acc_bytes, 4 * tile_cap);
     const ptrdiff_t nchunks = (total + T - 1) / T;
-    const ptrdiff_t vs = SFX(xi_stride)(C * T), ms = SFX(xi_stride)(K * T);
+    const ptrdiff_t ld = (T + FC_WL - 1) / FC_WL * FC_WL; /* rows of V and D: whole lanes */
+    const ptrdiff_t vs = SFX(xi_stride)(C * ld), ms = SFX(xi_stride)(K * ld);
     REAL *V = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)vs * sizeof(REAL));
     REAL *D = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)ms * sizeof(REAL));
     SFX(tile_info) *ti = (SFX(tile_info) *)fc_wino_alloc((size_t)T * sizeof(SFX(tile_info)));
@@ -610,7 +696,7 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
             /* (implicit barrier: every thread sees the tile descriptions) */
             ptrdiff_t c, k;
 #pragma omp for schedule(static) nowait
-            for (c = 0; c < C; c++) SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, T, vs, V, c, c + 1, NULL);
+            for (c = 0; c < C; c++) SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, ld, vs, V, c, c + 1, NULL);
 
             /* D[xi][K][T]: A u A^T of each m x m dy tile (zeros past the output's edge). */
 #pragma omp for schedule(static)
@@ -630,7 +716,7 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
                             }
                     }
                     SFX(dy_tf)(alpha, u, tmp, v);
-                    REAL *dst = D + k * T + t0;
+                    REAL *dst = D + k * ld + t0;
                     for (int xi = 0; xi < a2; xi++)
                         for (int l = 0; l < nl; l++) dst[(ptrdiff_t)xi * ms + l] = v[xi * FC_WL + l];
                 }
@@ -638,12 +724,12 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
             /* (implicit barrier: V and D complete) */
 
             /* A[xi] (K x C, row-major) += D[xi] (K x nt) . V[xi]^T (nt x C); column-major:
-             * A^T (C x K) += V[xi]^T' . D[xi]^T', i.e. gemm("T", "N", C, K, nt, V, ld T, D, ld T). */
+             * A^T (C x K) += V[xi]^T' . D[xi]^T', i.e. gemm("T", "N", C, K, nt, V, ld, D, ld). */
             int xi;
 #pragma omp for schedule(dynamic, 1)
             for (xi = 0; xi < a2; xi++) {
                 char tt = 'T', tn = 'N';
-                int m_ = (int)C, n_ = (int)K, k_ = (int)nt, lda = (int)T, ldb = (int)T, ldc = (int)C;
+                int m_ = (int)C, n_ = (int)K, k_ = (int)nt, lda = (int)ld, ldb = (int)ld, ldc = (int)C;
                 REAL one = 1;
                 gemm(&tt, &tn, &m_, &n_, &k_, &one, V + (ptrdiff_t)xi * vs, &lda,
                      D + (ptrdiff_t)xi * ms, &ldb, &one, A + (ptrdiff_t)xi * K * C, &ldc);

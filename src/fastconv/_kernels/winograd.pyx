@@ -2,10 +2,11 @@
 """Winograd convolution F(2x2,3x3) (tile=2) and F(4x4,3x3) (tile=4): forward, backward-data,
 backward-weights, for 3x3 stride-1 layers with any padding (functional/_dispatch refuse others).
 
-The transforms and the OpenMP loop are C (src_c/winograd.c, GIL released); the alpha^2 batched
-GEMMs per chunk of tiles go through scipy.linalg.cython_blas, single-threaded inside the OpenMP
-threads (BLAS is limited to one thread for the call). Filter transforms are cached
-(fastconv/_winograd_cache.py) and reused only for bitwise-identical weights.
+The transforms, the OpenMP loop and the alpha^2 small GEMMs per chunk of tiles are C
+(src_c/winograd.c, GIL released; the GEMMs by a register-tiled kernel over filters packed once).
+Backward-weights' tile-reducing GEMMs go through scipy.linalg.cython_blas, single-threaded inside
+the OpenMP threads. Filter transforms are cached (fastconv/_winograd_cache.py) and reused only
+for bitwise-identical weights.
 
 Backward-data is the forward kernel run over dy with 180-degree-rotated, channel-swapped
 filters and padding 2 - p (negative padding = a window starting inside dy, for p > 2).
@@ -23,6 +24,7 @@ from fastconv._winograd_cache import FilterTransformCache
 from fastconv.threads import blas_single_threaded
 
 cdef extern from "winograd.h" nogil:
+    enum: FC_WINO_MR
     ctypedef void (*fc_sgemm_fn)(char *, char *, int *, int *, int *, float *, float *, int *,
                                  float *, int *, float *, float *, int *)
     ctypedef void (*fc_dgemm_fn)(char *, char *, int *, int *, int *, double *, double *, int *,
@@ -34,11 +36,11 @@ cdef extern from "winograd.h" nogil:
     int wino_conv_f(int tile, const float *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
                     Py_ssize_t W, const float *U, Py_ssize_t K, const float *bias, float *y,
                     Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ph, Py_ssize_t pw, int nthreads,
-                    size_t workspace, Py_ssize_t tile_cap, fc_sgemm_fn gemm)
+                    size_t workspace, Py_ssize_t tile_cap)
     int wino_conv_d(int tile, const double *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
                     Py_ssize_t W, const double *U, Py_ssize_t K, const double *bias, double *y,
                     Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ph, Py_ssize_t pw, int nthreads,
-                    size_t workspace, Py_ssize_t tile_cap, fc_dgemm_fn gemm)
+                    size_t workspace, Py_ssize_t tile_cap)
     int wino_bwd_weights_f(int tile, const float *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
                            Py_ssize_t W, const float *dy, Py_ssize_t K, Py_ssize_t Ho,
                            Py_ssize_t Wo, Py_ssize_t ph, Py_ssize_t pw, float *dw, int nthreads,
@@ -82,26 +84,30 @@ cache = FilterTransformCache(_same_bytes)
 
 
 def filter_transform(w, int tile, bint flip, int nthreads=1):
-    """U (alpha^2, rows, cols) of w (K, C, 3, 3), uncached: rows x cols = K x C, or C x K with the
-    filters rotated by 180 degrees (flip, for backward-data)."""
+    """The transformed filters of w (K, C, 3, 3), uncached, as the GEMM kernel reads them:
+    U[xi][panel][col][row % MR] of shape (alpha^2, ceil(rows / MR), cols, MR), rows x cols = K x C,
+    or C x K with the filters rotated by 180 degrees (flip, for backward-data); rows past the
+    last are zero."""
     w = np.ascontiguousarray(w)
     cdef Py_ssize_t K = w.shape[0], C = w.shape[1]
+    cdef Py_ssize_t rows = C if flip else K, cols = K if flip else C
     cdef int alpha = tile + 2
-    U = np.empty((alpha * alpha, C if flip else K, K if flip else C), dtype=w.dtype)
+    U = np.zeros((alpha * alpha, (rows + FC_WINO_MR - 1) // FC_WINO_MR, cols, FC_WINO_MR),
+                 dtype=w.dtype)
     cdef const float[:, :, :, ::1] wf
-    cdef float[:, :, ::1] Uf
+    cdef float[:, :, :, ::1] Uf
     cdef const double[:, :, :, ::1] wd
-    cdef double[:, :, ::1] Ud
+    cdef double[:, :, :, ::1] Ud
     if w.dtype == np.float32:
         wf = w
         Uf = U
         with nogil:
-            wino_filter_transform_f(tile, &wf[0, 0, 0, 0], K, C, flip, &Uf[0, 0, 0], nthreads)
+            wino_filter_transform_f(tile, &wf[0, 0, 0, 0], K, C, flip, &Uf[0, 0, 0, 0], nthreads)
     else:
         wd = w
         Ud = U
         with nogil:
-            wino_filter_transform_d(tile, &wd[0, 0, 0, 0], K, C, flip, &Ud[0, 0, 0], nthreads)
+            wino_filter_transform_d(tile, &wd[0, 0, 0, 0], K, C, flip, &Ud[0, 0, 0, 0], nthreads)
     return U
 
 
@@ -129,7 +135,7 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, b,
     _check_tile(tile)
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = w.shape[0], Ho = y.shape[2], Wo = y.shape[3]
-    cdef const floating[:, :, ::1] U = _transformed(w, tile, False, nthreads)
+    cdef const floating[:, :, :, ::1] U = _transformed(w, tile, False, nthreads)
     cdef const floating[::1] bv
     cdef const floating *bp = NULL
     cdef int rc
@@ -138,14 +144,13 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, b,
     if b is not None:
         bv = b
         bp = &bv[0]
-    with _blas_single(nthreads):
-        with nogil:
-            if floating is float:
-                rc = wino_conv_f(t, &x[0, 0, 0, 0], N, C, H, W, &U[0, 0, 0], K, bp, &y[0, 0, 0, 0],
-                                 Ho, Wo, ph, pw, nthreads, workspace_bytes, cap, sgemm)
-            else:
-                rc = wino_conv_d(t, &x[0, 0, 0, 0], N, C, H, W, &U[0, 0, 0], K, bp, &y[0, 0, 0, 0],
-                                 Ho, Wo, ph, pw, nthreads, workspace_bytes, cap, dgemm)
+    with nogil:
+        if floating is float:
+            rc = wino_conv_f(t, &x[0, 0, 0, 0], N, C, H, W, &U[0, 0, 0, 0], K, bp, &y[0, 0, 0, 0],
+                             Ho, Wo, ph, pw, nthreads, workspace_bytes, cap)
+        else:
+            rc = wino_conv_d(t, &x[0, 0, 0, 0], N, C, H, W, &U[0, 0, 0, 0], K, bp, &y[0, 0, 0, 0],
+                             Ho, Wo, ph, pw, nthreads, workspace_bytes, cap)
     if rc != 0:
         raise MemoryError("winograd forward: could not allocate scratch buffers")
 
@@ -158,20 +163,17 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
     _check_tile(tile)
     cdef Py_ssize_t N = dy.shape[0], K = dy.shape[1], Ho = dy.shape[2], Wo = dy.shape[3]
     cdef Py_ssize_t C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
-    cdef const floating[:, :, ::1] U = _transformed(w, tile, True, nthreads)
+    cdef const floating[:, :, :, ::1] U = _transformed(w, tile, True, nthreads)
     cdef int rc
     cdef int t = tile
     cdef Py_ssize_t cap = _tile_cap
-    with _blas_single(nthreads):
-        with nogil:
-            if floating is float:
-                rc = wino_conv_f(t, &dy[0, 0, 0, 0], N, K, Ho, Wo, &U[0, 0, 0], C, NULL,
-                                 &dx[0, 0, 0, 0], H, W, 2 - ph, 2 - pw, nthreads, workspace_bytes,
-                                 cap, sgemm)
-            else:
-                rc = wino_conv_d(t, &dy[0, 0, 0, 0], N, K, Ho, Wo, &U[0, 0, 0], C, NULL,
-                                 &dx[0, 0, 0, 0], H, W, 2 - ph, 2 - pw, nthreads, workspace_bytes,
-                                 cap, dgemm)
+    with nogil:
+        if floating is float:
+            rc = wino_conv_f(t, &dy[0, 0, 0, 0], N, K, Ho, Wo, &U[0, 0, 0, 0], C, NULL,
+                             &dx[0, 0, 0, 0], H, W, 2 - ph, 2 - pw, nthreads, workspace_bytes, cap)
+        else:
+            rc = wino_conv_d(t, &dy[0, 0, 0, 0], N, K, Ho, Wo, &U[0, 0, 0, 0], C, NULL,
+                             &dx[0, 0, 0, 0], H, W, 2 - ph, 2 - pw, nthreads, workspace_bytes, cap)
     if rc != 0:
         raise MemoryError("winograd backward_data: could not allocate scratch buffers")
 
