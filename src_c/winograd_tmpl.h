@@ -561,6 +561,51 @@ FC_INLINE void SFX(store_tiles)(int mt, const REAL *FC_RESTRICT o, REAL bk, cons
     }
 }
 
+/* u[mt][mt][L] <- the nl tiles of a lane group in one channel of an (N, K, Ho, Wo) array
+ * (src_k = dy + k Ho Wo): zeros past the array's edge and for lanes >= nl. The inverse of
+ * store_tiles, for backward-weights' dy tiles. */
+FC_INLINE void SFX(load_tiles)(int mt, const SFX(lane_dst) *dl, int nl, ptrdiff_t Wo,
+                               const REAL *FC_RESTRICT src_k, REAL *FC_RESTRICT u)
+{
+#if FC_REAL_IS_FLOAT && defined(__AVX__) && FC_WL == 8
+    if (mt == 4) { /* one (masked) 128-bit load per lane and tile row, then a 8 x 4 transpose */
+        __m128i mask[FC_WL];
+        for (int l = 0; l < nl; l++)
+            mask[l] = _mm_cmpgt_epi32(_mm_set1_epi32(dl->cols[l]), _mm_setr_epi32(0, 1, 2, 3));
+        for (int i = 0; i < 4; i++) {
+            __m128 lane[FC_WL];
+            for (int l = 0; l < FC_WL; l++) {
+                if (l >= nl || i >= dl->rows[l]) {
+                    lane[l] = _mm_setzero_ps();
+                    continue;
+                }
+                const float *p = src_k + dl->off[l] + i * Wo;
+                lane[l] = dl->cols[l] == 4 ? _mm_loadu_ps(p) : _mm_maskload_ps(p, mask[l]);
+            }
+            __m256 a0 = _mm256_insertf128_ps(_mm256_castps128_ps256(lane[0]), lane[4], 1);
+            __m256 a1 = _mm256_insertf128_ps(_mm256_castps128_ps256(lane[1]), lane[5], 1);
+            __m256 a2 = _mm256_insertf128_ps(_mm256_castps128_ps256(lane[2]), lane[6], 1);
+            __m256 a3 = _mm256_insertf128_ps(_mm256_castps128_ps256(lane[3]), lane[7], 1);
+            __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+            __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+            float *q = u + i * 4 * FC_WL;
+            _mm256_storeu_ps(q, _mm256_shuffle_ps(t0, t2, 0x44));
+            _mm256_storeu_ps(q + FC_WL, _mm256_shuffle_ps(t0, t2, 0xEE));
+            _mm256_storeu_ps(q + 2 * FC_WL, _mm256_shuffle_ps(t1, t3, 0x44));
+            _mm256_storeu_ps(q + 3 * FC_WL, _mm256_shuffle_ps(t1, t3, 0xEE));
+        }
+        return;
+    }
+#endif
+    for (int l = 0; l < FC_WL; l++) {
+        const REAL *p = l < nl ? src_k + dl->off[l] : NULL;
+        for (int i = 0; i < mt; i++)
+            for (int j = 0; j < mt; j++)
+                u[(i * mt + j) * FC_WL + l] =
+                    p && i < dl->rows[l] && j < dl->cols[l] ? p[i * Wo + j] : (REAL)0;
+    }
+}
+
 int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                    const REAL *U, ptrdiff_t K, const REAL *bias, REAL *y, ptrdiff_t Ho, ptrdiff_t Wo,
                    ptrdiff_t ph, ptrdiff_t pw, int nthreads, size_t workspace, ptrdiff_t tile_cap)
@@ -665,38 +710,60 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
     const ptrdiff_t total = N * tiles_h * tiles_w;
     const size_t acc_bytes = (size_t)a2 * (size_t)K * (size_t)C * sizeof(REAL);
     if (nthreads < 1) nthreads = 1;
-    const size_t per_tile = (size_t)a2 * (size_t)(C + K + 1) * sizeof(REAL) + sizeof(SFX(tile_info));
-    /* One set of buffers, shared by the threads; the tile count is the GEMMs' inner dimension,
-     * so chunks may be larger than in the forward pass (4x the forward cap). */
-    const ptrdiff_t T = SFX(chunk_tiles)(total, 1, workspace, per_tile, acc_bytes, 4 * tile_cap);
+    const ptrdiff_t PW = tiles_w * mt + 2;
+    /* One set of buffers, shared by the threads, plus a padded band per thread (see the
+     * forward's budget); the tile count is the GEMMs' inner dimension, so chunks may be larger
+     * than in the forward pass (4x the forward cap). */
+    const size_t per_tile = (size_t)a2 * (size_t)(C + K + 1 + nthreads) * sizeof(REAL) +
+                            sizeof(SFX(tile_info)) + sizeof(SFX(lane_dst)) / FC_WL;
+    const size_t fixed = acc_bytes + (size_t)nthreads * (size_t)(2 * alpha * PW + 2 * FC_WL) * sizeof(REAL);
+    const ptrdiff_t T = SFX(chunk_tiles)(total, 1, workspace, per_tile, fixed, 4 * tile_cap);
     const ptrdiff_t nchunks = (total + T - 1) / T;
     const ptrdiff_t ld = (T + FC_WL - 1) / FC_WL * FC_WL; /* rows of V and D: whole lanes */
     const ptrdiff_t vs = SFX(xi_stride)(C * ld), ms = SFX(xi_stride)(K * ld);
+    const ptrdiff_t band_n = SFX(band_reals)(alpha, T, tiles_w, PW) + FC_WL; /* + load slack */
+    const int use_bands = band_n < INT_MAX / 2 / nthreads; /* as in the forward pass */
     REAL *V = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)vs * sizeof(REAL));
     REAL *D = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)ms * sizeof(REAL));
     SFX(tile_info) *ti = (SFX(tile_info) *)fc_wino_alloc((size_t)T * sizeof(SFX(tile_info)));
+    SFX(lane_dst) *dls = (SFX(lane_dst) *)fc_wino_alloc((size_t)(ld / FC_WL) * sizeof(SFX(lane_dst)));
     REAL *A = (REAL *)fc_wino_alloc(acc_bytes);
-    if (!V || !D || !ti || !A) {
+    REAL *bands = use_bands ? (REAL *)fc_wino_alloc((size_t)nthreads * (size_t)band_n * sizeof(REAL)) : NULL;
+    if (!V || !D || !ti || !dls || !A || (use_bands && !bands)) {
         fc_wino_free(V);
         fc_wino_free(D);
         fc_wino_free(ti);
+        fc_wino_free(dls);
         fc_wino_free(A);
+        fc_wino_free(bands);
         return -1;
     }
     memset(A, 0, acc_bytes);
+    if (bands) memset(bands, 0, (size_t)nthreads * (size_t)band_n * sizeof(REAL));
 
 #pragma omp parallel num_threads(nthreads)
     {
         fc_fpstate fp = fc_ftz_enter();
+#ifdef _OPENMP
+        REAL *band = bands ? bands + (ptrdiff_t)omp_get_thread_num() * band_n : NULL;
+#else
+        REAL *band = bands;
+#endif
         for (ptrdiff_t chunk = 0; chunk < nchunks; chunk++) {
             const ptrdiff_t t_begin = chunk * T;
             const ptrdiff_t nt = total - t_begin < T ? total - t_begin : T;
 #pragma omp single
-            SFX(describe_tiles)(ti, t_begin, nt, mt, tiles_h, tiles_w, H, W, ph, pw);
+            {
+                SFX(describe_tiles)(ti, t_begin, nt, mt, tiles_h, tiles_w, H, W, ph, pw);
+                for (ptrdiff_t t0 = 0; t0 < nt; t0 += FC_WL)
+                    SFX(describe_lanes)(dls + t0 / FC_WL, ti + t0,
+                                        (int)(nt - t0 < FC_WL ? nt - t0 : FC_WL), mt, K, Ho, Wo);
+            }
             /* (implicit barrier: every thread sees the tile descriptions) */
+            SFX(band_ctx) bc = {band, t_begin / tiles_w, ti[nt - 1].band + 1, tiles_h, PW, ph, pw, mt};
             ptrdiff_t c, k;
 #pragma omp for schedule(static) nowait
-            for (c = 0; c < C; c++) SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, ld, vs, V, c, c + 1, NULL);
+            for (c = 0; c < C; c++) SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, ld, vs, V, c, c + 1, &bc);
 
             /* D[xi][K][T]: A u A^T of each m x m dy tile (zeros past the output's edge). */
 #pragma omp for schedule(static)
@@ -704,21 +771,10 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
                 REAL u[16 * FC_WL], tmp[36 * FC_WL], v[36 * FC_WL];
                 for (ptrdiff_t t0 = 0; t0 < nt; t0 += FC_WL) {
                     const int nl = (int)(nt - t0 < FC_WL ? nt - t0 : FC_WL);
-                    for (int l = 0; l < FC_WL; l++) {
-                        const SFX(tile_info) *q = ti + t0 + l;
-                        const REAL *src = l < nl ? dy + (q->n * K + k) * Ho * Wo : NULL;
-                        for (int i = 0; i < mt; i++)
-                            for (int j = 0; j < mt; j++) {
-                                REAL val = 0;
-                                if (src && q->o0 + i < Ho && q->p0 + j < Wo)
-                                    val = src[(q->o0 + i) * Wo + q->p0 + j];
-                                u[(i * mt + j) * FC_WL + l] = val;
-                            }
-                    }
+                    SFX(load_tiles)(mt, dls + t0 / FC_WL, nl, Wo, dy + k * Ho * Wo, u);
                     SFX(dy_tf)(alpha, u, tmp, v);
-                    REAL *dst = D + k * ld + t0;
-                    for (int xi = 0; xi < a2; xi++)
-                        for (int l = 0; l < nl; l++) dst[(ptrdiff_t)xi * ms + l] = v[xi * FC_WL + l];
+                    REAL *dst = D + k * ld + t0; /* whole lanes (zeros past nl), as for V */
+                    for (int xi = 0; xi < a2; xi++) ST(dst + (ptrdiff_t)xi * ms, LD(v + xi * FC_WL));
                 }
             }
             /* (implicit barrier: V and D complete) */
@@ -757,7 +813,9 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
     fc_wino_free(V);
     fc_wino_free(D);
     fc_wino_free(ti);
+    fc_wino_free(dls);
     fc_wino_free(A);
+    fc_wino_free(bands);
     return 0;
 }
 
