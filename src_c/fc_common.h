@@ -14,6 +14,10 @@
 #define FC_NOINLINE
 #endif
 
+/* Rows of A per micro-kernel panel (fc_microkernel_tmpl.h): 6 rows x 2 AVX vectors of
+ * accumulators. */
+#define FC_MK_MR 6
+
 #if defined(__SSE__) || defined(__x86_64__)
 #include <xmmintrin.h>
 /* Flush-to-zero and denormals-are-zero for the calling thread. Subnormal operands make x86 FP

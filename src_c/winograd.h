@@ -26,8 +26,10 @@ typedef void (*fc_dgemm_fn)(char *transa, char *transb, int *m, int *n, int *k, 
                             double *a, int *lda, double *b, int *ldb, double *beta, double *c,
                             int *ldc);
 
+#include "fc_common.h"
+
 /* Rows of U per panel: the micro-kernel computes FC_WINO_MR rows of M at a time. */
-#define FC_WINO_MR 6
+#define FC_WINO_MR FC_MK_MR
 
 /* U from w (K, C, 3, 3), packed as U[alpha*alpha][ceil(rows / MR)][cols][MR]: element (xi, row,
  * col) at ((xi * panels + row / MR) * cols + col) * MR + row % MR. The caller zero-fills U (rows

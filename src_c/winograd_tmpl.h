@@ -415,41 +415,7 @@ static void SFX(transform_inputs)(int alpha, const REAL *x, ptrdiff_t C, ptrdiff
  * what the kernel streams (row c holds the tiles, contiguous, whole lanes). Each column of M is the
  * same c-ordered sum wherever its tile falls in a chunk, so results do not depend on the chunking
  * or the thread count. */
-#if FC_REAL_IS_FLOAT
-#define FC_NV 2 /* VECs per micro-tile row: 6 x 16 floats = 12 AVX accumulators */
-#else
-#define FC_NV 1 /* 6 x 8 doubles = 12 AVX accumulators */
-#endif
-/* a * b + c in one rounding where the CPU has FMA (-std=c99 keeps GCC from contracting a*b + c
- * itself); the float64 path, there for gradient checks, keeps the plain expression. */
-#if FC_REAL_IS_FLOAT && FC_WL == 8 && defined(__FMA__)
-#define FC_VFMA(a, b, c) ((VEC)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
-#define FC_VSET1(x) ((VEC)_mm256_set1_ps(x)) /* one vbroadcastss from memory */
-#else
-#define FC_VFMA(a, b, c) ((a) * (b) + (c))
-#define FC_VSET1(x) ((VEC){0} + (x)) /* (the float64 / portable path: exactness over speed) */
-#endif
-
-/* m[i][0 .. nv * FC_WL) = sum_c u[c][i] v[c][..] for the `rows` valid rows of one panel. nv is a
- * literal at each call, so the accumulators unroll into registers. */
-FC_INLINE void SFX(micro_kernel)(const int nv, ptrdiff_t C, const REAL *FC_RESTRICT u,
-                                 const REAL *FC_RESTRICT v, ptrdiff_t ld, REAL *FC_RESTRICT m,
-                                 int rows)
-{
-    VEC acc[FC_WINO_MR][FC_NV];
-    for (int i = 0; i < FC_WINO_MR; i++)
-        for (int j = 0; j < nv; j++) acc[i][j] = (VEC){0};
-    for (ptrdiff_t c = 0; c < C; c++, u += FC_WINO_MR, v += ld) {
-        VEC b[FC_NV];
-        for (int j = 0; j < nv; j++) b[j] = LD(v + j * FC_WL);
-        for (int i = 0; i < FC_WINO_MR; i++) {
-            const VEC a = FC_VSET1(u[i]);
-            for (int j = 0; j < nv; j++) acc[i][j] = FC_VFMA(a, b[j], acc[i][j]);
-        }
-    }
-    for (int i = 0; i < rows; i++)
-        for (int j = 0; j < nv; j++) ST(m + i * ld + j * FC_WL, acc[i][j]);
-}
+#include "fc_microkernel_tmpl.h" /* micro_kernel, FC_NV */
 
 /* M (K x ld) = Up (packed, see above) . V (C x ld), over the lane groups that hold nt tiles.
  * Not inlined: inside the large OpenMP body its loop got worse register allocation (measured
@@ -462,9 +428,9 @@ static FC_NOINLINE void SFX(tile_gemm)(const REAL *Up, const REAL *V, REAL *M, p
         const int rows = (int)(K - k0 < FC_WINO_MR ? K - k0 : FC_WINO_MR);
         ptrdiff_t g = 0;
         for (; g + FC_NV <= groups; g += FC_NV)
-            SFX(micro_kernel)(FC_NV, C, Up, V + g * FC_WL, ld, M + k0 * ld + g * FC_WL, rows);
+            SFX(micro_kernel)(FC_NV, 0, C, Up, V + g * FC_WL, ld, M + k0 * ld + g * FC_WL, ld, rows);
         for (; g < groups; g++)
-            SFX(micro_kernel)(1, C, Up, V + g * FC_WL, ld, M + k0 * ld + g * FC_WL, rows);
+            SFX(micro_kernel)(1, 0, C, Up, V + g * FC_WL, ld, M + k0 * ld + g * FC_WL, ld, rows);
     }
 }
 #undef FC_NV
