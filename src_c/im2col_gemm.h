@@ -35,6 +35,19 @@ void fc_col2im_f32(const float *cols, const fc_conv_geom *g, ptrdiff_t p0, ptrdi
 void fc_col2im_f64(const double *cols, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t p1,
                    ptrdiff_t c0, ptrdiff_t c1, double *dx);
 
+/* y (N, K, Ho, Wo) = conv(x (N, C, H, W), w (K, C, R, S)) + bias (may be NULL), without BLAS:
+ * OpenMP over (image, block of output positions) tasks, each packing blocks of its columns
+ * (im2col into a cache-sized buffer) and running the shared register-tiled micro-kernel
+ * (fc_microkernel_tmpl.h) over the weights, packed once per call, so no column is packed twice
+ * (im2col, then BLAS's own copy). Scratch memory: the packed weights plus one column block per
+ * thread, kept under `workspace` bytes where the weights allow. Each output is the same ordered
+ * sum at any thread count. Returns 0, or -1 when scratch memory could not be allocated. */
+int fc_conv_packed_fwd_f32(const float *x, ptrdiff_t N, const fc_conv_geom *g, const float *w,
+                           ptrdiff_t K, const float *bias, float *y, int nthreads, size_t workspace);
+int fc_conv_packed_fwd_f64(const double *x, ptrdiff_t N, const fc_conv_geom *g, const double *w,
+                           ptrdiff_t K, const double *bias, double *y, int nthreads,
+                           size_t workspace);
+
 /* dst[i] = flush ? (subnormal(src[i]) ? 0 : src[i]) : src[i] for n elements. */
 void fc_copy_flush_f32(const float *src, float *dst, ptrdiff_t n);
 void fc_copy_flush_f64(const double *src, double *dst, ptrdiff_t n);

@@ -1,0 +1,48 @@
+/* im2col forward through the shared register-tiled micro-kernel (fc_microkernel_tmpl.h) instead
+ * of BLAS: see im2col_gemm.h. The precision-generic code is im2col_gemm_packed_tmpl.h,
+ * instantiated here for float and double. */
+#define _POSIX_C_SOURCE 200112L
+#include <stdlib.h>
+#include <string.h>
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* The double lanes are 64-byte GCC vectors that never cross a non-inlined call. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+#include "fc_common.h"
+#include "im2col_gemm.h"
+
+#define FC_WL 8 /* lanes per vector: one AVX register of floats (two of doubles) */
+
+static void *fc_packed_alloc(size_t bytes)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return NULL;
+    return p;
+}
+
+#define REAL float
+#define FC_REAL_IS_FLOAT 1
+#define SFX(name) name##_f32
+#define IM2COL fc_im2col_f32
+#include "im2col_gemm_packed_tmpl.h"
+#undef REAL
+#undef FC_REAL_IS_FLOAT
+#undef SFX
+#undef IM2COL
+
+#define REAL double
+#define FC_REAL_IS_FLOAT 0
+#define SFX(name) name##_f64
+#define IM2COL fc_im2col_f64
+#include "im2col_gemm_packed_tmpl.h"
+#undef REAL
+#undef FC_REAL_IS_FLOAT
+#undef SFX
+#undef IM2COL

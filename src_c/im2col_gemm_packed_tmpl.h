@@ -1,0 +1,117 @@
+/* One precision of the packed im2col forward; included by im2col_gemm_packed.c with REAL,
+ * FC_REAL_IS_FLOAT, SFX(name) and IM2COL (the matching fc_im2col_*). */
+
+typedef REAL SFX(pvec) __attribute__((vector_size(FC_WL * sizeof(REAL))));
+#define VEC SFX(pvec)
+FC_INLINE VEC SFX(pload)(const REAL *p) { VEC v; memcpy(&v, p, sizeof v); return v; }
+FC_INLINE void SFX(pstore)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
+#define LD(p) SFX(pload)(p)
+#define ST(p, v) SFX(pstore)((p), (v))
+
+#include "fc_microkernel_tmpl.h" /* micro_kernel, pack_panels, FC_NV */
+
+#define SUB (FC_NV * FC_WL) /* output positions per micro-tile */
+
+/* y[k][p0 .. p0 + width) += the rows x SUB block at t (row stride SUB): a partial micro-tile. */
+FC_INLINE void SFX(add_partial)(const REAL *t, int rows, int width, REAL *y, ptrdiff_t P)
+{
+    for (int i = 0; i < rows; i++)
+        for (int j = 0; j < width; j++) y[i * P + j] += t[i * SUB + j];
+}
+
+/* One task: positions [p0, p1) of one image. yn (K x P) gets bias (or 0), then for each block of
+ * column rows [q0, q1) the block's columns (im2col into buf, row stride ldb) times the packed
+ * weight panels, added micro-tile by micro-tile. (A pointwise layer packs too: its columns are x
+ * itself, but streaming kc rows of x at a stride of Ho*Wo measured 30% slower than the copy.) */
+static FC_NOINLINE void SFX(packed_task)(const REAL *xn, const fc_conv_geom *g, const REAL *Wp,
+                                         ptrdiff_t K, const REAL *bias, REAL *yn, ptrdiff_t p0,
+                                         ptrdiff_t p1, ptrdiff_t kc, REAL *buf, ptrdiff_t ldb)
+{
+    const ptrdiff_t P = g->Ho * g->Wo, CRS = g->C * g->R * g->S;
+    REAL part[FC_MK_MR * SUB];
+    for (ptrdiff_t k = 0; k < K; k++) {
+        const REAL b = bias ? bias[k] : (REAL)0;
+        for (ptrdiff_t p = p0; p < p1; p++) yn[k * P + p] = b;
+    }
+    for (ptrdiff_t q0 = 0; q0 < CRS; q0 += kc) {
+        const ptrdiff_t q1 = q0 + kc < CRS ? q0 + kc : CRS;
+        IM2COL(xn, g, p0, p1, q0, q1, buf, ldb, 0);
+        for (ptrdiff_t s0 = p0; s0 < p1; s0 += SUB) {
+            const int width = (int)(p1 - s0 < SUB ? p1 - s0 : SUB);
+            const REAL *v = buf + (s0 - p0);
+            for (ptrdiff_t k0 = 0; k0 < K; k0 += FC_MK_MR) {
+                const int rows = (int)(K - k0 < FC_MK_MR ? K - k0 : FC_MK_MR);
+                const REAL *u = Wp + (k0 * CRS + q0 * FC_MK_MR);
+                REAL *dst = yn + k0 * P + s0;
+                if (width == SUB) {
+                    SFX(micro_kernel)(FC_NV, 1, q1 - q0, u, v, ldb, dst, P, rows);
+                } else { /* (columns past width in buf are stale or zero: computed, dropped) */
+                    SFX(micro_kernel)(FC_NV, 0, q1 - q0, u, v, ldb, part, SUB, rows);
+                    SFX(add_partial)(part, rows, width, dst, P);
+                }
+            }
+        }
+    }
+}
+
+int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, const REAL *w,
+                            ptrdiff_t K, const REAL *bias, REAL *y, int nthreads, size_t workspace)
+{
+    const ptrdiff_t P = g->Ho * g->Wo, CRS = g->C * g->R * g->S, CHW = g->C * g->H * g->W;
+    const ptrdiff_t panels = (K + FC_MK_MR - 1) / FC_MK_MR;
+    const size_t wp_bytes = (size_t)panels * FC_MK_MR * (size_t)CRS * sizeof(REAL);
+    if (nthreads < 1) nthreads = 1;
+    /* Blocks: kc column rows x nc positions per thread (<= 256 x 128: the block stays in L2, and
+     * a SUB-wide slice of it, <= 16 KB, in L1 while every weight panel passes over it), shrunk to
+     * fit the workspace next to the packed weights, down to SUB positions and 1 row. */
+    ptrdiff_t kc = CRS < 256 ? CRS : 256;
+    ptrdiff_t nc = (P + SUB - 1) / SUB * SUB;
+    if (nc > 128) nc = 128;
+    const size_t avail = workspace > wp_bytes ? (workspace - wp_bytes) / (size_t)nthreads : 0;
+    while ((size_t)kc * (size_t)(nc + SUB) * sizeof(REAL) > avail && nc > SUB) nc -= SUB;
+    while ((size_t)kc * (size_t)(nc + SUB) * sizeof(REAL) > avail && kc > 1) kc = (kc + 1) / 2;
+    const ptrdiff_t chunks = (P + nc - 1) / nc, tasks = N * chunks;
+    /* Row stride of the column block: nc + SUB, an odd number of cache lines for nc = 128. At a
+     * power-of-two stride the kc rows of a SUB-wide slice fall into 1/8 of L1's sets and evict
+     * each other while the weight panels pass over them (measured 10-25% slower). */
+    const ptrdiff_t ldb = nc + SUB;
+    const size_t buf_reals = (size_t)kc * (size_t)ldb;
+    REAL *Wp = (REAL *)fc_packed_alloc(wp_bytes);
+    if (!Wp) return -1;
+    if (nthreads > tasks) nthreads = (int)tasks;
+    int failed = 0;
+
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        fc_fpstate fp = fc_ftz_enter();
+        REAL *buf = (REAL *)fc_packed_alloc(buf_reals * sizeof(REAL));
+        if (buf) memset(buf, 0, buf_reals * sizeof(REAL));
+        else failed = 1;
+        ptrdiff_t t;
+#pragma omp for schedule(static)
+        for (t = 0; t < panels; t++) {
+            const ptrdiff_t rows = K - t * FC_MK_MR < FC_MK_MR ? K - t * FC_MK_MR : FC_MK_MR;
+            SFX(pack_panels)(w + t * FC_MK_MR * CRS, rows, CRS, CRS, Wp + t * FC_MK_MR * CRS);
+        }
+        /* (implicit barrier: the weight panels are complete) */
+#pragma omp for schedule(dynamic, 1)
+        for (t = 0; t < tasks; t++) {
+            if (!buf) continue;
+            const ptrdiff_t n = t / chunks, p0 = (t % chunks) * nc;
+            const ptrdiff_t p1 = p0 + nc < P ? p0 + nc : P;
+            SFX(packed_task)(x + n * CHW, g, Wp, K, bias, y + n * K * P, p0, p1, kc, buf, ldb);
+        }
+        free(buf);
+        fc_ftz_leave(fp);
+    }
+    free(Wp);
+    return failed ? -1 : 0;
+}
+
+#undef SUB
+#undef FC_NV
+#undef FC_VFMA
+#undef FC_VSET1
+#undef VEC
+#undef LD
+#undef ST
