@@ -61,17 +61,19 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
     const ptrdiff_t panels = (K + FC_MK_MR - 1) / FC_MK_MR;
     const size_t wp_bytes = (size_t)panels * FC_MK_MR * (size_t)CRS * sizeof(REAL);
     if (nthreads < 1) nthreads = 1;
-    /* Blocks: kc column rows x nc positions per thread (<= 256 x 128: the block stays in L2, and
-     * a SUB-wide slice of it, <= 16 KB, in L1 while every weight panel passes over it), shrunk to
-     * fit the workspace next to the packed weights, down to SUB positions and 1 row. */
+    /* Blocks: kc column rows x nc positions per thread (<= 256 x 256, ~280 KB: the block stays
+     * in L2, and a SUB-wide slice of it, <= 16 KB, in L1 while every weight panel passes over
+     * it), shrunk to fit the workspace next to the packed weights, down to SUB positions and 1
+     * row. nc = 256 measured 10% faster than 128 at 2 threads (resnet_down, alexnet_c1: fewer
+     * y passes and partial micro-tiles), and no faster at 384-1024. */
     ptrdiff_t kc = CRS < 256 ? CRS : 256;
     ptrdiff_t nc = (P + SUB - 1) / SUB * SUB;
-    if (nc > 128) nc = 128;
+    if (nc > 256) nc = 256;
     const size_t avail = workspace > wp_bytes ? (workspace - wp_bytes) / (size_t)nthreads : 0;
     while ((size_t)kc * (size_t)(nc + SUB) * sizeof(REAL) > avail && nc > SUB) nc -= SUB;
     while ((size_t)kc * (size_t)(nc + SUB) * sizeof(REAL) > avail && kc > 1) kc = (kc + 1) / 2;
     const ptrdiff_t chunks = (P + nc - 1) / nc, tasks = N * chunks;
-    /* Row stride of the column block: nc + SUB, an odd number of cache lines for nc = 128. At a
+    /* Row stride of the column block: nc + SUB, an odd number of cache lines for nc = 256. At a
      * power-of-two stride the kc rows of a SUB-wide slice fall into 1/8 of L1's sets and evict
      * each other while the weight panels pass over them (measured 10-25% slower). */
     const ptrdiff_t ldb = nc + SUB;
