@@ -53,7 +53,11 @@ def _cpu_flags():
 
 def _extensions():
     omp_compile, omp_link = _openmp_flags()
-    compile_args = ["-O3", "-std=c99", "-fno-math-errno", "-Wno-unused-function"] + _cpu_flags() + omp_compile
+    # -fno-wrapv undoes the -fwrapv that Python's own build flags add to every extension: with
+    # signed overflow defined to wrap, GCC cannot simplify the kernels' index arithmetic
+    # (measured: the packed im2col forward 10% slower).
+    compile_args = (["-O3", "-std=c99", "-fno-wrapv", "-fno-math-errno", "-Wno-unused-function"]
+                    + _cpu_flags() + omp_compile)
     only = {s.strip() for s in os.environ.get("FASTCONV_BUILD_ONLY", "").split(",") if s.strip()}
     exts = []
     for pyx in sorted(glob.glob(os.path.join("src", "fastconv", "_kernels", "*.pyx"))):
