@@ -25,16 +25,17 @@
 #define FC_VSET1(x) ((VEC){0} + (x)) /* plain vector code (+0 turns a -0 weight into +0) */
 #endif
 
-/* m[i][0 .. nv * FC_WL) (row i at m + i * ldm) = (add ? m[i][..] : 0) + sum_k u[k][i] v[k][..],
- * for the `rows` valid rows of a panel. nv and add are literals at each call, so the
- * accumulators unroll into registers and the unused branch disappears. */
-FC_INLINE void SFX(micro_kernel)(const int nv, const int add, ptrdiff_t kc,
+/* m[i][0 .. nv * FC_WL) (row i at m + i * ldm) = start + sum_k u[k][i] v[k][..] for the `rows`
+ * valid rows of a panel, where start is m[i][..] itself (add), else init[i] in every lane (init,
+ * e.g. a bias), else 0. nv and add are literals at each call, so the accumulators unroll into
+ * registers and the unused branches disappear. */
+FC_INLINE void SFX(micro_kernel)(const int nv, const int add, const REAL *init, ptrdiff_t kc,
                                  const REAL *FC_RESTRICT u, const REAL *FC_RESTRICT v,
                                  ptrdiff_t ldv, REAL *FC_RESTRICT m, ptrdiff_t ldm, int rows)
 {
     VEC acc[FC_MK_MR][FC_NV];
     for (int i = 0; i < FC_MK_MR; i++)
-        for (int j = 0; j < nv; j++) acc[i][j] = (VEC){0};
+        for (int j = 0; j < nv; j++) acc[i][j] = (VEC){0} + (init && i < rows ? init[i] : (REAL)0);
     for (ptrdiff_t k = 0; k < kc; k++, u += FC_MK_MR, v += ldv) {
         VEC b[FC_NV];
         for (int j = 0; j < nv; j++) b[j] = LD(v + j * FC_WL);

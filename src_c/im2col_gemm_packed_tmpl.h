@@ -12,27 +12,28 @@ FC_INLINE void SFX(pstore)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
 
 #define SUB (FC_NV * FC_WL) /* output positions per micro-tile */
 
-/* y[k][p0 .. p0 + width) += the rows x SUB block at t (row stride SUB): a partial micro-tile. */
-FC_INLINE void SFX(add_partial)(const REAL *t, int rows, int width, REAL *y, ptrdiff_t P)
+/* y[i][0 .. width) = start + the rows x SUB block at t (row stride SUB), start being y itself
+ * (first == 0) or b[i] (or 0 without a bias): a partial micro-tile. */
+FC_INLINE void SFX(put_partial)(const REAL *t, int rows, int width, int first, const REAL *b,
+                                REAL *y, ptrdiff_t P)
 {
-    for (int i = 0; i < rows; i++)
-        for (int j = 0; j < width; j++) y[i * P + j] += t[i * SUB + j];
+    for (int i = 0; i < rows; i++) {
+        const REAL start = b ? b[i] : (REAL)0;
+        for (int j = 0; j < width; j++) y[i * P + j] = (first ? start : y[i * P + j]) + t[i * SUB + j];
+    }
 }
 
-/* One task: positions [p0, p1) of one image. yn (K x P) gets bias (or 0), then for each block of
- * column rows [q0, q1) the block's columns (im2col into buf, row stride ldb) times the packed
- * weight panels, added micro-tile by micro-tile. (A pointwise layer packs too: its columns are x
- * itself, but streaming kc rows of x at a stride of Ho*Wo measured 30% slower than the copy.) */
+/* One task: positions [p0, p1) of one image. For each block of column rows [q0, q1): the block's
+ * columns (im2col into buf, row stride ldb) times the packed weight panels, micro-tile by
+ * micro-tile: stored with the bias for the first block, added for the others. (A pointwise layer
+ * packs too: its columns are x itself, but streaming kc rows of x at a stride of Ho*Wo measured
+ * 30% slower than the copy.) */
 static FC_NOINLINE void SFX(packed_task)(const REAL *xn, const fc_conv_geom *g, const REAL *Wp,
                                          ptrdiff_t K, const REAL *bias, REAL *yn, ptrdiff_t p0,
                                          ptrdiff_t p1, ptrdiff_t kc, REAL *buf, ptrdiff_t ldb)
 {
     const ptrdiff_t P = g->Ho * g->Wo, CRS = g->C * g->R * g->S;
     REAL part[FC_MK_MR * SUB];
-    for (ptrdiff_t k = 0; k < K; k++) {
-        const REAL b = bias ? bias[k] : (REAL)0;
-        for (ptrdiff_t p = p0; p < p1; p++) yn[k * P + p] = b;
-    }
     for (ptrdiff_t q0 = 0; q0 < CRS; q0 += kc) {
         const ptrdiff_t q1 = q0 + kc < CRS ? q0 + kc : CRS;
         IM2COL(xn, g, p0, p1, q0, q1, buf, ldb, 0);
@@ -42,12 +43,18 @@ static FC_NOINLINE void SFX(packed_task)(const REAL *xn, const fc_conv_geom *g, 
             for (ptrdiff_t k0 = 0; k0 < K; k0 += FC_MK_MR) {
                 const int rows = (int)(K - k0 < FC_MK_MR ? K - k0 : FC_MK_MR);
                 const REAL *u = Wp + (k0 * CRS + q0 * FC_MK_MR);
+                const REAL *b = bias ? bias + k0 : NULL;
                 REAL *dst = yn + k0 * P + s0;
-                if (width == SUB) {
-                    SFX(micro_kernel)(FC_NV, 1, q1 - q0, u, v, ldb, dst, P, rows);
+                if (width == SUB && q0 == 0) {
+                    SFX(micro_kernel)(FC_NV, 0, b, q1 - q0, u, v, ldb, dst, P, rows);
+                } else if (width == SUB) {
+                    SFX(micro_kernel)(FC_NV, 1, NULL, q1 - q0, u, v, ldb, dst, P, rows);
                 } else { /* (columns past width in buf are stale or zero: computed, dropped) */
-                    SFX(micro_kernel)(FC_NV, 0, q1 - q0, u, v, ldb, part, SUB, rows);
-                    SFX(add_partial)(part, rows, width, dst, P);
+                    if (FC_NV > 1 && width <= FC_WL) /* one vector wide: half the wasted work */
+                        SFX(micro_kernel)(1, 0, NULL, q1 - q0, u, v, ldb, part, SUB, rows);
+                    else
+                        SFX(micro_kernel)(FC_NV, 0, NULL, q1 - q0, u, v, ldb, part, SUB, rows);
+                    SFX(put_partial)(part, rows, width, q0 == 0, b, dst, P);
                 }
             }
         }

@@ -428,9 +428,9 @@ static FC_NOINLINE void SFX(tile_gemm)(const REAL *Up, const REAL *V, REAL *M, p
         const int rows = (int)(K - k0 < FC_WINO_MR ? K - k0 : FC_WINO_MR);
         ptrdiff_t g = 0;
         for (; g + FC_NV <= groups; g += FC_NV)
-            SFX(micro_kernel)(FC_NV, 0, C, Up, V + g * FC_WL, ld, M + k0 * ld + g * FC_WL, ld, rows);
+            SFX(micro_kernel)(FC_NV, 0, NULL, C, Up, V + g * FC_WL, ld, M + k0 * ld + g * FC_WL, ld, rows);
         for (; g < groups; g++)
-            SFX(micro_kernel)(1, 0, C, Up, V + g * FC_WL, ld, M + k0 * ld + g * FC_WL, ld, rows);
+            SFX(micro_kernel)(1, 0, NULL, C, Up, V + g * FC_WL, ld, M + k0 * ld + g * FC_WL, ld, rows);
     }
 }
 #undef FC_NV
