@@ -70,6 +70,13 @@ def candidates(g):
 #: direct 0.32 / 0.45 / 0.57 ms vs im2col 0.68 / 0.57 / 0.73 ms; mnist_c2, 288: im2col ahead).
 DIRECT_MAX_CRS = 160
 
+#: ... except forward passes with this many output channels: im2col's forward (no BLAS: columns
+#: packed once, a 6 x 16 register-tiled micro-kernel over 6 filters at a time) keeps its
+#: registers busy from K = 32 (the CNN's first layer, 1 -> 32 channels on 28x28, C*R*S = 9:
+#: im2col 0.76 ms vs direct 1.12 ms; lenet_c1 K = 6: direct 0.18 vs 0.34; lenet_c2 K = 16:
+#: direct 0.21 vs 0.43; 2 threads).
+IM2COL_FORWARD_MIN_K = 32
+
 #: Winograd needs this many input and output channels to pay for its transforms.
 WINOGRAD_MIN_CHANNELS = 16
 
@@ -80,7 +87,8 @@ def heuristic(g, pass_):
     3x3 stride-1 layers with enough channels: Winograd F(4x4) — 1.3-2.2x faster than im2col on
     every such suite layer and pass — except backward-weights of wide layers on small images,
     where F(4x4)'s 36 accumulators of K*C stop fitting in cache and F(2x2) wins (resnet_c4:
-    8.2 vs 10.2 ms). Tiny layers: direct. Everything else: im2col.
+    8.2 vs 10.2 ms). Tiny layers: direct (but im2col for forward passes with 32+ filters).
+    Everything else: im2col.
     """
     if winograd_unsupported_reason(g) is None and config.winograd_enabled() \
             and min(g.c, g.k) >= WINOGRAD_MIN_CHANNELS:
@@ -89,7 +97,7 @@ def heuristic(g, pass_):
         if pass_ == "backward_weights" and g.c * g.k >= 1 << 15 and g.h * g.w <= 28 * 28:
             return "winograd2"
         return "winograd4"
-    if g.c * g.r * g.s <= DIRECT_MAX_CRS:
+    if g.c * g.r * g.s <= DIRECT_MAX_CRS and not (pass_ == "forward" and g.k >= IM2COL_FORWARD_MIN_K):
         return "direct"
     return "im2col"
 
