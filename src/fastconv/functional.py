@@ -4,7 +4,6 @@ Every function mirrors one in `fastconv.reference` (same signature, same result 
 rounding). Inputs are validated before any kernel runs (see `_shapes`), made C-contiguous once,
 and never modified; outputs are fresh arrays.
 """
-import contextlib
 import functools
 import importlib
 
@@ -14,12 +13,6 @@ from . import _dispatch, config
 from ._shapes import (as_float_array, conv_args, conv_backward_args, conv_backward_data_args,
                       conv_backward_weights_args, empty, pool_args, pool_backward_args)
 from .threads import blas_single_threaded, get_num_threads
-
-#: Dense products below this many FLOPs run on one BLAS thread. A training batch through a dense
-#: layer (64 x 3136 x 128: 26 MFLOP, under 1 ms) gains little from a second thread, and OpenBLAS's
-#: threads then contend with the OpenMP threads of the convolutions around it: measured 20-80x
-#: slower at 2 threads on a busy 2-core machine (docs/training.md).
-SMALL_GEMM_FLOPS = 2 ** 27
 
 # concrete algorithm -> (module in fastconv._kernels, fixed keyword arguments)
 _IMPLEMENTATIONS = {
@@ -100,7 +93,10 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, algorithm="auto"):
 
 def bias_backward(dy):
     """db = dy summed over batch and space: (K,)."""
-    return np.asarray(dy).sum(axis=(0, 2, 3))
+    dy = as_float_array(dy, "dy", 4)
+    db = np.empty(dy.shape[1], dy.dtype)
+    _dense().channel_sum(dy.reshape(dy.shape[0], dy.shape[1], -1), db, get_num_threads())
+    return db
 
 
 # ---------------------------------------------------------------- pooling
@@ -177,11 +173,20 @@ def relu_backward(dy, x):
     return dy * (x > 0)
 
 
-def _dense_blas_threads(n, d, m):
-    """BLAS on one thread for a small (n x d) . (d x m) product (see SMALL_GEMM_FLOPS)."""
-    if get_num_threads() > 1 and 2 * n * d * m < SMALL_GEMM_FLOPS:
-        return blas_single_threaded()
-    return contextlib.nullcontext()
+def _dense():
+    return importlib.import_module("fastconv._kernels.dense")
+
+
+def _matmul(a, b, trans_a=False, trans_b=False):
+    """op(a) @ op(b) for C-contiguous 2-D arrays, in blocks over fastconv's OpenMP threads with
+    single-threaded BLAS in each (OpenBLAS's own threads would contend with the convolutions'
+    OpenMP threads; _kernels/dense.pyx has the measurements)."""
+    m = a.shape[1] if trans_a else a.shape[0]
+    n = b.shape[0] if trans_b else b.shape[1]
+    out = np.empty((m, n), a.dtype)
+    with blas_single_threaded():
+        _dense().matmul(a, b, out, trans_a, trans_b, get_num_threads())
+    return out
 
 
 def linear(x, w, b=None):
@@ -190,8 +195,7 @@ def linear(x, w, b=None):
     w = as_float_array(w, "w", 2, x.dtype)
     if w.shape[0] != x.shape[1]:
         raise ValueError(f"w must have shape ({x.shape[1]}, M) to match x {x.shape}, got {w.shape}")
-    with _dense_blas_threads(*x.shape, w.shape[1]):
-        y = x @ w
+    y = _matmul(x, w)
     if b is not None:
         b = as_float_array(b, "b", 1, x.dtype)
         if b.shape != (w.shape[1],):
@@ -207,8 +211,7 @@ def linear_backward(dy, x, w):
     dy = as_float_array(dy, "dy", 2, x.dtype)
     if dy.shape != (x.shape[0], w.shape[1]):
         raise ValueError(f"dy must have shape {(x.shape[0], w.shape[1])}, got {dy.shape}")
-    with _dense_blas_threads(*x.shape, w.shape[1]):
-        return dy @ w.T, x.T @ dy, dy.sum(axis=0)
+    return _matmul(dy, w, trans_b=True), _matmul(x, dy, trans_a=True), dy.sum(axis=0)
 
 
 def softmax_cross_entropy(logits, labels):

@@ -1,0 +1,61 @@
+"""float32 error of each convolution algorithm against float64, per pass (docs/algorithms.md).
+
+    python -m benchmarks.accuracy [--layers mnist_c2,resnet_c2,resnet_c4,vgg_c3]
+                                  [--algorithms im2col,winograd2,winograd4]
+
+For each suite layer: standard-normal x and dy, He-scaled weights (N(0, 2 / (C R S))), the
+layer's own stride and padding. The error of a float32 result is max|out32 - out64| / max|out64|,
+out64 being im2col in float64 on the same (float32-representable) inputs. Prints a Markdown table.
+"""
+import argparse
+
+import numpy as np
+
+from fastconv import functional as F
+
+from .suite import CONV_LAYERS
+
+PASSES = ("forward", "backward-data", "backward-weights")
+
+
+def _passes(case, x, w, dy, algorithm):
+    stride, padding = (case.stride, case.stride), (case.pad, case.pad)
+    return (F.conv2d(x, w, None, stride, padding, algorithm=algorithm),
+            F.conv2d_backward_data(dy, x.shape, w, stride, padding, algorithm=algorithm),
+            F.conv2d_backward_weights(dy, x, w.shape, stride, padding, algorithm=algorithm))
+
+
+def relative_errors(case, algorithm, seed=0):
+    rng = np.random.default_rng(seed)
+    n, c, h, wd, k, r = case.n, case.c, case.h, case.w, case.k, case.r
+    ho = (h - r + 2 * case.pad) // case.stride + 1
+    wo = (wd - r + 2 * case.pad) // case.stride + 1
+    x = rng.standard_normal((n, c, h, wd)).astype(np.float32)
+    w = (rng.standard_normal((k, c, r, r)) * np.sqrt(2.0 / (c * r * r))).astype(np.float32)
+    dy = rng.standard_normal((n, k, ho, wo)).astype(np.float32)
+    exact = _passes(case, x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64),
+                    "im2col")
+    approx = _passes(case, x, w, dy, algorithm)
+    return [float(np.abs(a - e).max() / np.abs(e).max()) for a, e in zip(approx, exact)]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.accuracy",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--layers", default="mnist_c2,resnet_c2,resnet_c4,vgg_c3")
+    parser.add_argument("--algorithms", default="im2col,winograd2,winograd4")
+    args = parser.parse_args(argv)
+    layers = {case.name: case for case in CONV_LAYERS}
+    print("| layer (N, C, H, W, K) | algorithm | " + " | ".join(PASSES) + " |")
+    print("| --- | --- | " + " | ".join("---" for _ in PASSES) + " |")
+    for name in args.layers.split(","):
+        case = layers[name]
+        for i, algorithm in enumerate(args.algorithms.split(",")):
+            label = f"{name} ({case.n}, {case.c}, {case.h}, {case.w}, {case.k})" if i == 0 else name
+            errors = relative_errors(case, algorithm)
+            print(f"| {label} | {algorithm} | " + " | ".join(f"{e:.1e}" for e in errors) + " |",
+                  flush=True)
+
+
+if __name__ == "__main__":
+    main()
