@@ -16,16 +16,10 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 #include "fc_common.h"
+#include "fc_alloc.h"
 #include "im2col_gemm.h"
 
 #define FC_WL 8 /* lanes per vector: one AVX register of floats (two of doubles) */
-
-static void *fc_packed_alloc(size_t bytes)
-{
-    void *p = NULL;
-    if (posix_memalign(&p, 64, bytes ? bytes : 64) != 0) return NULL;
-    return p;
-}
 
 #define REAL float
 #define FC_REAL_IS_FLOAT 1

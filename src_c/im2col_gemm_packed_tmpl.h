@@ -1,13 +1,7 @@
 /* One precision of the packed im2col forward; included by im2col_gemm_packed.c with REAL,
  * FC_REAL_IS_FLOAT, SFX(name) and IM2COL (the matching fc_im2col_*). */
 
-typedef REAL SFX(pvec) __attribute__((vector_size(FC_WL * sizeof(REAL))));
-#define VEC SFX(pvec)
-FC_INLINE VEC SFX(pload)(const REAL *p) { VEC v; memcpy(&v, p, sizeof v); return v; }
-FC_INLINE void SFX(pstore)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
-#define LD(p) SFX(pload)(p)
-#define ST(p, v) SFX(pstore)((p), (v))
-
+#include "fc_vec_tmpl.h" /* VEC, LD, ST */
 #include "fc_microkernel_tmpl.h" /* micro_kernel, pack_panels, FC_NV */
 
 #define SUB (FC_NV * FC_WL) /* output positions per micro-tile */
@@ -85,7 +79,7 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
      * each other while the weight panels pass over them (measured 10-25% slower). */
     const ptrdiff_t ldb = nc + SUB;
     const size_t buf_reals = (size_t)kc * (size_t)ldb;
-    REAL *Wp = (REAL *)fc_packed_alloc(wp_bytes);
+    REAL *Wp = (REAL *)fc_aligned_alloc(wp_bytes);
     if (!Wp) return -1;
     if (nthreads > tasks) nthreads = (int)tasks;
     int failed = 0;
@@ -93,7 +87,7 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
         fc_fpstate fp = fc_ftz_enter();
-        REAL *buf = (REAL *)fc_packed_alloc(buf_reals * sizeof(REAL));
+        REAL *buf = (REAL *)fc_aligned_alloc(buf_reals * sizeof(REAL));
         if (buf) memset(buf, 0, buf_reals * sizeof(REAL));
         else failed = 1;
         ptrdiff_t t;

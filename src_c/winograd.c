@@ -18,20 +18,11 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 #endif
 #include "fc_common.h"
+#include "fc_alloc.h"
 #include "winograd.h"
 
 /* Lanes: tiles transformed together; 8 floats fill one AVX register (two for double). */
 #define FC_WL 8
-
-/* 64-byte aligned scratch (cache lines, and full-width vector loads in the transforms). */
-static void *fc_wino_alloc(size_t bytes)
-{
-    void *p = NULL;
-    if (bytes == 0) bytes = 64;
-    if (posix_memalign(&p, 64, bytes) != 0) return NULL;
-    return p;
-}
-static void fc_wino_free(void *p) { free(p); }
 
 #define REAL float
 #define FC_REAL_IS_FLOAT 1

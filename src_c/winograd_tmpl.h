@@ -7,15 +7,7 @@
  * A^T cost nothing and the +-1 entries are additions. */
 
 /* ------------------------------------------------------------------ 1-D transforms, L lanes */
-/* VEC holds one value of FC_WL tiles (GCC/Clang vector extension: AVX with -march=native, plain
- * scalar code otherwise). vload/vstore go through memcpy: one unaligned vector move, no aliasing
- * questions about the REAL buffers. */
-typedef REAL SFX(vec) __attribute__((vector_size(FC_WL * sizeof(REAL))));
-#define VEC SFX(vec)
-FC_INLINE VEC SFX(vload)(const REAL *p) { VEC v; memcpy(&v, p, sizeof v); return v; }
-FC_INLINE void SFX(vstore)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
-#define LD(p) SFX(vload)(p)
-#define ST(p, v) SFX(vstore)((p), (v))
+#include "fc_vec_tmpl.h" /* VEC, LD, ST */
 
 /* Input transform B^T d, F(2,3): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]. */
 FC_INLINE void SFX(bt4)(const REAL *FC_RESTRICT d, ptrdiff_t sd, REAL *FC_RESTRICT o, ptrdiff_t so)
@@ -596,13 +588,13 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
     {
         fc_fpstate fp = fc_ftz_enter();
-        REAL *V = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)vs * sizeof(REAL));
-        REAL *M = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)ms * sizeof(REAL));
-        SFX(tile_info) *ti = (SFX(tile_info) *)fc_wino_alloc((size_t)T * sizeof(SFX(tile_info)));
-        SFX(lane_dst) *dls = (SFX(lane_dst) *)fc_wino_alloc((size_t)(ld / FC_WL) * sizeof(SFX(lane_dst)));
+        REAL *V = (REAL *)fc_aligned_alloc((size_t)a2 * (size_t)vs * sizeof(REAL));
+        REAL *M = (REAL *)fc_aligned_alloc((size_t)a2 * (size_t)ms * sizeof(REAL));
+        SFX(tile_info) *ti = (SFX(tile_info) *)fc_aligned_alloc((size_t)T * sizeof(SFX(tile_info)));
+        SFX(lane_dst) *dls = (SFX(lane_dst) *)fc_aligned_alloc((size_t)(ld / FC_WL) * sizeof(SFX(lane_dst)));
         /* (bands past 2^31 values, far beyond any sane workspace: the bounds-checked gather) */
         const int use_bands = band_n < INT_MAX / 2;
-        REAL *band = use_bands ? (REAL *)fc_wino_alloc((size_t)(band_n + FC_WL) * sizeof(REAL)) : NULL;
+        REAL *band = use_bands ? (REAL *)fc_aligned_alloc((size_t)(band_n + FC_WL) * sizeof(REAL)) : NULL;
         if (band) memset(band, 0, (size_t)(band_n + FC_WL) * sizeof(REAL));
         if (!V || !M || !ti || !dls || (use_bands && !band)) failed = 1;
         ptrdiff_t chunk;
@@ -634,11 +626,11 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
                 }
             }
         }
-        fc_wino_free(V);
-        fc_wino_free(M);
-        fc_wino_free(ti);
-        fc_wino_free(dls);
-        fc_wino_free(band);
+        free(V);
+        free(M);
+        free(ti);
+        free(dls);
+        free(band);
         fc_ftz_leave(fp);
     }
     return failed ? -1 : 0;
@@ -697,21 +689,14 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
     const ptrdiff_t vs = SFX(xi_stride)(C * ld), ms = SFX(xi_stride)(K * ld);
     const ptrdiff_t band_n = SFX(band_reals)(alpha, T, tiles_w, PW) + FC_WL; /* + load slack */
     const int use_bands = band_n < INT_MAX / 2 / nthreads; /* as in the forward pass */
-    REAL *V = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)vs * sizeof(REAL));
-    REAL *D = (REAL *)fc_wino_alloc((size_t)a2 * (size_t)ms * sizeof(REAL));
-    SFX(tile_info) *ti = (SFX(tile_info) *)fc_wino_alloc((size_t)T * sizeof(SFX(tile_info)));
-    SFX(lane_dst) *dls = (SFX(lane_dst) *)fc_wino_alloc((size_t)(ld / FC_WL) * sizeof(SFX(lane_dst)));
-    REAL *A = (REAL *)fc_wino_alloc(acc_bytes);
-    REAL *bands = use_bands ? (REAL *)fc_wino_alloc((size_t)nthreads * (size_t)band_n * sizeof(REAL)) : NULL;
-    if (!V || !D || !ti || !dls || !A || (use_bands && !bands)) {
-        fc_wino_free(V);
-        fc_wino_free(D);
-        fc_wino_free(ti);
-        fc_wino_free(dls);
-        fc_wino_free(A);
-        fc_wino_free(bands);
-        return -1;
-    }
+    REAL *V = (REAL *)fc_aligned_alloc((size_t)a2 * (size_t)vs * sizeof(REAL));
+    REAL *D = (REAL *)fc_aligned_alloc((size_t)a2 * (size_t)ms * sizeof(REAL));
+    SFX(tile_info) *ti = (SFX(tile_info) *)fc_aligned_alloc((size_t)T * sizeof(SFX(tile_info)));
+    SFX(lane_dst) *dls = (SFX(lane_dst) *)fc_aligned_alloc((size_t)(ld / FC_WL) * sizeof(SFX(lane_dst)));
+    REAL *A = (REAL *)fc_aligned_alloc(acc_bytes);
+    REAL *bands = use_bands ? (REAL *)fc_aligned_alloc((size_t)nthreads * (size_t)band_n * sizeof(REAL)) : NULL;
+    int rc = -1;
+    if (!V || !D || !ti || !dls || !A || (use_bands && !bands)) goto done;
     memset(A, 0, acc_bytes);
     if (bands) memset(bands, 0, (size_t)nthreads * (size_t)band_n * sizeof(REAL));
 
@@ -784,13 +769,15 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
         }
         fc_ftz_leave(fp);
     }
-    fc_wino_free(V);
-    fc_wino_free(D);
-    fc_wino_free(ti);
-    fc_wino_free(dls);
-    fc_wino_free(A);
-    fc_wino_free(bands);
-    return 0;
+    rc = 0;
+done:
+    free(V);
+    free(D);
+    free(ti);
+    free(dls);
+    free(A);
+    free(bands);
+    return rc;
 }
 
 #undef VEC
