@@ -66,8 +66,9 @@ def candidates(g):
 
 
 #: "auto" uses direct convolution up to this many multiply-adds per output (C*R*S): below it the
-#: im2col copy and BLAS call overheads outweigh the GEMM's efficiency (lenet_c2, C*R*S = 150:
-#: direct 0.32 / 0.45 / 0.57 ms vs im2col 0.68 / 0.57 / 0.73 ms; mnist_c2, 288: im2col ahead).
+#: im2col copy and GEMM call overheads outweigh the GEMM's efficiency (lenet_c2, C*R*S = 150:
+#: direct 0.23 / 0.42 / 0.23 ms vs im2col 0.43 / 0.56 / 0.70 ms, 2 threads; mnist_c2, 288:
+#: even forward, im2col ahead in both backward passes).
 DIRECT_MAX_CRS = 160
 
 #: ... except forward passes with this many output channels: im2col's forward (no BLAS: columns

@@ -13,7 +13,8 @@ dx) in place as the column matrix: no packing at all.
 Forward (except pointwise) is C without BLAS (src_c/im2col_gemm_packed.c): columns packed in
 cache-sized blocks, the weights packed once, and the register-tiled micro-kernel Winograd uses,
 so each column is packed once instead of twice (im2col, then BLAS's copy). Measured against the
-BLAS forward it replaced (interleaved, same process, 1 thread pinned | 2 threads): alexnet_c1
+BLAS forward it replaced (interleaved, same process, 1 thread pinned | 2 threads, in its first
+version, before 256-position blocks and -fno-wrapv made it another ~10 % faster): alexnet_c1
 1.14-1.19x | 1.11x, resnet_c4 1.02-1.09x | 1.08x, resnet_down 1.00-1.02x | 0.95x, mnist_c2 1.15x
 | 1.09x, lenet_c2 1.5x | 1.8x, vgg_c3 | 0.94x; a pointwise layer stays with BLAS (the packed
 path needs a copy of x that BLAS does not: 0.83x).
