@@ -29,6 +29,19 @@ def test_auto_only_picks_algorithms_that_can_do_the_shape(case, pass_, threads):
         assert _dispatch.winograd_unsupported_reason(g) is None
 
 
+@pytest.mark.parametrize("case, pass_, expected", [
+    # the measured rules of docs/architecture.md, one layer each
+    ((64, 32, 14, 14, 64, 3, 3, 1, 1), "forward", "winograd4"),
+    ((8, 256, 14, 14, 256, 3, 3, 1, 1), "backward_weights", "winograd2"),
+    ((64, 1, 28, 28, 6, 5, 5, 1, 0), "forward", "direct"),          # tiny C*R*S and K
+    ((64, 1, 28, 28, 32, 3, 3, 1, 1), "forward", "im2col"),         # tiny C*R*S, 32 filters
+    ((64, 1, 28, 28, 32, 3, 3, 1, 1), "backward_weights", "direct"),
+    ((8, 3, 227, 227, 96, 11, 11, 4, 0), "forward", "im2col"),
+])
+def test_auto_follows_the_measured_rules(case, pass_, expected):
+    assert _dispatch.resolve("auto", geometry(case), pass_) == expected
+
+
 def test_winograd_alias_picks_a_tile():
     small = geometry((1, 16, 6, 6, 16, 3, 3, 1, 1))
     large = geometry((1, 16, 28, 28, 16, 3, 3, 1, 1))
