@@ -173,6 +173,9 @@ def relu_backward(dy, x):
     return dy * (x > 0)
 
 
+_BLAS_INT_MAX = 2 ** 31 - 1
+
+
 def _dense():
     return importlib.import_module("fastconv._kernels.dense")
 
@@ -183,7 +186,10 @@ def _matmul(a, b, trans_a=False, trans_b=False):
     OpenMP threads; _kernels/dense.pyx has the measurements)."""
     m = a.shape[1] if trans_a else a.shape[0]
     n = b.shape[0] if trans_b else b.shape[1]
-    out = np.empty((m, n), a.dtype)
+    if max(a.shape + b.shape) > _BLAS_INT_MAX:
+        raise ValueError(f"a dense product's dimension exceeds BLAS's 32-bit int limit "
+                         f"{_BLAS_INT_MAX}: shapes {a.shape} and {b.shape}")
+    out = empty((m, n), a.dtype, "a dense layer's output")
     with blas_single_threaded():
         _dense().matmul(a, b, out, trans_a, trans_b, get_num_threads())
     return out
