@@ -167,3 +167,16 @@ def test_training_step_sides_agree_from_the_same_weights():
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
     # Steps update their own copy: the check still starts from the initial weights.
     assert peers.max_relative_error(fast[1](), expected) < 1e-4
+
+
+def test_accuracy_table_on_a_realistic_layer(capsys):
+    """benchmarks.accuracy prints the error table of docs/algorithms.md; on mnist_c2 the float32
+    errors stay under the tolerances the tests use (FLOAT32_TOLERANCE), F(2x2) near a GEMM's."""
+    from benchmarks import accuracy
+
+    accuracy.main(["--layers", "mnist_c2", "--algorithms", "im2col,winograd2,winograd4"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| mnist_c2")]
+    errors = {row.split("|")[2].strip(): [float(v) for v in row.split("|")[3:6]] for row in rows}
+    assert set(errors) == {"im2col", "winograd2", "winograd4"}
+    assert max(errors["im2col"]) < 1e-5 and max(errors["winograd2"]) < 1e-5
+    assert 0 < max(errors["winograd4"]) < 1e-4
