@@ -91,15 +91,12 @@ cdef inline void _gemm(char ta, char tb, int m, int n, int k, const floating *a,
 
 
 cdef inline void _im2col(const floating *x, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
-                         Py_ssize_t q0, Py_ssize_t q1, floating *cols,
-                         Py_ssize_t ld=0) noexcept nogil:
-    """Column rows [q0, q1) of positions [p0, p1); row q at cols + (q-q0)*ld (ld 0: p1 - p0)."""
-    if ld == 0:
-        ld = p1 - p0
+                         Py_ssize_t q0, Py_ssize_t q1, floating *cols) noexcept nogil:
+    """Column rows [q0, q1) of positions [p0, p1); row q at cols + (q-q0)*(p1-p0)."""
     if floating is float:
-        fc_im2col_f32(x, g, p0, p1, q0, q1, cols, ld, FLUSH)
+        fc_im2col_f32(x, g, p0, p1, q0, q1, cols, p1 - p0, FLUSH)
     else:
-        fc_im2col_f64(x, g, p0, p1, q0, q1, cols, ld, FLUSH)
+        fc_im2col_f64(x, g, p0, p1, q0, q1, cols, p1 - p0, FLUSH)
 
 
 cdef inline void _col2im(const floating *cols, const fc_conv_geom *g, Py_ssize_t p0,
@@ -123,8 +120,7 @@ cdef inline void _fill_bias(floating *y, const floating *b, Py_ssize_t K, Py_ssi
             row[p] = v
 
 
-# ---------------------------------------------------------------- one chunk of each pass
-# `cols` is the chunk's (CRS, L) buffer, or NULL for the pointwise fast path (x used in place).
+# ---------------------------------------------------------------- one chunk of each BLAS pass
 cdef inline void _forward_chunk(const floating *xn, const floating *w, const floating *b,
                                 floating *yn, const fc_conv_geom *g, Py_ssize_t K,
                                 Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
@@ -141,10 +137,10 @@ cdef inline void _forward_chunk(const floating *xn, const floating *w, const flo
 
 cdef inline void _weights_chunk(const floating *dyn, const floating *xn, floating *dw,
                                 const fc_conv_geom *g, Py_ssize_t K, Py_ssize_t p0, Py_ssize_t p1,
-                                Py_ssize_t q0, Py_ssize_t q1, floating *cols, bint pack,
+                                Py_ssize_t q0, Py_ssize_t q1, floating *cols,
                                 floating beta) noexcept nogil:
-    """dW[:, q0:q1] (+)= dY[:, p0:p1] . cols[q0:q1, p0:p1]^T; cols holds rows q0..q1 (NULL:
-    pointwise, x used in place)."""
+    """dW[:, q0:q1] (+)= dY[:, p0:p1] . cols[q0:q1, p0:p1]^T; cols is the chunk's buffer for rows
+    q0..q1, packed here (NULL: pointwise, x used in place)."""
     cdef Py_ssize_t P = g.Ho * g.Wo, CRS = g.C * g.R * g.S, L = p1 - p0
     cdef const floating *a
     cdef int lda
@@ -152,8 +148,7 @@ cdef inline void _weights_chunk(const floating *dyn, const floating *xn, floatin
         a = xn + q0 * P + p0
         lda = <int> P
     else:
-        if pack:
-            _im2col(xn, g, p0, p1, q0, q1, cols)
+        _im2col(xn, g, p0, p1, q0, q1, cols)
         a = cols
         lda = <int> L
     # dW^T[q0:q1, K] (ld CRS) (+)= (cols^T[L, q1-q0])^T . dY^T[L, K]
@@ -317,8 +312,7 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
                         p0 = chunk * L
                         p1 = min(p0 + L, P)
                         _weights_chunk(dyp + n * K * P, xp + n * C * H * W, dwp, &g, K, p0,
-                                       p1, q0, q1, cols, True,
-                                       0 if n == 0 and chunk == 0 else 1)
+                                       p1, q0, q1, cols, 0 if n == 0 and chunk == 0 else 1)
             fc_ftz_leave(fp)
     finally:
         free(ws)
