@@ -18,6 +18,12 @@ AWKWARD_CONV_CASES = [
     (4, 16, 8, 8, 16, 3, 3, 1, 1),      # enough channels for vector paths
     (2, 3, 9, 9, 2, (3, 2), None, (2, 3), (1, 0)),  # per-axis kernel, stride and padding
     (1, 1, 3, 3, 1, 3, 3, 1, 0),        # single output pixel
+    # strided layers with 3 taps per stride phase (Winograd runs them through _polyphase)
+    (2, 3, 27, 23, 5, 11, 11, 4, 0),    # AlexNet's first layer in small, odd sizes
+    (1, 2, 13, 12, 3, 5, 5, 2, 2),      # 5x5 stride 2, padding = kernel half
+    (1, 1, 7, 9, 2, 6, 6, 2, 4),        # even kernel, padding > kernel half
+    (2, 3, 10, 11, 4, (5, 7), None, (2, 3), (3, 1)),  # per-axis kernel, stride and padding
+    (1, 2, 5, 5, 3, 5, 5, 2, 0),        # a 1x1 output
 ]
 
 

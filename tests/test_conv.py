@@ -2,7 +2,8 @@
 (direct, im2col, winograd2, winograd4) against the NumPy reference, finite differences and a
 hand-checked example; plus threads, layouts, read-only inputs, NaN and concurrent callers.
 
-Winograd only does 3x3 stride-1 layers: its cases are filtered at collection time with
+Winograd does 3x3 stride-1 layers and strided ones with 3 taps per stride phase (through
+`_polyphase`): its cases are filtered at collection time with
 `_dispatch.winograd_unsupported_reason`, so nothing here skips itself at run time.
 """
 from concurrent.futures import ThreadPoolExecutor
@@ -80,14 +81,18 @@ def check_all_passes(algorithm, x, w, b, stride, padding, seed=7):
 
 @st.composite
 def geometries_for(draw, algorithm):
-    """conv_geometries for direct/im2col; 3x3 stride-1 geometries for Winograd."""
+    """conv_geometries for direct/im2col; for Winograd, 3x3 stride-1 geometries and strided ones
+    with 3 taps per stride phase (kernel 2*stride+1 .. 3*stride, per axis)."""
     if not algorithm.startswith("winograd"):
         return draw(conv_geometries())
-    padding = draw(st.integers(0, 3))
-    h = draw(st.integers(max(1, 3 - 2 * padding), 14))
-    w = draw(st.integers(max(1, 3 - 2 * padding), 14))
+    sh, sw = (draw(st.integers(2, 4)), draw(st.integers(2, 4))) if draw(st.booleans()) else (1, 1)
+    r = 3 if sh == 1 else draw(st.integers(2 * sh + 1, 3 * sh))
+    s = 3 if sw == 1 else draw(st.integers(2 * sw + 1, 3 * sw))
+    ph, pw = draw(st.integers(0, r)), draw(st.integers(0, s))
+    h = draw(st.integers(max(1, r - 2 * ph), 14 + r))
+    w = draw(st.integers(max(1, s - 2 * pw), 14 + s))
     n, c, k = draw(st.integers(1, 3)), draw(st.integers(1, 6)), draw(st.integers(1, 6))
-    return (n, c, h, w, k, 3, 3, 1, padding)
+    return (n, c, h, w, k, (r, s), None, (sh, sw), (ph, pw))
 
 
 # ---------------------------------------------------------------- against the reference
@@ -116,6 +121,8 @@ GRADIENT_CASES = [
     (1, 2, 5, 6, 2, 3, 2, 2, 1),                 # strided, non-square kernel
     (1, 2, 7, 6, 3, (3, 2), None, (2, 1), (1, 2)),  # per-axis stride and padding
     (1, 1, 4, 4, 2, 2, 2, 3, 2),                 # stride > kernel, padding = kernel
+    (1, 2, 9, 8, 2, 5, 5, 2, 1),                 # 5x5 stride 2: Winograd via _polyphase
+    (1, 1, 13, 11, 2, (7, 5), None, (3, 2), (2, 3)),  # the same, per-axis, padding > half
 ]
 
 

@@ -36,7 +36,12 @@ def test_auto_only_picks_algorithms_that_can_do_the_shape(case, pass_, threads):
     ((64, 1, 28, 28, 6, 5, 5, 1, 0), "forward", "direct"),          # tiny C*R*S and K
     ((64, 1, 28, 28, 32, 3, 3, 1, 1), "forward", "im2col"),         # tiny C*R*S, 32 filters
     ((64, 1, 28, 28, 32, 3, 3, 1, 1), "backward_weights", "direct"),
-    ((8, 3, 227, 227, 96, 11, 11, 4, 0), "forward", "im2col"),
+    # strided, 3 taps per stride phase: Winograd over the polyphase layer (48 channels, 3x3)
+    ((8, 3, 227, 227, 96, 11, 11, 4, 0), "forward", "winograd4"),
+    ((8, 3, 227, 227, 96, 11, 11, 4, 0), "backward_data", "winograd4"),
+    ((8, 3, 227, 227, 96, 11, 11, 4, 0), "backward_weights", "winograd4"),
+    ((8, 1, 64, 64, 32, 5, 5, 2, 2), "forward", "im2col"),          # 4 phase channels: too few
+    ((8, 128, 28, 28, 256, 3, 3, 2, 1), "forward", "im2col"),       # 2 taps per phase
 ])
 def test_auto_follows_the_measured_rules(case, pass_, expected):
     assert _dispatch.resolve("auto", geometry(case), pass_) == expected

@@ -96,8 +96,9 @@ def test_unknown_algorithm(name):
 
 @pytest.mark.parametrize("algorithm", ["winograd", "winograd2", "winograd4"])
 @pytest.mark.parametrize("wshape,stride,reason", [
-    ((4, 3, 5, 5), 1, "needs a 3x3 kernel"),
-    ((4, 3, 3, 3), 2, "needs stride 1"),
+    ((4, 3, 5, 5), 1, "needs a 3x3 kernel at stride 1, got 5x5"),
+    ((4, 3, 3, 3), 2, r"3 taps per stride phase\), got a 3x3 kernel at stride \(2, 2\)"),
+    ((4, 3, 7, 7), 2, r"got a 7x7 kernel at stride \(2, 2\)"),
 ])
 def test_winograd_refuses_shapes_it_cannot_do(algorithm, wshape, stride, reason):
     x = np.zeros((1, 3, 9, 9), np.float32)

@@ -9,7 +9,7 @@ import importlib
 
 import numpy as np
 
-from . import _dispatch, config
+from . import _dispatch, _polyphase, config
 from ._shapes import (as_float_array, conv_args, conv_backward_args, conv_backward_data_args,
                       conv_backward_weights_args, empty, pool_args, pool_backward_args)
 from .threads import blas_single_threaded, get_num_threads
@@ -36,7 +36,10 @@ def _kernel(algorithm, pass_):
     module_name, fixed = _IMPLEMENTATIONS[algorithm]
     module = importlib.import_module("fastconv._kernels." + module_name)
     fn = getattr(module, pass_)
-    return functools.partial(fn, **fixed) if fixed else fn
+    fn = functools.partial(fn, **fixed) if fixed else fn
+    if algorithm.startswith("winograd"):
+        fn = _polyphase.strided(pass_, fn)  # strided layers: as stride-1 ones over phase planes
+    return fn
 
 
 def _run_conv(pass_, algorithm, g, inputs, out_shape, dtype, what):
