@@ -62,22 +62,26 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
     const ptrdiff_t panels = (K + FC_MK_MR - 1) / FC_MK_MR;
     const size_t wp_bytes = (size_t)panels * FC_MK_MR * (size_t)CRS * sizeof(REAL);
     if (nthreads < 1) nthreads = 1;
-    /* Blocks: kc column rows x nc positions per thread (<= 256 x 256, ~280 KB: the block stays
-     * in L2, and a SUB-wide slice of it, <= 16 KB, in L1 while every weight panel passes over
-     * it), shrunk to fit the workspace next to the packed weights, down to SUB positions and 1
-     * row. nc = 256 measured 10% faster than 128 at 2 threads (resnet_down, alexnet_c1: fewer
-     * y passes and partial micro-tiles), and no faster at 384-1024. */
-    ptrdiff_t kc = CRS < 256 ? CRS : 256;
+    /* Blocks: kc column rows x nc positions per thread (<= 1152 x 256, ~1.2 MB), shrunk to fit
+     * the workspace next to the packed weights, down to SUB positions and 1 row. A SUB-wide
+     * slice of the block (<= 72 KB) streams from L2 while every weight panel passes over it;
+     * a deeper block means fewer passes of y through the micro-kernel's loads and stores:
+     * 2 threads, kc = 1152 vs 256: resnet_down 5.76 vs 5.98 ms, resnet_c4 11.4 vs 11.9, vgg_c3
+     * 81.6 vs 85.0, mnist_c2 3.76 vs 3.86 (kc = 576 in between, 2304 1-2 % slower than 1152).
+     * nc = 256 measured 10% faster than 128 at 2 threads (resnet_down, alexnet_c1: fewer y
+     * passes and partial micro-tiles), and no faster at 384-1024. */
+    ptrdiff_t kc = CRS < 1152 ? CRS : 1152;
     ptrdiff_t nc = (P + SUB - 1) / SUB * SUB;
     if (nc > 256) nc = 256;
     const size_t avail = workspace > wp_bytes ? (workspace - wp_bytes) / (size_t)nthreads : 0;
     while ((size_t)kc * (size_t)(nc + SUB) * sizeof(REAL) > avail && nc > SUB) nc -= SUB;
     while ((size_t)kc * (size_t)(nc + SUB) * sizeof(REAL) > avail && kc > 1) kc = (kc + 1) / 2;
     const ptrdiff_t chunks = (P + nc - 1) / nc, tasks = N * chunks;
-    /* Row stride of the column block: nc + SUB, an odd number of cache lines for nc = 256. At a
-     * power-of-two stride the kc rows of a SUB-wide slice fall into 1/8 of L1's sets and evict
-     * each other while the weight panels pass over them (measured 10-25% slower). */
-    const ptrdiff_t ldb = nc + SUB;
+    /* Row stride of the column block: an odd number of cache lines (nc + SUB for nc = 256). At
+     * an even one the kc rows of a SUB-wide slice fall into a fraction of the cache's sets and
+     * evict each other while the weight panels pass over them (a power of two measured 10-25%
+     * slower; resnet_down's 13 lines instead of 14: 3 % faster, one thread). */
+    const ptrdiff_t ldb = (nc / SUB) % 2 ? nc : nc + SUB;
     const size_t buf_reals = (size_t)kc * (size_t)ldb;
     REAL *Wp = (REAL *)fc_aligned_alloc(wp_bytes);
     if (!Wp) return -1;
