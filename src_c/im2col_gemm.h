@@ -20,6 +20,11 @@ typedef struct {
     ptrdiff_t Ho, Wo;    /* output image */
 } fc_conv_geom;
 
+/* A 1x1, stride-1, unpadded layer: its input (or dx) is its column matrix, used in place. */
+static inline int fc_is_pointwise(const fc_conv_geom *g) {
+    return g->R == 1 && g->S == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
+}
+
 /* Fill column rows q in [q0, q1); row q starts at cols + (q - q0)*L (L >= p1 - p0: a larger stride
  * lets several images' columns sit side by side in one matrix).
  * flush != 0 replaces subnormal values by +0 while copying (exact under FTZ/DAZ semantics). */
@@ -37,9 +42,9 @@ void fc_col2im_f64(const double *cols, const fc_conv_geom *g, ptrdiff_t p0, ptrd
 
 /* y (N, K, Ho, Wo) = conv(x (N, C, H, W), w (K, C, R, S)) + bias (may be NULL), without BLAS:
  * OpenMP over (image, block of output positions) tasks, each packing blocks of its columns
- * (im2col into a cache-sized buffer) and running the shared register-tiled micro-kernel
- * (fc_microkernel_tmpl.h) over the weights, packed once per call, so no column is packed twice
- * (im2col, then BLAS's own copy). Scratch memory: the packed weights plus one column block per
+ * (im2col into a cache-sized buffer; a pointwise layer reads x in place but for a last partial
+ * micro-tile) and running the shared register-tiled micro-kernel (fc_microkernel_tmpl.h) over
+ * the weights, packed once per call, so no column is packed twice (im2col, then BLAS's copy). Scratch memory: the packed weights plus one column block per
  * thread, kept under `workspace` bytes where the weights allow. Each output is the same ordered
  * sum at any thread count. Returns 0, or -1 when scratch memory could not be allocated. */
 int fc_conv_packed_fwd_f32(const float *x, ptrdiff_t N, const fc_conv_geom *g, const float *w,

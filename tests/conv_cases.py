@@ -13,6 +13,7 @@ AWKWARD_CONV_CASES = [
     (2, 2, 5, 5, 3, 3, 3, 2, 3),        # padding = kernel size
     (1, 4, 4, 4, 5, 6, 6, 1, 1),        # kernel as large as the padded input: 1x1 output
     (2, 8, 9, 9, 16, 1, 1, 1, 0),       # pointwise
+    (1, 5, 8, 4, 7, 1, 1, 1, 0),        # pointwise, whole micro-tiles only (x read in place)
     (2, 6, 10, 12, 4, 1, 1, 2, 0),      # strided pointwise
     (1, 3, 23, 19, 8, 7, 5, 3, 2),      # large, odd kernel
     (4, 16, 8, 8, 16, 3, 3, 1, 1),      # enough channels for vector paths

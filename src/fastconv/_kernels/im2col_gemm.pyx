@@ -10,14 +10,15 @@ the scratch memory stays under `workspace_bytes` whatever the layer size (a chun
 output pixel: CRS elements per thread is the floor). A 1x1, stride-1, unpadded layer uses x (and
 dx) in place as the column matrix: no packing at all.
 
-Forward (except pointwise) is C without BLAS (src_c/im2col_gemm_packed.c): columns packed in
-cache-sized blocks, the weights packed once, and the register-tiled micro-kernel Winograd uses,
-so each column is packed once instead of twice (im2col, then BLAS's copy). Measured against the
+Forward is C without BLAS (src_c/im2col_gemm_packed.c): columns packed in cache-sized blocks
+(a pointwise layer's read from x in place), the weights packed once, and the register-tiled
+micro-kernel Winograd uses, so each column is packed once instead of twice (im2col, then BLAS's
+copy). Measured against the
 BLAS forward it replaced (interleaved, same process, 1 thread pinned | 2 threads, in its first
 version, before 256-position blocks and -fno-wrapv made it another ~10 % faster): alexnet_c1
 1.14-1.19x | 1.11x, resnet_c4 1.02-1.09x | 1.08x, resnet_down 1.00-1.02x | 0.95x, mnist_c2 1.15x
-| 1.09x, lenet_c2 1.5x | 1.8x, vgg_c3 | 0.94x; a pointwise layer stays with BLAS (the packed
-path needs a copy of x that BLAS does not: 0.83x).
+| 1.09x, lenet_c2 1.5x | 1.8x, vgg_c3 | 0.94x. A pointwise layer stayed with BLAS until the
+micro-kernel read x in place (pointwise, 2 threads: 2.67 vs 2.96 ms; 1 thread 4.80 vs 5.24).
 
 Threads: OpenMP over independent tasks; each thread packs its own columns into its own slice of
 the workspace and calls single-threaded BLAS (BLAS limited to 1 thread once per call, in Python).
@@ -52,6 +53,7 @@ from fastconv.threads import blas_single_threaded
 cdef extern from "im2col_gemm.h" nogil:
     ctypedef struct fc_conv_geom:
         Py_ssize_t C, H, W, R, S, sh, sw, ph, pw, Ho, Wo
+    bint fc_is_pointwise(const fc_conv_geom *g)
     void fc_im2col_f32(const float *x, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
                        Py_ssize_t q0, Py_ssize_t q1, float *cols, Py_ssize_t L,
                        int flush)
@@ -107,34 +109,7 @@ cdef inline void _col2im(const floating *cols, const fc_conv_geom *g, Py_ssize_t
         fc_col2im_f64(cols, g, p0, p1, c0, c1, dx)
 
 
-cdef inline void _fill_bias(floating *y, const floating *b, Py_ssize_t K, Py_ssize_t P,
-                            Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
-    """y[k, p0:p1] = b[k] (y is one image's (K, P) output)."""
-    cdef Py_ssize_t k, p
-    cdef floating v
-    cdef floating *row
-    for k in range(K):
-        v = b[k]
-        row = y + k * P
-        for p in range(p0, p1):
-            row[p] = v
-
-
 # ---------------------------------------------------------------- one chunk of each BLAS pass
-cdef inline void _forward_chunk(const floating *xn, const floating *w, const floating *b,
-                                floating *yn, const fc_conv_geom *g, Py_ssize_t K,
-                                Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
-    """Positions [p0, p1) of a pointwise layer, whose input is its column matrix."""
-    cdef Py_ssize_t P = g.Ho * g.Wo, C = g.C
-    cdef floating beta = 0
-    if b != NULL:
-        _fill_bias(yn, b, K, P, p0, p1)
-        beta = 1
-    # Y^T[L, K] (ldc P) = x^T[L, C] . W^T[C, K]
-    _gemm(c'N', c'N', <int> (p1 - p0), <int> K, <int> C, xn + p0, <int> P, w, <int> C, beta,
-          yn + p0, <int> P)
-
-
 cdef inline void _weights_chunk(const floating *dyn, const floating *xn, floating *dw,
                                 const fc_conv_geom *g, Py_ssize_t K, Py_ssize_t p0, Py_ssize_t p1,
                                 Py_ssize_t q0, Py_ssize_t q1, floating *cols,
@@ -224,51 +199,27 @@ cdef floating *_alloc(Py_ssize_t count, floating *dummy) except? NULL:
     return p
 
 
-cdef inline bint _is_pointwise(Py_ssize_t R, Py_ssize_t S, Py_ssize_t sh, Py_ssize_t sw,
-                               Py_ssize_t ph, Py_ssize_t pw):
-    """A 1x1, stride-1, unpadded layer: its input (or dx) is the column matrix, no im2col."""
-    return R == 1 and S == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
-
-
 # ---------------------------------------------------------------- forward
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
             const floating[::1] b, floating[:, :, :, ::1] y, Py_ssize_t sh, Py_ssize_t sw,
             Py_ssize_t ph, Py_ssize_t pw, int nthreads, Py_ssize_t workspace_bytes):
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = w.shape[0], R = w.shape[2], S = w.shape[3]
-    cdef Py_ssize_t Ho = y.shape[2], Wo = y.shape[3], P = Ho * Wo, CRS = C * R * S
+    cdef Py_ssize_t Ho = y.shape[2], Wo = y.shape[3]
     cdef fc_conv_geom g = _geom(C, H, W, R, S, sh, sw, ph, pw, Ho, Wo)
-    cdef bint pointwise = _is_pointwise(R, S, sh, sw, ph, pw)
     cdef const floating *bp = &b[0] if b is not None else NULL
     cdef const floating *xp = &x[0, 0, 0, 0]
     cdef const floating *wp = &w[0, 0, 0, 0]
     cdef floating *yp = &y[0, 0, 0, 0]
-    cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1
     cdef int nt = max(1, nthreads)
-    cdef fc_fpstate fp
     cdef int rc
-    if not pointwise:
-        with nogil:
-            if floating is float:
-                rc = fc_conv_packed_fwd_f32(xp, N, &g, wp, K, bp, yp, nt, workspace_bytes)
-            else:
-                rc = fc_conv_packed_fwd_f64(xp, N, &g, wp, K, bp, yp, nt, workspace_bytes)
-        if rc != 0:
-            raise MemoryError("im2col forward: could not allocate scratch buffers")
-        return
-
-    # A pointwise layer is a plain GEMM over x in place: BLAS, chunked over positions.
-    _check_blas_ints(K, CRS, P)
-    L, chunks = _chunking(P, 0, sizeof(floating), nt, workspace_bytes, _min_chunks(N, P))
-    ntasks = N * chunks
-    with blas_single_threaded(), nogil, parallel(num_threads=nt):
-        fp = fc_ftz_enter()
-        for task in prange(ntasks, schedule="dynamic"):
-            n = task // chunks
-            p0 = (task % chunks) * L
-            p1 = min(p0 + L, P)
-            _forward_chunk(xp + n * C * H * W, wp, bp, yp + n * K * P, &g, K, p0, p1)
-        fc_ftz_leave(fp)
+    with nogil:
+        if floating is float:
+            rc = fc_conv_packed_fwd_f32(xp, N, &g, wp, K, bp, yp, nt, workspace_bytes)
+        else:
+            rc = fc_conv_packed_fwd_f64(xp, N, &g, wp, K, bp, yp, nt, workspace_bytes)
+    if rc != 0:
+        raise MemoryError("im2col forward: could not allocate scratch buffers")
 
 
 # ---------------------------------------------------------------- backward_weights
@@ -279,7 +230,7 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
     cdef Py_ssize_t K = dw.shape[0], R = dw.shape[2], S = dw.shape[3]
     cdef Py_ssize_t Ho = dy.shape[2], Wo = dy.shape[3], P = Ho * Wo, CRS = C * R * S
     cdef fc_conv_geom g = _geom(C, H, W, R, S, sh, sw, ph, pw, Ho, Wo)
-    cdef bint pointwise = _is_pointwise(R, S, sh, sw, ph, pw)
+    cdef bint pointwise = fc_is_pointwise(&g)
     cdef const floating *xp = &x[0, 0, 0, 0]
     cdef const floating *dyp = &dy[0, 0, 0, 0]
     cdef floating *dwp = &dw[0, 0, 0, 0]
@@ -327,7 +278,7 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
     cdef Py_ssize_t Ho = dy.shape[2], Wo = dy.shape[3], P = Ho * Wo, CRS = C * R * S
     cdef Py_ssize_t HW = H * W
     cdef fc_conv_geom g = _geom(C, H, W, R, S, sh, sw, ph, pw, Ho, Wo)
-    cdef bint pointwise = _is_pointwise(R, S, sh, sw, ph, pw)
+    cdef bint pointwise = fc_is_pointwise(&g)
     cdef const floating *wp = &w[0, 0, 0, 0]
     cdef const floating *dyp = &dy[0, 0, 0, 0]
     cdef floating *dxp = &dx[0, 0, 0, 0]
