@@ -10,7 +10,7 @@ import scipy
 
 import fastconv
 
-KERNEL_MODULES = ("direct", "im2col_gemm", "winograd", "pool")
+KERNEL_MODULES = ("direct", "im2col_gemm", "winograd", "polyphase", "pool", "dense")
 
 
 def cpu_model():
