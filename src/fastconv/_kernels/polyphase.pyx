@@ -43,59 +43,54 @@ def _check(x_shape, xph_shape, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_s
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
+cdef void _move(floating *x, floating *xph, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
+                Py_ssize_t W, Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t sh, Py_ssize_t sw,
+                Py_ssize_t ph, Py_ssize_t pw, bint split, int nthreads) noexcept nogil:
+    """split: every element of xph <- its pixel of x, or 0. Otherwise the inverse: every pixel
+    of x <- its element of xph, or 0 where no phase plane reaches it."""
+    cdef Py_ssize_t plane, a, b, i, j, h, jlo, jhi
+    cdef floating *image
+    cdef floating *phase
+    for plane in prange(N * C, num_threads=max(1, nthreads), schedule="static"):
+        image = x + plane * H * W
+        if not split:
+            memset(image, 0, H * W * sizeof(floating))  # pixels past the last phase row / column
+        for a in range(sh):
+            for b in range(sw):
+                phase = xph + ((plane * sh + a) * sw + b) * Hp * Wp
+                jhi = _end_column(b, sw, pw, W, Wp)
+                jlo = min(_first_column(b, sw, pw), jhi)
+                for i in range(Hp):
+                    h = i * sh + a - ph
+                    if h < 0 or h >= H:
+                        if split:
+                            memset(phase + i * Wp, 0, Wp * sizeof(floating))
+                        continue
+                    if split:
+                        for j in range(jlo):
+                            phase[i * Wp + j] = 0
+                        for j in range(jlo, jhi):
+                            phase[i * Wp + j] = image[h * W + j * sw + b - pw]
+                        for j in range(jhi, Wp):
+                            phase[i * Wp + j] = 0
+                    else:
+                        for j in range(jlo, jhi):
+                            image[h * W + j * sw + b - pw] = phase[i * Wp + j]
+
+
 def split_input(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] xph, Py_ssize_t sh,
                 Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, int nthreads):
     """xph (N, C*sh*sw, Hp, Wp) <- the stride phases of x (N, C, H, W) padded by (ph, pw)."""
     _check(x.shape, xph.shape, sh, sw, ph, pw)
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t Hp = xph.shape[2], Wp = xph.shape[3]
-    cdef Py_ssize_t plane, a, b, i, j, h, jlo, jhi
-    cdef const floating *src
-    cdef floating *dst
-    with nogil:
-        for plane in prange(N * C, num_threads=max(1, nthreads), schedule="static"):
-            src = &x[0, 0, 0, 0] + plane * H * W
-            for a in range(sh):
-                for b in range(sw):
-                    dst = &xph[0, 0, 0, 0] + ((plane * sh + a) * sw + b) * Hp * Wp
-                    jhi = _end_column(b, sw, pw, W, Wp)
-                    jlo = min(_first_column(b, sw, pw), jhi)
-                    for i in range(Hp):
-                        h = i * sh + a - ph
-                        if h < 0 or h >= H:
-                            memset(dst + i * Wp, 0, Wp * sizeof(floating))
-                            continue
-                        for j in range(jlo):
-                            dst[i * Wp + j] = 0
-                        for j in range(jlo, jhi):
-                            dst[i * Wp + j] = src[h * W + j * sw + b - pw]
-                        for j in range(jhi, Wp):
-                            dst[i * Wp + j] = 0
+    with nogil:  # (x is only read: split never writes through the pointer)
+        _move(<floating *> &x[0, 0, 0, 0], &xph[0, 0, 0, 0], x.shape[0], x.shape[1], x.shape[2],
+              x.shape[3], xph.shape[2], xph.shape[3], sh, sw, ph, pw, True, nthreads)
 
 
-@cython.boundscheck(False)
-@cython.wraparound(False)
 def merge_input(const floating[:, :, :, ::1] xph, floating[:, :, :, ::1] x, Py_ssize_t sh,
                 Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw, int nthreads):
     """x (N, C, H, W) <- its pixels' values in the phase planes xph (N, C*sh*sw, Hp, Wp)."""
     _check(x.shape, xph.shape, sh, sw, ph, pw)
-    cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
-    cdef Py_ssize_t Hp = xph.shape[2], Wp = xph.shape[3]
-    cdef Py_ssize_t plane, a, b, i, j, h, jlo, jhi
-    cdef const floating *src
-    cdef floating *dst
-    with nogil:
-        for plane in prange(N * C, num_threads=max(1, nthreads), schedule="static"):
-            dst = &x[0, 0, 0, 0] + plane * H * W
-            memset(dst, 0, H * W * sizeof(floating))  # pixels past the last phase row / column
-            for a in range(sh):
-                for b in range(sw):
-                    src = &xph[0, 0, 0, 0] + ((plane * sh + a) * sw + b) * Hp * Wp
-                    jhi = _end_column(b, sw, pw, W, Wp)
-                    jlo = min(_first_column(b, sw, pw), jhi)
-                    for i in range(Hp):
-                        h = i * sh + a - ph
-                        if h < 0 or h >= H:
-                            continue
-                        for j in range(jlo, jhi):
-                            dst[h * W + j * sw + b - pw] = src[i * Wp + j]
+    with nogil:  # (xph is only read: merge never writes through the pointer)
+        _move(&x[0, 0, 0, 0], <floating *> &xph[0, 0, 0, 0], x.shape[0], x.shape[1], x.shape[2],
+              x.shape[3], xph.shape[2], xph.shape[3], sh, sw, ph, pw, False, nthreads)
