@@ -40,11 +40,14 @@ void fc_col2im_f32(const float *cols, const fc_conv_geom *g, ptrdiff_t p0, ptrdi
 void fc_col2im_f64(const double *cols, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t p1,
                    ptrdiff_t c0, ptrdiff_t c1, double *dx);
 
-/* y (N, K, Ho, Wo) = conv(x (N, C, H, W), w (K, C, R, S)) + bias (may be NULL), without BLAS:
- * OpenMP over (image, block of output positions) tasks, each packing blocks of its columns
- * (im2col into a cache-sized buffer; a pointwise layer reads x in place but for a last partial
- * micro-tile) and running the shared register-tiled micro-kernel (fc_microkernel_tmpl.h) over
- * the weights, packed once per call, so no column is packed twice (im2col, then BLAS's copy). Scratch memory: the packed weights plus one column block per
+/* y (N, K, Ho, Wo) = conv(x (N, C, H, W), w (K, C, R, S)) + bias (may be NULL), without BLAS.
+ * Most layers: implicit im2col (im2col_gemm_implicit_tmpl.h), OpenMP over (image, band of output
+ * rows) tasks, each copying its input rows zero-padded and reading every column entry from there
+ * through an offset, 6 positions x 16 filters per register tile. Pointwise layers, C*R*S < 16,
+ * and a workspace too small for the implicit path's buffers: OpenMP over (image, block of output
+ * positions) tasks, each packing blocks of its columns (im2col into a cache-sized buffer; a
+ * pointwise layer reads x in place but for a last partial micro-tile) and running the shared
+ * register-tiled micro-kernel (fc_microkernel_tmpl.h) over the weights, packed once per call. Scratch memory: the packed weights plus one column block per
  * thread, kept under `workspace` bytes where the weights allow. Each output is the same ordered
  * sum at any thread count. Returns 0, or -1 when scratch memory could not be allocated. */
 int fc_conv_packed_fwd_f32(const float *x, ptrdiff_t N, const fc_conv_geom *g, const float *w,

@@ -59,9 +59,13 @@ static FC_NOINLINE void SFX(packed_task)(const REAL *xn, const fc_conv_geom *g, 
     }
 }
 
+#include "im2col_gemm_implicit_tmpl.h" /* implicit_fwd */
+
 int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, const REAL *w,
                             ptrdiff_t K, const REAL *bias, REAL *y, int nthreads, size_t workspace)
 {
+    const int implicit = SFX(implicit_fwd)(x, N, g, w, K, bias, y, nthreads, workspace);
+    if (implicit != 1) return implicit; /* done (0), or out of memory (-1) */
     const ptrdiff_t P = g->Ho * g->Wo, CRS = g->C * g->R * g->S, CHW = g->C * g->H * g->W;
     const ptrdiff_t panels = (K + FC_MK_MR - 1) / FC_MK_MR;
     const size_t wp_bytes = (size_t)panels * FC_MK_MR * (size_t)CRS * sizeof(REAL);
@@ -120,6 +124,8 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
 }
 
 #undef SUB
+#undef IMPLICIT_MIN_CRS
+#undef IMPLICIT_BAND_BYTES
 #undef FC_NV
 #undef FC_VFMA
 #undef FC_VSET1

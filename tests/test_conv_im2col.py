@@ -31,6 +31,8 @@ SHAPES = [
     (1, 1100, 4, 4, 3, 1, 1, 1, 1, 0, 0),       # pointwise with C > 1000
     (2, 2, 5, 5, 3, 3, 3, 2, 2, 3, 3),          # padding = kernel: whole padding rows/columns
     (6, 7, 5, 6, 9, 3, 3, 1, 1, 1, 1),          # small Ho*Wo: forward puts 2-6 images in one GEMM
+    (1, 20, 23, 19, 21, 3, 3, 1, 1, 1, 1),      # 21 filters: a full and a partial 16-filter slice
+    (1, 64, 12, 300, 18, 3, 3, 1, 1, 1, 1),     # wide rows: several row bands per image
 ]
 
 

@@ -35,6 +35,8 @@ def test_auto_only_picks_algorithms_that_can_do_the_shape(case, pass_, threads):
     ((8, 256, 14, 14, 256, 3, 3, 1, 1), "backward_weights", "winograd2"),
     ((64, 1, 28, 28, 6, 5, 5, 1, 0), "forward", "direct"),          # tiny C*R*S and K
     ((64, 1, 28, 28, 32, 3, 3, 1, 1), "forward", "im2col"),         # tiny C*R*S, 32 filters
+    ((64, 6, 12, 12, 16, 5, 5, 1, 0), "forward", "im2col"),         # lenet_c2: 16 filters
+    ((64, 6, 12, 12, 16, 5, 5, 1, 0), "backward_data", "direct"),
     ((64, 1, 28, 28, 32, 3, 3, 1, 1), "backward_weights", "direct"),
     # strided, 3 taps per stride phase: Winograd over the polyphase layer (48 channels, 3x3)
     ((8, 3, 227, 227, 96, 11, 11, 4, 0), "forward", "winograd4"),

@@ -76,12 +76,13 @@ def candidates(g):
 #: even forward, im2col ahead in both backward passes).
 DIRECT_MAX_CRS = 160
 
-#: ... except forward passes with this many output channels: im2col's forward (no BLAS: columns
-#: packed once, a 6 x 16 register-tiled micro-kernel over 6 filters at a time) keeps its
-#: registers busy from K = 32 (the CNN's first layer, 1 -> 32 channels on 28x28, C*R*S = 9:
-#: im2col 0.76 ms vs direct 1.12 ms; lenet_c1 K = 6: direct 0.18 vs 0.34; lenet_c2 K = 16:
-#: direct 0.21 vs 0.43; 2 threads).
-IM2COL_FORWARD_MIN_K = 32
+#: ... except forward passes with this many output channels: im2col's forward (no BLAS, a
+#: register-tiled micro-kernel over 16 filters at a time reading the columns implicitly, or 6
+#: filters over packed columns for C*R*S < 16) keeps its registers busy from K = 16 (2 threads:
+#: lenet_c2, K = 16, C*R*S = 150: im2col 0.175 ms vs direct 0.214; the CNN's first layer,
+#: 1 -> 32 channels on 28x28, C*R*S = 9: im2col 0.81 vs direct 1.07; lenet_c1, K = 6: direct
+#: 0.19 vs 0.26).
+IM2COL_FORWARD_MIN_K = 16
 
 #: Winograd needs this many input and output channels to pay for its transforms.
 WINOGRAD_MIN_CHANNELS = 16
