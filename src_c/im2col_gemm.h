@@ -56,6 +56,17 @@ int fc_conv_packed_fwd_f64(const double *x, ptrdiff_t N, const fc_conv_geom *g, 
                            ptrdiff_t K, const double *bias, double *y, int nthreads,
                            size_t workspace);
 
+/* dw (K, C) = sum over n of dy (N, K, P)[n] . x (N, C, P)[n]^T, a pointwise layer's weight
+ * gradient, without BLAS (the implicit forward's register tile, walking the positions). Returns
+ * 0, 1 when its buffers would not fit `workspace` (nothing done: use BLAS), -1 when out of
+ * memory. The same result at any thread count. */
+int fc_conv_pointwise_bwd_weights_f32(const float *x, const float *dy, ptrdiff_t N, ptrdiff_t C,
+                                      ptrdiff_t P, ptrdiff_t K, float *dw, int nthreads,
+                                      size_t workspace);
+int fc_conv_pointwise_bwd_weights_f64(const double *x, const double *dy, ptrdiff_t N,
+                                      ptrdiff_t C, ptrdiff_t P, ptrdiff_t K, double *dw,
+                                      int nthreads, size_t workspace);
+
 /* dst[i] = flush ? (subnormal(src[i]) ? 0 : src[i]) : src[i] for n elements. */
 void fc_copy_flush_f32(const float *src, float *dst, ptrdiff_t n);
 void fc_copy_flush_f64(const double *src, double *dst, ptrdiff_t n);

@@ -167,3 +167,68 @@ static int SFX(implicit_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, 
     free(koff);
     return failed ? -1 : 0;
 }
+
+/* dw (K, C) = the sum over images of dy_n (K, P) . x_n (C, P)^T, for a pointwise layer: the
+ * implicit kernel with its offsets' roles swapped. Its broadcasts come from 6 rows of x (po =
+ * c * P) walking the positions (koff = 0, 1, .., P - 1), its vectors from dy transposed (16
+ * filters per row, per image), so each register tile sums a whole image's positions. Tasks are
+ * (16-filter slice, block of channels), fixed by the sizes: each owns its dw elements and adds
+ * the images in order, so no reduction and the same result at any thread count. Returns 0, 1
+ * (nothing done: the buffers do not fit `workspace`) or -1 (out of memory). */
+int SFX(fc_conv_pointwise_bwd_weights)(const REAL *x, const REAL *dy, ptrdiff_t N, ptrdiff_t C,
+                                       ptrdiff_t P, ptrdiff_t K, REAL *dw, int nthreads,
+                                       size_t workspace)
+{
+    const ptrdiff_t slices = (K + SUB - 1) / SUB, panels = (C + FC_MK_MR - 1) / FC_MK_MR;
+    ptrdiff_t cblocks = (4 + slices - 1) / slices; /* at least 4 tasks where C allows */
+    if (cblocks > panels) cblocks = panels;
+    const ptrdiff_t cb = (panels + cblocks - 1) / cblocks * FC_MK_MR; /* channels per task */
+    cblocks = (C + cb - 1) / cb;
+    const ptrdiff_t tasks = slices * cblocks;
+    if (nthreads < 1) nthreads = 1;
+    if (nthreads > tasks) nthreads = (int)tasks;
+    const size_t per_thread = (size_t)(P * SUB + cb * SUB) * sizeof(REAL);
+    if ((size_t)nthreads * per_thread + (size_t)P * sizeof(ptrdiff_t) > workspace) return 1;
+    ptrdiff_t *koff = (ptrdiff_t *)fc_aligned_alloc((size_t)P * sizeof(ptrdiff_t));
+    if (!koff) return -1;
+    for (ptrdiff_t p = 0; p < P; p++) koff[p] = p;
+    int failed = 0;
+
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        fc_fpstate fp = fc_ftz_enter();
+        REAL *dyT = (REAL *)fc_aligned_alloc(per_thread);
+        REAL *acc = dyT ? dyT + P * SUB : NULL; /* acc[c - c0][f] */
+        REAL t[FC_MK_MR * SUB] __attribute__((aligned(64)));
+        if (!dyT) failed = 1;
+        ptrdiff_t task;
+#pragma omp for schedule(dynamic, 1)
+        for (task = 0; task < tasks; task++) {
+            if (!dyT) continue;
+            const ptrdiff_t k0 = (task / cblocks) * SUB, c0 = (task % cblocks) * cb;
+            const ptrdiff_t c1 = c0 + cb < C ? c0 + cb : C;
+            const int filters = (int)(K - k0 < SUB ? K - k0 : SUB);
+            for (ptrdiff_t n = 0; n < N; n++) {
+                const REAL *dyn = dy + (n * K + k0) * P, *xn = x + n * C * P;
+                for (ptrdiff_t p = 0; p < P; p++)
+                    for (int f = 0; f < SUB; f++) dyT[p * SUB + f] = f < filters ? dyn[f * P + p] : (REAL)0;
+                for (ptrdiff_t c = c0; c < c1; c += FC_MK_MR) {
+                    const int rows = (int)(c1 - c < FC_MK_MR ? c1 - c : FC_MK_MR);
+                    ptrdiff_t po[FC_MK_MR];
+                    for (int i = 0; i < FC_MK_MR; i++) po[i] = (c + (i < rows ? i : rows - 1)) * P;
+                    SFX(implicit_kernel)(P, xn, koff, po, dyT, t);
+                    REAL *a = acc + (c - c0) * SUB;
+                    for (int i = 0; i < rows; i++)
+                        for (int f = 0; f < SUB; f++)
+                            a[i * SUB + f] = (n ? a[i * SUB + f] : (REAL)0) + t[i * SUB + f];
+                }
+            }
+            for (int f = 0; f < filters; f++)
+                for (ptrdiff_t c = c0; c < c1; c++) dw[(k0 + f) * C + c] = acc[(c - c0) * SUB + f];
+        }
+        free(dyT);
+        fc_ftz_leave(fp);
+    }
+    free(koff);
+    return failed ? -1 : 0;
+}
