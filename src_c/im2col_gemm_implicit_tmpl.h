@@ -7,17 +7,22 @@
  * reads (its band). So the register tile is turned around from the packed path's: 6 output
  * positions (one broadcast each, read straight from the band at poff[p] + koff[k]) times 16
  * filters (two vector loads from the filters, packed once as [16-filter slice][k][16]), summed
- * over all of C*R*S in registers, then transposed into y's rows. Per step: 2 vector loads, 6
- * broadcasts, 12 FMAs and one offset load, as in the packed micro-kernel, without packing a
- * single column: 2 threads, resnet_down 5.46 vs 5.71 ms, resnet_c4 10.5 vs 11.5, mnist_c2
- * 2.68 vs 3.79, lenet_c2 0.14 vs 0.38. Not for pointwise layers (x is its own column matrix:
- * the packed path reads it in place, 2.6 vs 3.1 ms) nor for C*R*S below IMPLICIT_MIN_CRS (a
- * few steps per tile do not pay for its transposed stores). */
+ * over up to IMPLICIT_KC steps in registers, then transposed into y's rows. Per step: 2 vector
+ * loads, 6 broadcasts, 12 FMAs and one offset load, as in the packed micro-kernel, without
+ * packing a single column: 2 threads, resnet_down 5.41 vs 5.74 ms, resnet_c4 10.0 vs 11.4,
+ * mnist_c2 2.67 vs 3.75, lenet_c2 0.14 vs 0.38, vgg_c3 82.0 vs 81.8. Not for pointwise layers
+ * (x is its own column matrix: the packed path reads it in place, 2.6 vs 3.1 ms) nor for C*R*S
+ * below IMPLICIT_MIN_CRS (a few steps per tile do not pay for its transposed stores: the CNN's
+ * first layer, C*R*S = 9, 0.54 vs 0.49 ms). */
 
 #define IMPLICIT_MIN_CRS 16
+/* Steps summed per register tile before it goes to y: over all of C*R*S a tile's band rows no
+ * longer stay in L1 for the next tile (vgg_c3 86 vs 82 ms); 288 or 576 cost more passes of y
+ * (resnet_c4 10.6 / 10.3 vs 10.0). */
 #define IMPLICIT_KC 1152
-/* Input bytes a task's band may hold: with a 16-filter slice of the weights (<= 150 KB) it stays
- * in L2 while every slice passes over it. */
+/* Input bytes a task's band may hold: with a 16-filter slice of the weights (<= 72 KB per block
+ * of IMPLICIT_KC steps) it stays in L2 while every slice passes over it (384 KB: resnet_down
+ * split in two bands, 3 % slower). */
 #define IMPLICIT_BAND_BYTES (512 << 10)
 
 /* t[i][0 .. SUB) = sum over k < kc of band[po[i] + koff[k]] * v[k][0 .. SUB), i < FC_MK_MR. */

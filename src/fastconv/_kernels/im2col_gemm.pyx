@@ -29,12 +29,14 @@ implicit forward's register tile walking the positions, dy transposed per image;
 2 threads: 2.31 vs 2.84 ms, 1 thread 4.58 vs 5.58), BLAS remaining its fallback when the
 workspace is too small for its buffers.
 
-Threads: OpenMP over independent tasks; each thread packs its own columns into its own slice of
-the workspace and calls single-threaded BLAS (BLAS limited to 1 thread once per call, in Python).
-forward: (image, chunk of positions); backward_data: (image, block of input channels), so col2im
-never races; backward_weights: blocks of column rows = column blocks of dW, so there is no private
-dW and no reduction. The split depends only on the layer and the workspace, never on nthreads, so
-results are bit-identical at any thread count.
+Threads: OpenMP over independent tasks; each thread packs its own columns (or copies its own
+band) into its own buffer and calls single-threaded BLAS where BLAS is used (BLAS limited to 1
+thread once per call, in Python). forward: (image, band of output rows), or (image, chunk of
+positions) when packed; backward_data: (image, block of input channels), so col2im never races;
+backward_weights: blocks of column rows = column blocks of dW (pointwise without BLAS: 16-filter
+slices x channel blocks), so there is no private dW and no reduction. The split depends only on
+the layer and the workspace, never on nthreads, so results are bit-identical at any thread count
+(unless the workspace is so small that the per-thread buffers force another split).
 Why not one big BLAS-threaded GEMM per chunk with OpenMP-split packing (the other obvious design,
 implemented and measured, then removed): on the 2-core Zen 3 dev box (shared with other jobs,
 interleaved medians, 2 threads, forward / backward_data / backward_weights in ms) resnet_c4 took
