@@ -1,5 +1,5 @@
 /* One precision of the implicit im2col forward; included by im2col_gemm_packed_tmpl.h after the
- * micro-kernel fragment (VEC, LD, ST, FC_VFMA, FC_VSET1, FC_NV, SUB).
+ * micro-kernel fragment (VEC, LD, ST, FC_VFMA, FC_VSET1, FC_NV, SUB, KC_MAX).
  *
  * The column matrix is never built. Its entry (k, p) for k = (c, r, s) and output position
  * p = (i, j) is x_pad[c, i*sh + r, j*sw + s] = band[koff[k] + poff[p]]: an offset that depends
@@ -7,7 +7,7 @@
  * reads (its band). So the register tile is turned around from the packed path's: 6 output
  * positions (one broadcast each, read straight from the band at poff[p] + koff[k]) times 16
  * filters (two vector loads from the filters, packed once as [16-filter slice][k][16]), summed
- * over up to IMPLICIT_KC steps in registers, then transposed into y's rows. Per step: 2 vector
+ * over up to KC_MAX steps in registers, then transposed into y's rows. Per step: 2 vector
  * loads, 6 broadcasts, 12 FMAs and one offset load, as in the packed micro-kernel, without
  * packing a single column: 2 threads, resnet_down 5.41 vs 5.74 ms, resnet_c4 10.0 vs 11.4,
  * mnist_c2 2.67 vs 3.75, lenet_c2 0.14 vs 0.38, vgg_c3 82.0 vs 81.8. Not for pointwise layers
@@ -16,12 +16,11 @@
  * first layer, C*R*S = 9, 0.54 vs 0.49 ms). */
 
 #define IMPLICIT_MIN_CRS 16
-/* Steps summed per register tile before it goes to y: over all of C*R*S a tile's band rows no
- * longer stay in L1 for the next tile (vgg_c3 86 vs 82 ms); 288 or 576 cost more passes of y
- * (resnet_c4 10.6 / 10.3 vs 10.0). */
-#define IMPLICIT_KC 1152
+/* (KC_MAX steps per register tile: summing all of C*R*S at once, a tile's band rows no longer
+ * stay in L1 for the next tile, vgg_c3 86 vs 82 ms; 288 or 576 cost more passes of y,
+ * resnet_c4 10.6 / 10.3 vs 10.0.) */
 /* Input bytes a task's band may hold: with a 16-filter slice of the weights (<= 72 KB per block
- * of IMPLICIT_KC steps) it stays in L2 while every slice passes over it (384 KB: resnet_down
+ * of KC_MAX steps) it stays in L2 while every slice passes over it (384 KB: resnet_down
  * split in two bands, 3 % slower). */
 #define IMPLICIT_BAND_BYTES (512 << 10)
 
@@ -74,7 +73,7 @@ static FC_NOINLINE void SFX(implicit_task)(const REAL *xn, const fc_conv_geom *g
 {
     const ptrdiff_t P = g->Ho * g->Wo, CRS = g->C * g->R * g->S;
     const ptrdiff_t p0 = i0 * g->Wo, p1 = i1 * g->Wo;
-    ptrdiff_t kc = IMPLICIT_KC / (g->R * g->S) * (g->R * g->S);
+    ptrdiff_t kc = KC_MAX / (g->R * g->S) * (g->R * g->S);
     if (kc < g->R * g->S) kc = g->R * g->S;
     REAL t[FC_MK_MR * SUB] __attribute__((aligned(64)));
     SFX(fill_band)(xn, g, i0 * g->sh - g->ph, (i1 - i0 - 1) * g->sh + g->R, plane, Wpad, band);

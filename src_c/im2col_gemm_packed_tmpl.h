@@ -5,6 +5,10 @@
 #include "fc_microkernel_tmpl.h" /* micro_kernel, pack_panels, FC_NV */
 
 #define SUB (FC_NV * FC_WL) /* output positions per micro-tile */
+/* Column rows (reduction steps) a register tile sums before it goes to y, in both forward paths:
+ * deeper blocks mean fewer passes of y through the tile's loads and stores (measurements at
+ * their use). */
+#define KC_MAX 1152
 
 /* y[i][0 .. width) = start + the rows x SUB block at t (row stride SUB), start being y itself
  * (first == 0) or b[i] (or 0 without a bias): a partial micro-tile. */
@@ -78,7 +82,7 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
      * 81.6 vs 85.0, mnist_c2 3.76 vs 3.86 (kc = 576 in between, 2304 1-2 % slower than 1152).
      * nc = 256 measured 10% faster than 128 at 2 threads (resnet_down, alexnet_c1: fewer y
      * passes and partial micro-tiles), and no faster at 384-1024. */
-    ptrdiff_t kc = CRS < 1152 ? CRS : 1152;
+    ptrdiff_t kc = CRS < KC_MAX ? CRS : KC_MAX;
     ptrdiff_t nc = (P + SUB - 1) / SUB * SUB;
     if (nc > 256) nc = 256;
     const size_t avail = workspace > wp_bytes ? (workspace - wp_bytes) / (size_t)nthreads : 0;
@@ -124,6 +128,7 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
 }
 
 #undef SUB
+#undef KC_MAX
 #undef IMPLICIT_MIN_CRS
 #undef IMPLICIT_BAND_BYTES
 #undef FC_NV
