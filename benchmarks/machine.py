@@ -1,6 +1,5 @@
 """Facts about the machine and software a benchmark ran on, for the report header."""
 import glob
-import importlib
 import os
 import platform
 import subprocess
@@ -9,6 +8,7 @@ import numpy as np
 import scipy
 
 import fastconv
+from fastconv import _isa
 
 KERNEL_MODULES = ("direct", "im2col_gemm", "winograd", "polyphase", "pool", "dense")
 
@@ -32,11 +32,11 @@ def usable_cores():
 
 
 def built_kernels():
-    """{module: True/False}: which fastconv._kernels modules import in this checkout."""
+    """{module: True/False}: which kernel modules of the active ISA target import here."""
     out = {}
     for name in KERNEL_MODULES:
         try:
-            importlib.import_module("fastconv._kernels." + name)
+            _isa.kernels(name)
             out[name] = True
         except ImportError:
             out[name] = False
@@ -44,15 +44,17 @@ def built_kernels():
 
 
 def stale_kernels():
-    """Built modules whose sources (src/fastconv/_kernels/NAME.pyx, src_c/NAME*.{c,h}) are newer
-    than the compiled extension: the timings would not be of the code in the checkout. (An
-    installed, non-editable package has no sources beside it, so nothing is reported.)"""
+    """Built modules whose sources (src/fastconv/_kernels/NAME.pyx, src_c/NAME*.{c,h}, the
+    shared src_c/fc_*.h) are newer than the active ISA target's compiled extension: the timings
+    would not be of the code in the checkout. (An installed, non-editable package has no sources
+    beside it, so nothing is reported.)"""
     kernels = os.path.join(os.path.dirname(os.path.abspath(fastconv.__file__)), "_kernels")
     repo = os.path.dirname(os.path.dirname(os.path.dirname(kernels)))  # src/fastconv/_kernels
+    shared = glob.glob(os.path.join(repo, "src_c", "fc_*.h"))
     out = []
     for name in KERNEL_MODULES:
-        built = glob.glob(os.path.join(kernels, name + ".*.so"))
-        sources = (glob.glob(os.path.join(kernels, name + ".pyx"))
+        built = glob.glob(os.path.join(kernels, _isa.active(), name + ".*.so"))
+        sources = (glob.glob(os.path.join(kernels, name + ".pyx")) + shared
                    + glob.glob(os.path.join(repo, "src_c", name + "*.[ch]")))
         if built and sources and max(map(os.path.getmtime, sources)) > max(map(os.path.getmtime, built)):
             out.append(name)
@@ -85,7 +87,8 @@ def load_average():
         return None
 
 
-ENV_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS",
+ENV_VARS = ("FASTCONV_ISA", "ONEDNN_MAX_CPU_ISA", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
+            "OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS",
             "OPENBLAS_THREAD_TIMEOUT",
             "MKL_NUM_THREADS", "FASTCONV_WORKSPACE_MB", "FASTCONV_DISABLE_WINOGRAD")
 
@@ -108,6 +111,9 @@ def facts(threads, torch_module=None):
         "fastconv": fastconv.__version__,
         "fastconv_commit": git_commit(),
         "openmp": fastconv.openmp_enabled(),
+        "isa": _isa.active(),
+        "isa_runnable": _isa.runnable_targets(),
+        "cpu_features": sorted(f for f, present in _isa.cpu_features().items() if present),
         "kernels_built": built_kernels(),
         "kernels_stale": stale_kernels(),
         "blas": blas_info(),

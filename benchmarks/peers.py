@@ -10,14 +10,13 @@ Peers: fastconv with each concrete algorithm ("direct", "im2col", "winograd2", "
 "auto" on convolutions; "fastconv" (its one kernel, or "auto" convolutions in the training step)
 on pooling and the training step; "reference" (the NumPy oracle); "torch" (PyTorch CPU).
 """
-import importlib
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 import fastconv
-from fastconv import _dispatch, functional, reference
+from fastconv import _dispatch, _isa, functional, reference
 
 from . import train_step
 
@@ -52,10 +51,10 @@ def _as_list(arrays, convert=np.asarray):
 
 
 def kernel_missing(module):
-    """None when fastconv._kernels.<module> imports, else "n/a (not built: <module>)" or, for a
-    present but broken extension, "n/a (import failed: <error>)"."""
+    """None when the active ISA target's kernel module imports, else "n/a (not built: <module>)"
+    or, for a present but broken extension, "n/a (import failed: <error>)"."""
     try:
-        importlib.import_module("fastconv._kernels." + module)
+        _isa.kernels(module)
         return None
     except ModuleNotFoundError:
         return f"n/a (not built: {module})"
@@ -64,7 +63,7 @@ def kernel_missing(module):
 
 
 def kernel_module(algorithm):
-    """The fastconv._kernels module that runs a concrete algorithm."""
+    """The kernel module (of fastconv._kernels.<ISA target>) that runs a concrete algorithm."""
     return functional._IMPLEMENTATIONS[algorithm][0]
 
 

@@ -84,6 +84,9 @@ def header_lines(doc):
         f"{' @ ' + m['fastconv_commit'] if m.get('fastconv_commit') else ''})",
         f"CPU: {m['cpu']}, {m['cores']} usable cores; {s['threads']} thread(s) for every peer "
         f"(OpenMP {'on' if m['openmp'] else 'OFF'})",
+        f"fastconv ISA target: {m.get('isa', '?')} (runnable here: "
+        f"{', '.join(m.get('isa_runnable', [])) or '?'}; CPU features "
+        f"{' '.join(m.get('cpu_features', [])) or '?'})",
         f"numpy {m['numpy']}, scipy {m['scipy']}, torch {m['torch'] or 'not installed'}, "
         f"python {m['python']}",
         "BLAS: " + ("; ".join(m["blas"]) or "none found"),

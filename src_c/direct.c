@@ -1,22 +1,16 @@
 /* Direct convolution: the vector layer, then src_c/direct_impl.h instantiated for float and
  * double. See direct.h for the algorithms.
  *
- * Vectors are GNU vector extensions sized to the widest unit the build targets (32 bytes with
- * AVX, 16 otherwise: SSE2 is the x86-64 baseline, and GCC lowers them on other targets), so a
- * portable build is still vectorised. FMA is an intrinsic when the build has it (-std=c99 turns
- * off GCC's automatic a*b+c contraction); otherwise a multiply and an add. A compiler without
- * vector extensions gets one-lane scalar "vectors": the same code, register-blocked. */
+ * A vector is one register of the compile target (fc_isa.h: 64 bytes for AVX-512, 32 for AVX2,
+ * 16 for the SSE2 / NEON baseline), a GNU vector extension that GCC lowers on other targets, so
+ * every build is vectorised. FMA comes from contracting a * b + c where the target has it. A
+ * compiler without vector extensions gets one-lane scalar "vectors": the same code,
+ * register-blocked. */
 #include "direct.h"
 
 #include <string.h>
 
 #include "fc_common.h"
-
-#if defined(__AVX__)
-#include <immintrin.h>
-#elif defined(__SSE2__)
-#include <emmintrin.h>
-#endif
 
 #define FC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define FC_MAX(a, b) ((a) > (b) ? (a) : (b))
@@ -26,8 +20,10 @@ static ptrdiff_t fc_floor_div(ptrdiff_t a, ptrdiff_t b) { return a >= 0 ? a / b 
 static ptrdiff_t fc_ceil_div(ptrdiff_t a, ptrdiff_t b) { return -fc_floor_div(-a, b); }
 static ptrdiff_t fc_clamp(ptrdiff_t v, ptrdiff_t lo, ptrdiff_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
-/* Register-tile limits (16 vector registers on AVX2): forward tiles hold KB x NV accumulators,
- * backward-weights tiles KB x SB; both stay at <= 12 so loads and broadcasts have room. */
+/* Register-tile limits: forward tiles hold KB x NV accumulators, backward-weights tiles KB x SB;
+ * both stay at <= 12 so loads and broadcasts have room in 16 registers (AVX2, SSE2). The
+ * tile switches in direct_impl.h instantiate exactly these shapes; with 32 registers (AVX-512,
+ * NEON) they leave half the file unused: wider tiles there are unmeasured (issue 11). */
 #define FC_KB_MAX 6
 #define FC_NV_MAX 4
 #define FC_SB_MAX 6
@@ -36,7 +32,7 @@ static ptrdiff_t fc_clamp(ptrdiff_t v, ptrdiff_t lo, ptrdiff_t hi) { return v < 
 
 /* Out-channel block for a forward tile that is `nv` vectors wide. */
 static ptrdiff_t fc_kb_for_nv(ptrdiff_t nv) {
-    return FC_MIN(FC_MIN(FC_KB_MAX, FC_TILE_MAX / nv), (15 - nv) / nv);
+    return FC_MIN(FC_MIN(FC_KB_MAX, FC_TILE_MAX / nv), (FC_NREGS - 1 - nv) / nv);
 }
 #ifndef FC_NVROW
 #define FC_NVROW 3
@@ -57,11 +53,6 @@ static size_t fc_round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 /* FC_DIRECT_SCALAR forces the one-lane path (so that it can be tested with GCC too). */
 #if (defined(__GNUC__) || defined(__clang__)) && !defined(FC_DIRECT_SCALAR)
-#if defined(__AVX__)
-#define FC_VBYTES 32
-#else
-#define FC_VBYTES 16
-#endif
 typedef float fc_vf __attribute__((vector_size(FC_VBYTES)));
 typedef double fc_vd __attribute__((vector_size(FC_VBYTES)));
 typedef int fc_vfi __attribute__((vector_size(FC_VBYTES)));
@@ -76,16 +67,6 @@ typedef long long fc_vdi __attribute__((vector_size(FC_VBYTES)));
 #define V fc_vf
 #define VI fc_vfi
 #define VLEN (FC_VBYTES / 4)
-#if defined(__FMA__) && defined(__AVX__)
-#define VFMA(a, b, c) ((fc_vf)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
-#else
-#define VFMA(a, b, c) ((a) * (b) + (c))
-#endif
-#if defined(__AVX__)
-#define VSET1(x) ((fc_vf)_mm256_set1_ps(x))
-#elif defined(__SSE2__)
-#define VSET1(x) ((fc_vf)_mm_set1_ps(x))
-#endif
 #endif
 #include "direct_impl.h"
 #undef T
@@ -93,8 +74,6 @@ typedef long long fc_vdi __attribute__((vector_size(FC_VBYTES)));
 #undef V
 #undef VI
 #undef VLEN
-#undef VFMA
-#undef VSET1
 
 /* ------------------------------------------------------------------ double */
 #define T double
@@ -103,15 +82,5 @@ typedef long long fc_vdi __attribute__((vector_size(FC_VBYTES)));
 #define V fc_vd
 #define VI fc_vdi
 #define VLEN (FC_VBYTES / 8)
-#if defined(__FMA__) && defined(__AVX__)
-#define VFMA(a, b, c) ((fc_vd)_mm256_fmadd_pd((__m256d)(a), (__m256d)(b), (__m256d)(c)))
-#else
-#define VFMA(a, b, c) ((a) * (b) + (c))
-#endif
-#if defined(__AVX__)
-#define VSET1(x) ((fc_vd)_mm256_set1_pd(x))
-#elif defined(__SSE2__)
-#define VSET1(x) ((fc_vd)_mm_set1_pd(x))
-#endif
 #endif
 #include "direct_impl.h"

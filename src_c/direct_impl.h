@@ -1,12 +1,10 @@
 /* Direct convolution for one element type. Included by direct.c with T (float or double),
  * SFX(name) (name_f32 / name_f64) and, when the compiler has vector extensions, V (the vector
- * type), VI (same-size integer vector), VLEN (lanes), VFMA(a, b, c) = a*b + c and, where an
- * intrinsic exists, VSET1(x) (a broadcast; GCC makes poor code of lane-by-lane fills). */
+ * type: one register of the target), VI (same-size integer vector) and VLEN (lanes). */
 
 #ifndef V
 #define V T
 #define VLEN 1
-#define VFMA(a, b, c) ((a) * (b) + (c))
 #define FC_SCALAR_VECTORS
 #endif
 
@@ -20,12 +18,11 @@ FC_INLINE void SFX(vstore)(T *p, V v) { memcpy(p, &v, sizeof v); }
 FC_INLINE V SFX(vset1)(T x) {
 #if defined(FC_SCALAR_VECTORS)
     return x;
-#elif defined(VSET1)
-    return VSET1(x);
 #else
-    V v; /* lane by lane ((V){0} + x would be a real addition, because of -0.0) */
-    for (int i = 0; i < VLEN; i++) v[i] = x;
-    return v;
+    /* x - 0 is x for every x (-0.0 included), so GCC folds the subtraction away and keeps one
+     * broadcast; (V){0} + x would be a real addition (-0.0 + 0 is +0.0), and a lane-by-lane
+     * fill often stays a chain of inserts. */
+    return x - (V){0};
 #endif
 }
 /* Load n >= 1 lanes from p (zeros after them) without reading past p[n-1]. */
@@ -98,7 +95,7 @@ FC_INLINE void SFX(fwd_tile)(const T *FC_RESTRICT panel, ptrdiff_t nq, ptrdiff_t
                 for (int v = 0; v < NV; v++) xv[v] = SFX(vload)(xs + v * xstep);
                 for (int kb = 0; kb < KB; kb++) {
                     V wv = SFX(vset1)(wr[s * KB + kb]);
-                    for (int v = 0; v < NV; v++) acc[kb][v] = VFMA(wv, xv[v], acc[kb][v]);
+                    for (int v = 0; v < NV; v++) acc[kb][v] = wv * xv[v] + acc[kb][v];
                 }
             }
         }
@@ -339,7 +336,7 @@ FC_INLINE void SFX(bw_tile)(const T *FC_RESTRICT dyk, ptrdiff_t dstride, const T
             for (int kb = 0; kb < KB; kb++) dv[kb] = SFX(vload)(dr + kb * dstride + j);
             for (int sb = 0; sb < SB; sb++) {
                 V xv = SFX(vload)(xr + off[sb] + j);
-                for (int kb = 0; kb < KB; kb++) acc[kb][sb] = VFMA(dv[kb], xv, acc[kb][sb]);
+                for (int kb = 0; kb < KB; kb++) acc[kb][sb] = dv[kb] * xv + acc[kb][sb];
             }
         }
 #ifndef FC_SCALAR_VECTORS
@@ -349,7 +346,7 @@ FC_INLINE void SFX(bw_tile)(const T *FC_RESTRICT dyk, ptrdiff_t dstride, const T
             for (int kb = 0; kb < KB; kb++) dv[kb] = SFX(vload)(dr + kb * dstride + j);
             for (int sb = 0; sb < SB; sb++) {
                 V xv = SFX(vand)(SFX(vload)(xr + off[sb] + j), mask);
-                for (int kb = 0; kb < KB; kb++) acc[kb][sb] = VFMA(dv[kb], xv, acc[kb][sb]);
+                for (int kb = 0; kb < KB; kb++) acc[kb][sb] = dv[kb] * xv + acc[kb][sb];
             }
         }
 #endif
@@ -501,7 +498,7 @@ FC_INLINE void SFX(bwk_tile)(const T *FC_RESTRICT dyt, ptrdiff_t KV, const T *FC
                 for (int kv = 0; kv < KVB; kv++) dv[kv] = SFX(vload)(d + j * KV + kv * VLEN);
                 for (int sb = 0; sb < SB; sb++) {
                     V xv = SFX(vset1)(xr[off[sb] + j]);
-                    for (int kv = 0; kv < KVB; kv++) acc[kv][sb] = VFMA(dv[kv], xv, acc[kv][sb]);
+                    for (int kv = 0; kv < KVB; kv++) acc[kv][sb] = dv[kv] * xv + acc[kv][sb];
                 }
             }
         }

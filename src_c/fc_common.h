@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+#include "fc_isa.h"
+
 #if defined(__GNUC__) || defined(__clang__)
 #define FC_RESTRICT __restrict__
 #define FC_INLINE static inline __attribute__((always_inline))
@@ -13,10 +15,6 @@
 #define FC_INLINE static inline
 #define FC_NOINLINE
 #endif
-
-/* Rows of A per micro-kernel panel (fc_microkernel_tmpl.h): 6 rows x 2 AVX vectors of
- * accumulators. */
-#define FC_MK_MR 6
 
 #if defined(__SSE__) || defined(__x86_64__)
 #include <xmmintrin.h>

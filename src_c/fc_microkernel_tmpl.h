@@ -1,28 +1,19 @@
 /* The register-tiled GEMM micro-kernel shared by the Winograd and im2col kernels, for one
  * precision. A template fragment: the includer defines REAL, SFX(name), VEC (FC_WL lanes of
  * REAL), LD / ST (unaligned vector load / store), FC_WL and FC_REAL_IS_FLOAT, includes this file
- * once per precision and #undefs FC_NV, FC_VFMA and FC_VSET1 afterwards.
+ * once per precision and #undefs FC_NV afterwards.
  *
  * It computes a FC_MK_MR x (nv * FC_WL) block of C = A . B over an inner dimension kc: A packed
  * in panels of FC_MK_MR rows ([k][FC_MK_MR]: one broadcast per row and k), B read as rows of nv
- * vectors (row k at v + k * ldv), the accumulators held in registers throughout (6 x 16 floats
- * = 12 AVX registers). Nothing is packed per call: A is packed once per operand (pack_panels),
+ * vectors (row k at v + k * ldv), the accumulators held in registers throughout (FC_MK_MR x FC_NV
+ * vectors: 6 x 16 floats in 12 registers on AVX2, 12 x 32 in 24 on AVX-512). Nothing is packed per call: A is packed once per operand (pack_panels),
  * and B is whatever rows the caller already has contiguous. Each output is one k-ordered sum, so
  * results do not depend on how a caller splits the columns among threads. */
 
 #if FC_REAL_IS_FLOAT
-#define FC_NV 2 /* VECs per micro-tile row: 6 x 16 floats = 12 AVX accumulators */
+#define FC_NV FC_MK_NV_F32 /* VECs per micro-tile row (fc_isa.h: the target's tile shape) */
 #else
-#define FC_NV 1 /* 6 x 8 doubles = 12 AVX accumulators */
-#endif
-/* a * b + c in one rounding where the CPU has FMA (-std=c99 keeps GCC from contracting a*b + c
- * itself); the float64 path, there for gradient checks, keeps the plain expression. */
-#if FC_REAL_IS_FLOAT && FC_WL == 8 && defined(__FMA__)
-#define FC_VFMA(a, b, c) ((VEC)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
-#define FC_VSET1(x) ((VEC)_mm256_set1_ps(x)) /* one vbroadcastss from memory */
-#else
-#define FC_VFMA(a, b, c) ((a) * (b) + (c))
-#define FC_VSET1(x) ((VEC){0} + (x)) /* plain vector code (+0 turns a -0 weight into +0) */
+#define FC_NV FC_MK_NV_F64
 #endif
 
 /* m[i][0 .. nv * FC_WL) (row i at m + i * ldm) = start + sum_k u[k][i] v[k][..] for the `rows`
@@ -40,8 +31,8 @@ FC_INLINE void SFX(micro_kernel)(const int nv, const int add, const REAL *init, 
         VEC b[FC_NV];
         for (int j = 0; j < nv; j++) b[j] = LD(v + j * FC_WL);
         for (int i = 0; i < FC_MK_MR; i++) {
-            const VEC a = FC_VSET1(u[i]);
-            for (int j = 0; j < nv; j++) acc[i][j] = FC_VFMA(a, b[j], acc[i][j]);
+            const REAL a = u[i]; /* one broadcast from memory; a FMA where the target has it */
+            for (int j = 0; j < nv; j++) acc[i][j] = b[j] * a + acc[i][j];
         }
     }
     for (int i = 0; i < rows; i++)

@@ -1,15 +1,16 @@
 /* One precision of the implicit im2col forward; included by im2col_gemm_packed_tmpl.h after the
- * micro-kernel fragment (VEC, LD, ST, FC_VFMA, FC_VSET1, FC_NV, SUB, KC_MAX).
+ * micro-kernel fragment (VEC, LD, ST, FC_NV, SUB, KC_MAX).
  *
  * The column matrix is never built. Its entry (k, p) for k = (c, r, s) and output position
  * p = (i, j) is x_pad[c, i*sh + r, j*sw + s] = band[koff[k] + poff[p]]: an offset that depends
  * on k alone plus one that depends on p alone, in a zero-padded copy of the input rows a task
- * reads (its band). So the register tile is turned around from the packed path's: 6 output
- * positions (one broadcast each, read straight from the band at poff[p] + koff[k]) times 16
- * filters (two vector loads from the filters, packed once as [16-filter slice][k][16]), summed
+ * reads (its band). So the register tile is turned around from the packed path's: FC_MK_MR
+ * output positions (one broadcast each, read straight from the band at poff[p] + koff[k]) times
+ * SUB filters (FC_NV vector loads from the filters, packed once as [SUB-filter slice][k][SUB];
+ * 6 x 16 on AVX2, 12 x 32 on AVX-512: fc_isa.h), summed
  * over up to KC_MAX steps in registers, then transposed into y's rows. Per step: 2 vector
- * loads, 6 broadcasts, 12 FMAs and one offset load, as in the packed micro-kernel, without
- * packing a single column: 2 threads, resnet_down 5.41 vs 5.74 ms, resnet_c4 10.0 vs 11.4,
+ * loads, 6 broadcasts, 12 FMAs and one offset load (AVX2), as in the packed micro-kernel, without
+ * packing a single column: 2 threads, AVX2 on Zen 3, resnet_down 5.41 vs 5.74 ms, resnet_c4 10.0 vs 11.4,
  * mnist_c2 2.67 vs 3.75, lenet_c2 0.14 vs 0.38, vgg_c3 82.0 vs 81.8. Not for pointwise layers
  * (x is its own column matrix: the packed path reads it in place, 2.6 vs 3.1 ms) nor for C*R*S
  * below IMPLICIT_MIN_CRS (a few steps per tile do not pay for its transposed stores: the CNN's
@@ -19,7 +20,7 @@
 /* (KC_MAX steps per register tile: summing all of C*R*S at once, a tile's band rows no longer
  * stay in L1 for the next tile, vgg_c3 86 vs 82 ms; 288 or 576 cost more passes of y,
  * resnet_c4 10.6 / 10.3 vs 10.0.) */
-/* Input bytes a task's band may hold: with a 16-filter slice of the weights (<= 72 KB per block
+/* Input bytes a task's band may hold: with a SUB-filter slice of the weights (<= 72 KB per block
  * of KC_MAX steps) it stays in L2 while every slice passes over it (384 KB: resnet_down
  * split in two bands, 3 % slower). */
 #define IMPLICIT_BAND_BYTES (512 << 10)
@@ -39,8 +40,8 @@ FC_INLINE void SFX(implicit_kernel)(ptrdiff_t kc, const REAL *band, const ptrdif
         VEC b[FC_NV];
         for (int j = 0; j < FC_NV; j++) b[j] = LD(v + j * FC_WL);
         for (int i = 0; i < FC_MK_MR; i++) {
-            const VEC a = FC_VSET1(xi[i][off]);
-            for (int j = 0; j < FC_NV; j++) acc[i][j] = FC_VFMA(a, b[j], acc[i][j]);
+            const REAL a = xi[i][off];
+            for (int j = 0; j < FC_NV; j++) acc[i][j] = b[j] * a + acc[i][j];
         }
     }
     for (int i = 0; i < FC_MK_MR; i++)

@@ -4,9 +4,6 @@
 #define _POSIX_C_SOURCE 200112L
 #include <stdlib.h>
 #include <string.h>
-#if defined(__AVX__)
-#include <immintrin.h>
-#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -18,8 +15,6 @@
 #include "fc_common.h"
 #include "fc_alloc.h"
 #include "im2col_gemm.h"
-
-#define FC_WL 8 /* lanes per vector: one AVX register of floats (two of doubles) */
 
 #define REAL float
 #define FC_REAL_IS_FLOAT 1

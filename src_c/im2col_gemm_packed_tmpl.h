@@ -132,8 +132,6 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
 #undef IMPLICIT_MIN_CRS
 #undef IMPLICIT_BAND_BYTES
 #undef FC_NV
-#undef FC_VFMA
-#undef FC_VSET1
 #undef VEC
 #undef LD
 #undef ST

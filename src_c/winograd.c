@@ -5,9 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <limits.h>
-#if defined(__AVX__)
-#include <immintrin.h>
-#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -20,9 +17,6 @@
 #include "fc_common.h"
 #include "fc_alloc.h"
 #include "winograd.h"
-
-/* Lanes: tiles transformed together; 8 floats fill one AVX register (two for double). */
-#define FC_WL 8
 
 #define REAL float
 #define FC_REAL_IS_FLOAT 1

@@ -426,8 +426,6 @@ static FC_NOINLINE void SFX(tile_gemm)(const REAL *Up, const REAL *V, REAL *M, p
     }
 }
 #undef FC_NV
-#undef FC_VFMA
-#undef FC_VSET1
 
 /* ------------------------------------------------------------------ chunking */
 /* Distance between the alpha^2 matrices of V and M. A transform writes (and the output transform

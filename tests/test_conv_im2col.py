@@ -13,9 +13,11 @@ import pytest
 import fastconv
 from fastconv import functional as F
 from fastconv import reference as R
-from fastconv._kernels import im2col_gemm as K
+from fastconv import _isa
 
 from conv_cases import assert_close
+
+K = _isa.kernels("im2col_gemm")  # the active ISA target's build (FASTCONV_ISA)
 
 DTYPES = [np.float32, np.float64]
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import fastconv
-from fastconv import _dispatch
+from fastconv import _dispatch, _isa
 from fastconv import reference as R
 from conv_cases import AWKWARD_CONV_CASES, assert_close, make_conv, unpack
 
@@ -103,7 +103,7 @@ def test_autotune_times_candidates_once_and_caches_the_winner():
         assert set(calls) == set(_dispatch.candidates(g))
         assert _dispatch.resolve("auto", g, "forward", run) == first
         assert len(calls) == n_calls  # cached: nothing timed again
-        assert _dispatch.tuned_choices()[(g, "forward")] == first
+        assert _dispatch.tuned_choices()[(g, "forward", _isa.active())] == first
     finally:
         _dispatch.autotune(False)
     assert _dispatch.tuned_choices() == {}

@@ -6,7 +6,9 @@ import pytest
 
 from fastconv import _dispatch, _polyphase
 from fastconv import reference as ref
-from fastconv._kernels import polyphase as moves
+from fastconv import _isa
+
+moves = _isa.kernels("polyphase")  # the active ISA target's build (FASTCONV_ISA)
 
 # (N, C, H, W, sh, sw, ph, pw, Ho, Wo): output sizes chosen freely, so that the phase planes
 # sometimes cover less of x than it has (the last rows / columns of x are then read by nobody)

@@ -1,6 +1,7 @@
 """fastconv: fast CPU 2-D convolution and pooling, forward and backward, with a NumPy reference."""
 from . import functional, reference
 from ._dispatch import autotune
+from ._sysinfo import show_config
 from .config import get_workspace_limit, set_winograd_enabled, set_workspace_limit
 from .functional import (avg_pool2d, avg_pool2d_backward, conv2d, conv2d_backward,
                          conv2d_backward_data, conv2d_backward_weights, l2_pool2d,
@@ -18,6 +19,6 @@ __all__ = [
     "l2_pool2d", "l2_pool2d_backward", "relu_max_pool2d", "relu_max_pool2d_backward",
     "relu", "relu_backward", "linear", "linear_backward",
     "softmax_cross_entropy", "set_num_threads", "get_num_threads", "openmp_enabled",
-    "autotune", "set_workspace_limit", "get_workspace_limit", "set_winograd_enabled",
+    "autotune", "show_config", "set_workspace_limit", "get_workspace_limit", "set_winograd_enabled",
     "functional", "reference", "nn", "datasets",
 ]

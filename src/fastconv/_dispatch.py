@@ -10,7 +10,7 @@ import collections
 import threading
 import time
 
-from . import _polyphase, config
+from . import _isa, _polyphase, config
 
 ALGORITHMS = ("auto", "direct", "im2col", "winograd", "winograd2", "winograd4")
 CONCRETE = ("direct", "im2col", "winograd2", "winograd4")
@@ -136,7 +136,7 @@ def resolve(algorithm, g, pass_, run_candidate=None):
 
 
 def _measured_choice(g, pass_, run_candidate, repeats=3):
-    key = (g, pass_)
+    key = (g, pass_, _isa.active())
     with _tuned_lock:
         if key in _tuned:
             return _tuned[key]
@@ -157,6 +157,6 @@ def _measured_choice(g, pass_, run_candidate, repeats=3):
 
 
 def tuned_choices():
-    """A copy of the autotune cache: {(geometry, pass): algorithm}."""
+    """A copy of the autotune cache: {(geometry, pass, ISA target): algorithm}."""
     with _tuned_lock:
         return dict(_tuned)

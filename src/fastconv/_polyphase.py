@@ -69,10 +69,11 @@ def merge_weights(dw_phases, dw, sh, sw):
 
 
 def _moves():
-    """The compiled copies, imported on first use: _dispatch imports this module and no kernel."""
-    from ._kernels import polyphase
+    """The compiled copies of the active ISA target, imported on first use: _dispatch imports
+    this module and no kernel."""
+    from . import _isa
 
-    return polyphase
+    return _isa.kernels("polyphase")
 
 
 def _phase_input(x_shape, out_hw, sh, sw, dtype):

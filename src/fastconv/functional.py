@@ -5,16 +5,15 @@ rounding). Inputs are validated before any kernel runs (see `_shapes`), made C-c
 and never modified; outputs are fresh arrays.
 """
 import functools
-import importlib
 
 import numpy as np
 
-from . import _dispatch, _polyphase, config
+from . import _dispatch, _isa, _polyphase, config
 from ._shapes import (as_float_array, conv_args, conv_backward_args, conv_backward_data_args,
                       conv_backward_weights_args, empty, pool_args, pool_backward_args)
 from .threads import blas_single_threaded, get_num_threads
 
-# concrete algorithm -> (module in fastconv._kernels, fixed keyword arguments)
+# concrete algorithm -> (kernel module of the active ISA target, fixed keyword arguments)
 _IMPLEMENTATIONS = {
     "direct": ("direct", {}),
     "im2col": ("im2col_gemm", {}),
@@ -23,9 +22,9 @@ _IMPLEMENTATIONS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
 def _kernel(algorithm, pass_):
-    """The compiled entry point of `algorithm` for `pass_` ("forward", "backward_data", ...).
+    """The compiled entry point of `algorithm` for `pass_` ("forward", "backward_data", ...),
+    in the active ISA target's build (fastconv._isa).
 
     Every convolution kernel module has the same three functions, all writing into a
     preallocated, C-contiguous output of the inputs' dtype (float32 or float64):
@@ -33,9 +32,13 @@ def _kernel(algorithm, pass_):
       backward_data(dy, w, dx, sh, sw, ph, pw, nthreads, workspace_bytes)
       backward_weights(dy, x, dw, sh, sw, ph, pw, nthreads, workspace_bytes)
     """
+    return _target_kernel(algorithm, pass_, _isa.active())
+
+
+@functools.lru_cache(maxsize=None)
+def _target_kernel(algorithm, pass_, target):
     module_name, fixed = _IMPLEMENTATIONS[algorithm]
-    module = importlib.import_module("fastconv._kernels." + module_name)
-    fn = getattr(module, pass_)
+    fn = getattr(_isa.kernels(module_name), pass_)
     fn = functools.partial(fn, **fixed) if fixed else fn
     if algorithm.startswith("winograd"):
         fn = _polyphase.strided(pass_, fn)  # strided layers: as stride-1 ones over phase planes
@@ -106,7 +109,7 @@ def bias_backward(dy):
 def _pool(kind, x, kernel_size, stride, padding):
     a = pool_args(x, kernel_size, stride, padding, f"{kind}_pool2d")
     y = empty(a.y_shape, a.dtype, f"{kind}_pool2d output")
-    fn = getattr(importlib.import_module("fastconv._kernels.pool"), f"{kind}_forward")
+    fn = getattr(_isa.kernels("pool"), f"{kind}_forward")
     fn(a.x, y, *a.kernel, *a.stride, *a.padding, get_num_threads())
     return y
 
@@ -114,7 +117,7 @@ def _pool(kind, x, kernel_size, stride, padding):
 def _pool_backward(kind, dy, x, kernel_size, stride, padding):
     a, dy = pool_backward_args(dy, x, kernel_size, stride, padding, f"{kind}_pool2d_backward")
     dx = empty(a.x.shape, a.dtype, "dx")
-    fn = getattr(importlib.import_module("fastconv._kernels.pool"), f"{kind}_backward")
+    fn = getattr(_isa.kernels("pool"), f"{kind}_backward")
     fn(dy, a.x, dx, *a.kernel, *a.stride, *a.padding, get_num_threads())
     return dx
 
@@ -180,7 +183,7 @@ _BLAS_INT_MAX = 2 ** 31 - 1
 
 
 def _dense():
-    return importlib.import_module("fastconv._kernels.dense")
+    return _isa.kernels("dense")
 
 
 def _matmul(a, b, trans_a=False, trans_b=False):

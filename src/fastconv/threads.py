@@ -51,6 +51,11 @@ def set_num_threads(n):
     return _num_threads
 
 
+def blas_info():
+    """threadpoolctl's record of each BLAS library loaded (version, core type, thread count)."""
+    return [lib for lib in _controller.info() if lib.get("user_api") == "blas"]
+
+
 @contextlib.contextmanager
 def blas_single_threaded():
     """BLAS on one thread while any caller is inside: for BLAS called from OpenMP threads.

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..threads import get_num_threads
 
-from .._kernels import optim as _kernels  # one-pass Adam (the fused path)
+from .. import _isa  # the one-pass Adam kernel (the fused path)
 
 
 def _nonneg(value, name, owner, upper=None):
@@ -101,7 +101,7 @@ class Adam(Optimizer):
     or, with ``decoupled=True``, AdamW's ``p -= lr*weight_decay*p`` (Loshchilov & Hutter 2019).
 
     ``fused=True`` (the default) updates each contiguous float parameter in one compiled pass
-    (`fastconv._kernels.optim.adam`, bit-identical to the NumPy formulation that ``fused=False``
+    (the `optim.adam` kernel, bit-identical to the NumPy formulation that ``fused=False``
     runs, which takes about a dozen array passes).
     """
 
@@ -130,9 +130,10 @@ class Adam(Optimizer):
         c2 = np.sqrt(1 - self.beta2 ** t)
         if self.fused and p.dtype in (np.float32, np.float64) and g.dtype == p.dtype \
                 and p.flags.c_contiguous and p.flags.writeable and g.flags.c_contiguous:
-            _kernels.adam(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
-                          self.beta1, self.beta2, float(self.eps * c2),
-                          float(self.lr * c2 / (1 - self.beta1 ** t)), get_num_threads())
+            adam = _isa.kernels("optim").adam
+            adam(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                 self.beta1, self.beta2, float(self.eps * c2),
+                 float(self.lr * c2 / (1 - self.beta1 ** t)), get_num_threads())
             return
         tmp = state.get("tmp")
         if tmp is None:

@@ -1,0 +1,1 @@
+"""The kernels built for AVX2 + FMA: see fastconv._isa."""

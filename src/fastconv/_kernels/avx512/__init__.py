@@ -1,0 +1,1 @@
+"""The kernels built for AVX-512 (F, VL, BW, DQ): see fastconv._isa."""
