@@ -21,7 +21,8 @@ from cython.parallel cimport prange
 
 cimport cython
 from cython cimport floating
-from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+from fc_blas cimport gemm
 
 
 DEF MIN_BLOCK = 64  # rows or columns of c per BLAS call, at least (the last block: fewer)
@@ -32,13 +33,7 @@ cdef inline void _rowmajor_gemm(bint ta, bint tb, int m, int n, int k, const flo
                                 const floating *b, int ldb, floating *c,
                                 int ldc) noexcept nogil:
     """c[m, n] = op(a)[m, k] . op(b)[k, n], all row-major (column-major BLAS computes c^T)."""
-    cdef char cta = b'T' if ta else b'N'
-    cdef char ctb = b'T' if tb else b'N'
-    cdef floating one = 1, zero = 0
-    if floating is float:
-        sgemm(&ctb, &cta, &n, &m, &k, &one, <float *> b, &ldb, <float *> a, &lda, &zero, c, &ldc)
-    else:
-        dgemm(&ctb, &cta, &n, &m, &k, &one, <double *> b, &ldb, <double *> a, &lda, &zero, c, &ldc)
+    gemm(c'T' if tb else c'N', c'T' if ta else c'N', n, m, k, b, ldb, a, lda, 0, c, ldc)
 
 
 @cython.boundscheck(False)

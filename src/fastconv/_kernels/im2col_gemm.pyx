@@ -52,11 +52,11 @@ not flush (the C loops keep a flush option for CPUs that need it).
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
-from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 cimport cython
 from cython cimport floating
 
+from fc_blas cimport gemm
 from fc_common cimport fc_ftz_enter, fc_ftz_leave, fc_fpstate
 
 from fastconv.threads import blas_single_threaded
@@ -98,17 +98,6 @@ DEF FLUSH = 0
 
 
 # ---------------------------------------------------------------- small nogil helpers
-cdef inline void _gemm(char ta, char tb, int m, int n, int k, const floating *a, int lda,
-                       const floating *b, int ldb, floating beta, floating *c,
-                       int ldc) noexcept nogil:
-    """Column-major C[m, n] = op(A) . op(B) + beta C (BLAS semantics, alpha = 1)."""
-    cdef floating one = 1
-    if floating is float:
-        sgemm(&ta, &tb, &m, &n, &k, &one, <float *> a, &lda, <float *> b, &ldb, &beta, c, &ldc)
-    else:
-        dgemm(&ta, &tb, &m, &n, &k, &one, <double *> a, &lda, <double *> b, &ldb, &beta, c, &ldc)
-
-
 cdef inline void _im2col(const floating *x, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
                          Py_ssize_t q0, Py_ssize_t q1, floating *cols) noexcept nogil:
     """Column rows [q0, q1) of positions [p0, p1); row q at cols + (q-q0)*(p1-p0)."""
@@ -144,7 +133,7 @@ cdef inline void _weights_chunk(const floating *dyn, const floating *xn, floatin
         a = cols
         lda = <int> L
     # dW^T[q0:q1, K] (ld CRS) (+)= (cols^T[L, q1-q0])^T . dY^T[L, K]
-    _gemm(c'T', c'N', <int> (q1 - q0), <int> K, <int> L, a, lda, dyn + p0, <int> P, beta,
+    gemm(c'T', c'N', <int> (q1 - q0), <int> K, <int> L, a, lda, dyn + p0, <int> P, beta,
           dw + q0, <int> CRS)
 
 
@@ -153,7 +142,7 @@ cdef inline void _data_gemm(const floating *dyn, const floating *w, floating *ou
                             Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
     """dcols^T[L, (c1-c0)*RS] (ld ldo) = dY^T[L, K] . W[K, c0*RS : c1*RS] (channels c0..c1)."""
     cdef Py_ssize_t P = g.Ho * g.Wo, CRS = g.C * g.R * g.S, RS = g.R * g.S, L = p1 - p0
-    _gemm(c'N', c'T', <int> L, <int> ((c1 - c0) * RS), <int> K, dyn + p0, <int> P, w + c0 * RS,
+    gemm(c'N', c'T', <int> L, <int> ((c1 - c0) * RS), <int> K, dyn + p0, <int> P, w + c0 * RS,
           <int> CRS, <floating> 0, out, ldo)
 
 
