@@ -3,9 +3,7 @@
  *
  * A vector is one register of the compile target (fc_isa.h: 64 bytes for AVX-512, 32 for AVX2,
  * 16 for the SSE2 / NEON baseline), a GNU vector extension that GCC lowers on other targets, so
- * every build is vectorised. FMA comes from contracting a * b + c where the target has it. A
- * compiler without vector extensions gets one-lane scalar "vectors": the same code,
- * register-blocked. */
+ * every build is vectorised. FMA comes from contracting a * b + c where the target has it. */
 #include "direct.h"
 
 #include <string.h>
@@ -51,36 +49,30 @@ static ptrdiff_t fc_kbw_for_sb(ptrdiff_t sb) { return FC_MIN(FC_KBW_MAX, FC_TILE
 
 static size_t fc_round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
-/* FC_DIRECT_SCALAR forces the one-lane path (so that it can be tested with GCC too). */
-#if (defined(__GNUC__) || defined(__clang__)) && !defined(FC_DIRECT_SCALAR)
-typedef float fc_vf __attribute__((vector_size(FC_VBYTES)));
-typedef double fc_vd __attribute__((vector_size(FC_VBYTES)));
+/* Integer vectors the size of one register, for the edge masks. */
 typedef int fc_vfi __attribute__((vector_size(FC_VBYTES)));
 typedef long long fc_vdi __attribute__((vector_size(FC_VBYTES)));
-#define FC_HAVE_VECTORS 1
-#endif
 
 /* ------------------------------------------------------------------ float */
-#define T float
+#define REAL float
 #define SFX(name) name##_f32
-#ifdef FC_HAVE_VECTORS
-#define V fc_vf
+#define FC_VEC_LANES (FC_VBYTES / 4) /* one register per vector */
+#define VLEN FC_VEC_LANES
 #define VI fc_vfi
-#define VLEN (FC_VBYTES / 4)
-#endif
 #include "direct_impl.h"
-#undef T
+#undef REAL
 #undef SFX
-#undef V
-#undef VI
+#undef FC_VEC_LANES
 #undef VLEN
+#undef VI
+#undef VEC
+#undef LD
+#undef ST
 
 /* ------------------------------------------------------------------ double */
-#define T double
+#define REAL double
 #define SFX(name) name##_f64
-#ifdef FC_HAVE_VECTORS
-#define V fc_vd
+#define FC_VEC_LANES (FC_VBYTES / 8)
+#define VLEN FC_VEC_LANES
 #define VI fc_vdi
-#define VLEN (FC_VBYTES / 8)
-#endif
 #include "direct_impl.h"

@@ -56,20 +56,20 @@ typedef struct {
     size_t dyt_elems;                  /* the shared transposed dy */
 } fc_bwplan;
 
-#define FC_DIRECT_DECLARE(T, SFX)                                                                  \
-    void fc_dir_plan_##SFX(fc_dirplan *p, int mode, ptrdiff_t N, ptrdiff_t O, ptrdiff_t Q,          \
+#define FC_DIRECT_DECLARE(REAL, SUFFIX)                                                                  \
+    void fc_dir_plan_##SUFFIX(fc_dirplan *p, int mode, ptrdiff_t N, ptrdiff_t O, ptrdiff_t Q,          \
                            ptrdiff_t R, ptrdiff_t S, ptrdiff_t OH, ptrdiff_t OW, ptrdiff_t IH,     \
                            ptrdiff_t IW, ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t ph, ptrdiff_t pw,   \
                            int nthreads);                                                           \
-    void fc_dir_pack_weights_##SFX(const fc_dirplan *p, const T *w, T *wp);                        \
-    void fc_dir_task_##SFX(const fc_dirplan *p, ptrdiff_t task, const T *src, const T *wp,         \
-                           const T *bias, T *out, void *scratch);                                  \
-    void fc_bw_plan_##SFX(fc_bwplan *p, ptrdiff_t N, ptrdiff_t K, ptrdiff_t C, ptrdiff_t H,         \
+    void fc_dir_pack_weights_##SUFFIX(const fc_dirplan *p, const REAL *w, REAL *wp);                        \
+    void fc_dir_task_##SUFFIX(const fc_dirplan *p, ptrdiff_t task, const REAL *src, const REAL *wp,         \
+                           const REAL *bias, REAL *out, void *scratch);                                  \
+    void fc_bw_plan_##SUFFIX(fc_bwplan *p, ptrdiff_t N, ptrdiff_t K, ptrdiff_t C, ptrdiff_t H,         \
                           ptrdiff_t W, ptrdiff_t R, ptrdiff_t S, ptrdiff_t Ho, ptrdiff_t Wo,       \
                           ptrdiff_t sh, ptrdiff_t sw, ptrdiff_t ph, ptrdiff_t pw, int nthreads);    \
-    void fc_bw_task_##SFX(const fc_bwplan *p, ptrdiff_t task, const T *dy, const T *x, T *dw,      \
+    void fc_bw_task_##SUFFIX(const fc_bwplan *p, ptrdiff_t task, const REAL *dy, const REAL *x, REAL *dw,      \
                           void *scratch);                                                          \
-    void fc_bw_prep_##SFX(const fc_bwplan *p, ptrdiff_t n, const T *dy, T *dyt);
+    void fc_bw_prep_##SUFFIX(const fc_bwplan *p, ptrdiff_t n, const REAL *dy, REAL *dyt);
 
 FC_DIRECT_DECLARE(float, f32)
 FC_DIRECT_DECLARE(double, f64)

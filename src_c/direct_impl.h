@@ -1,56 +1,35 @@
-/* Direct convolution for one element type. Included by direct.c with T (float or double),
- * SFX(name) (name_f32 / name_f64) and, when the compiler has vector extensions, V (the vector
- * type: one register of the target), VI (same-size integer vector) and VLEN (lanes). */
+/* Direct convolution for one precision. A template fragment: direct.c defines REAL, SFX(name)
+ * (name_f32 / name_f64), FC_VEC_LANES and VLEN (lanes of one register of the target) and VI
+ * (the same-size integer vector), and includes it once per precision. */
 
-#ifndef V
-#define V T
-#define VLEN 1
-#define FC_SCALAR_VECTORS
-#endif
+#include "fc_vec_tmpl.h" /* VEC, vload, vstore, vset1 */
 
 /* ------------------------------------------------------------------ vector helpers */
-FC_INLINE V SFX(vload)(const T *p) {
-    V v;
-    memcpy(&v, p, sizeof v); /* an unaligned load */
-    return v;
-}
-FC_INLINE void SFX(vstore)(T *p, V v) { memcpy(p, &v, sizeof v); }
-FC_INLINE V SFX(vset1)(T x) {
-#if defined(FC_SCALAR_VECTORS)
-    return x;
-#else
-    /* x - 0 is x for every x (-0.0 included), so GCC folds the subtraction away and keeps one
-     * broadcast; (V){0} + x would be a real addition (-0.0 + 0 is +0.0), and a lane-by-lane
-     * fill often stays a chain of inserts. */
-    return x - (V){0};
-#endif
-}
 /* Load n >= 1 lanes from p (zeros after them) without reading past p[n-1]. */
-FC_INLINE V SFX(vload_part)(const T *p, ptrdiff_t n) {
+FC_INLINE VEC SFX(vload_part)(const REAL *p, ptrdiff_t n) {
     if (n >= VLEN) return SFX(vload)(p);
-    T tmp[VLEN] = {0};
-    memcpy(tmp, p, (size_t)n * sizeof(T));
+    REAL tmp[VLEN] = {0};
+    memcpy(tmp, p, (size_t)n * sizeof(REAL));
     return SFX(vload)(tmp);
 }
 /* Store the first n >= 1 lanes of v to p without writing past p[n-1]. */
-FC_INLINE void SFX(vstore_part)(T *p, V v, ptrdiff_t n) {
+FC_INLINE void SFX(vstore_part)(REAL *p, VEC v, ptrdiff_t n) {
     if (n >= VLEN) {
         SFX(vstore)(p, v);
         return;
     }
-    T tmp[VLEN];
+    REAL tmp[VLEN];
     SFX(vstore)(tmp, v);
-    memcpy(p, tmp, (size_t)n * sizeof(T));
+    memcpy(p, tmp, (size_t)n * sizeof(REAL));
 }
 /* Sum of the lanes, in lane order (fixed, so results do not depend on threads). */
-FC_INLINE T SFX(vsum)(V v) {
-    T tmp[VLEN];
+FC_INLINE REAL SFX(vsum)(VEC v) {
+    REAL tmp[VLEN];
     SFX(vstore)(tmp, v);
-    T s = tmp[0];
+    REAL s = tmp[0];
     for (int i = 1; i < VLEN; i++) s += tmp[i];
     return s;
 }
-#ifndef FC_SCALAR_VECTORS
 /* A mask keeping the first n lanes: AND-ing with it zeroes the rest bit-wise, so that NaN or
  * Inf in x beyond the last output column cannot leak into a sum as 0 * Inf. */
 FC_INLINE VI SFX(vmask)(ptrdiff_t n) {
@@ -58,8 +37,7 @@ FC_INLINE VI SFX(vmask)(ptrdiff_t n) {
     for (int i = 0; i < VLEN; i++) m[i] = i < n ? -1 : 0;
     return m;
 }
-FC_INLINE V SFX(vand)(V v, VI m) { return (V)((VI)v & m); }
-#endif
+FC_INLINE VEC SFX(vand)(VEC v, VI m) { return (VEC)((VI)v & m); }
 
 /* ================================================================== forward form */
 
@@ -71,30 +49,30 @@ FC_INLINE V SFX(vand)(V v, VI m) { return (V)((VI)v & m); }
  * out0: the tile's first output of its first channel (channels `plane` apart); nvalid: outputs
  * left in the row from the tile's start. The tile starts from the bias (or zero), or from out0
  * when `load` (a later pass over the reduction channels). */
-FC_INLINE void SFX(fwd_tile)(const T *FC_RESTRICT panel, ptrdiff_t nq, ptrdiff_t np, ptrdiff_t qs,
-                             const ptrdiff_t *FC_RESTRICT roff, const T *FC_RESTRICT wblk,
+FC_INLINE void SFX(fwd_tile)(const REAL *FC_RESTRICT panel, ptrdiff_t nq, ptrdiff_t np, ptrdiff_t qs,
+                             const ptrdiff_t *FC_RESTRICT roff, const REAL *FC_RESTRICT wblk,
                              const int *FC_RESTRICT rr, ptrdiff_t R,
-                             ptrdiff_t S, const int *FC_RESTRICT off, T *FC_RESTRICT out0,
-                             ptrdiff_t plane, ptrdiff_t nvalid, const T *FC_RESTRICT bias, int load,
+                             ptrdiff_t S, const int *FC_RESTRICT off, REAL *FC_RESTRICT out0,
+                             ptrdiff_t plane, ptrdiff_t nvalid, const REAL *FC_RESTRICT bias, int load,
                              ptrdiff_t xstep, ptrdiff_t ostep, ptrdiff_t nstep, const int KB,
                              const int NV) {
-    V acc[FC_KB_MAX][FC_NV_MAX];
+    VEC acc[FC_KB_MAX][FC_NV_MAX];
     for (int kb = 0; kb < KB; kb++)
         for (int v = 0; v < NV; v++)
             acc[kb][v] = load ? SFX(vload_part)(out0 + kb * plane + v * ostep, nvalid - v * nstep)
-                              : SFX(vset1)(bias ? bias[kb] : (T)0);
+                              : SFX(vset1)(bias ? bias[kb] : (REAL)0);
     const ptrdiff_t SK = S * KB;
     for (ptrdiff_t q = 0; q < nq; q++) {
-        const T *wq = wblk + q * R * SK;
+        const REAL *wq = wblk + q * R * SK;
         for (ptrdiff_t p = 0; p < np; p++) {
-            const T *xr = panel + q * qs + roff[p];
-            const T *wr = wq + rr[p] * SK;
+            const REAL *xr = panel + q * qs + roff[p];
+            const REAL *wr = wq + rr[p] * SK;
             for (ptrdiff_t s = 0; s < S; s++) {
-                const T *xs = xr + off[s];
-                V xv[FC_NV_MAX];
+                const REAL *xs = xr + off[s];
+                VEC xv[FC_NV_MAX];
                 for (int v = 0; v < NV; v++) xv[v] = SFX(vload)(xs + v * xstep);
                 for (int kb = 0; kb < KB; kb++) {
-                    V wv = SFX(vset1)(wr[s * KB + kb]);
+                    VEC wv = SFX(vset1)(wr[s * KB + kb]);
                     for (int v = 0; v < NV; v++) acc[kb][v] = wv * xv[v] + acc[kb][v];
                 }
             }
@@ -109,9 +87,9 @@ FC_INLINE void SFX(fwd_tile)(const T *FC_RESTRICT panel, ptrdiff_t nq, ptrdiff_t
  * rows == 0: the NV vectors are consecutive in one output row (compile-time strides);
  * rows != 0: vector v is output row h+v (a row at most VLEN wide), its source rows xstep
  * further on in the panel, its outputs OW further on; each stores nvalid = OW lanes. */
-static void SFX(fwd_tile_any)(const T *panel, ptrdiff_t nq, ptrdiff_t np, ptrdiff_t qs,
-                              const ptrdiff_t *roff, const T *wblk, const int *rr, ptrdiff_t R, ptrdiff_t S, const int *off,
-                              T *out0, ptrdiff_t plane, ptrdiff_t nvalid, const T *bias, int load,
+static void SFX(fwd_tile_any)(const REAL *panel, ptrdiff_t nq, ptrdiff_t np, ptrdiff_t qs,
+                              const ptrdiff_t *roff, const REAL *wblk, const int *rr, ptrdiff_t R, ptrdiff_t S, const int *off,
+                              REAL *out0, ptrdiff_t plane, ptrdiff_t nvalid, const REAL *bias, int load,
                               int rows, ptrdiff_t xstep, int KB, int NV) {
 #define FC_CASE(kb, nv)                                                                             \
     case (kb) * 8 + (nv):                                                                           \
@@ -159,7 +137,7 @@ void SFX(fc_dir_plan)(fc_dirplan *p, int mode, ptrdiff_t N, ptrdiff_t O, ptrdiff
     p->nphase = mode == FC_DIR_FORWARD ? sw : 1;
     p->L = p->nvec * VLEN + (mode == FC_DIR_FORWARD ? (S - 1) / sw : S - 1);
     p->rs = p->nphase * p->L;
-    size_t chan_bytes = (size_t)(IH * p->rs) * sizeof(T);
+    size_t chan_bytes = (size_t)(IH * p->rs) * sizeof(REAL);
     p->qchunk = FC_MAX(1, FC_MIN(Q, (ptrdiff_t)(FC_PANEL_BYTES / chan_bytes)));
     p->scratch_bytes = fc_round64((size_t)p->qchunk * chan_bytes) + fc_round64((size_t)R * sizeof(ptrdiff_t)) +
                        fc_round64((size_t)(4 * R + S) * sizeof(int));
@@ -174,18 +152,18 @@ static ptrdiff_t SFX(block_start)(ptrdiff_t b, ptrdiff_t total, ptrdiff_t nblock
 
 /* Weights as the micro-kernel reads them: per out-channel block, [q][r][s][kb]. Backward-data
  * transposes w (K, C, R, S) to out channel c, reduction channel k, and flips it along S. */
-void SFX(fc_dir_pack_weights)(const fc_dirplan *p, const T *w, T *wp) {
+void SFX(fc_dir_pack_weights)(const fc_dirplan *p, const REAL *w, REAL *wp) {
     const ptrdiff_t O = p->O, Q = p->Q, R = p->R, S = p->S, QRS = Q * R * S;
     for (ptrdiff_t b = 0; b < p->nblocks; b++) {
         ptrdiff_t o0 = SFX(block_start)(b, O, p->nblocks);
         ptrdiff_t kb = SFX(block_start)(b + 1, O, p->nblocks) - o0;
-        T *dst = wp + o0 * QRS;
+        REAL *dst = wp + o0 * QRS;
         for (ptrdiff_t q = 0; q < Q; q++)
             for (ptrdiff_t r = 0; r < R; r++)
                 for (ptrdiff_t s = 0; s < S; s++)
                     for (ptrdiff_t k = 0; k < kb; k++) {
                         ptrdiff_t o = o0 + k;
-                        T v = p->mode == FC_DIR_FORWARD ? w[((o * Q + q) * R + r) * S + s]
+                        REAL v = p->mode == FC_DIR_FORWARD ? w[((o * Q + q) * R + r) * S + s]
                                                         : w[((q * O + o) * R + r) * S + (S - 1 - s)];
                         dst[((q * R + r) * S + s) * kb + k] = v;
                     }
@@ -213,22 +191,22 @@ static ptrdiff_t SFX(row_pairs)(const fc_dirplan *p, ptrdiff_t h, int *rr, int *
 }
 
 /* One forward-pass panel row: phase f holds x_pad[m*sw + f] for m < L, zero outside x. */
-static void SFX(pack_row_phases)(const T *src, ptrdiff_t IW, ptrdiff_t sw, ptrdiff_t pw, ptrdiff_t L,
-                                 T *dst) {
+static void SFX(pack_row_phases)(const REAL *src, ptrdiff_t IW, ptrdiff_t sw, ptrdiff_t pw, ptrdiff_t L,
+                                 REAL *dst) {
     for (ptrdiff_t f = 0; f < sw; f++) {
-        T *d = dst + f * L;
+        REAL *d = dst + f * L;
         ptrdiff_t lo = fc_clamp(fc_ceil_div(pw - f, sw), 0, L);
         ptrdiff_t hi = fc_clamp(fc_floor_div(IW - 1 + pw - f, sw) + 1, lo, L);
         for (ptrdiff_t m = 0; m < lo; m++) d[m] = 0;
-        const T *s = src + f - pw;
+        const REAL *s = src + f - pw;
         for (ptrdiff_t m = lo; m < hi; m++) d[m] = s[m * sw];
         for (ptrdiff_t m = hi; m < L; m++) d[m] = 0;
     }
 }
 
 /* One backward-data panel row: dy dilated by sw, shifted right by S-1-pw (may be negative). */
-static void SFX(pack_row_dilated)(const T *src, ptrdiff_t IW, ptrdiff_t sw, ptrdiff_t shift,
-                                  ptrdiff_t L, T *dst) {
+static void SFX(pack_row_dilated)(const REAL *src, ptrdiff_t IW, ptrdiff_t sw, ptrdiff_t shift,
+                                  ptrdiff_t L, REAL *dst) {
     for (ptrdiff_t m = 0; m < L; m++) dst[m] = 0;
     ptrdiff_t lo = FC_MAX(0, fc_ceil_div(-shift, sw));
     ptrdiff_t hi = FC_MIN(IW, fc_floor_div(L - 1 - shift, sw) + 1);
@@ -237,11 +215,11 @@ static void SFX(pack_row_dilated)(const T *src, ptrdiff_t IW, ptrdiff_t sw, ptrd
 
 /* Every source row of channels q0 .. q0+nq, each packed once (rows are shared by up to R
  * output rows): channel q's row t lands at panel + (q*IH + t)*rs. */
-static void SFX(pack_panel)(const fc_dirplan *p, const T *src_q0, ptrdiff_t nq, T *panel) {
+static void SFX(pack_panel)(const fc_dirplan *p, const REAL *src_q0, ptrdiff_t nq, REAL *panel) {
     for (ptrdiff_t q = 0; q < nq; q++)
         for (ptrdiff_t t = 0; t < p->IH; t++) {
-            const T *src = src_q0 + (q * p->IH + t) * p->IW;
-            T *dst = panel + (q * p->IH + t) * p->rs;
+            const REAL *src = src_q0 + (q * p->IH + t) * p->IW;
+            REAL *dst = panel + (q * p->IH + t) * p->rs;
             if (p->mode == FC_DIR_FORWARD)
                 SFX(pack_row_phases)(src, p->IW, p->sw, p->pw, p->L, dst);
             else
@@ -250,16 +228,16 @@ static void SFX(pack_panel)(const fc_dirplan *p, const T *src_q0, ptrdiff_t nq, 
 }
 
 /* Task `task` = (image n, group g of out-channel blocks): writes out[n, group's channels]. */
-void SFX(fc_dir_task)(const fc_dirplan *p, ptrdiff_t task, const T *src, const T *wp, const T *bias,
-                      T *out, void *scratch) {
+void SFX(fc_dir_task)(const fc_dirplan *p, ptrdiff_t task, const REAL *src, const REAL *wp, const REAL *bias,
+                      REAL *out, void *scratch) {
     const ptrdiff_t n = task / p->ngroups, g = task % p->ngroups;
     const ptrdiff_t b0 = g * p->nblocks / p->ngroups, b1 = (g + 1) * p->nblocks / p->ngroups;
     const ptrdiff_t R = p->R, S = p->S, Q = p->Q, OW = p->OW, plane = p->OH * p->OW;
-    const T *src_n = src + n * Q * p->IH * p->IW;
-    T *out_n = out + n * p->O * plane;
+    const REAL *src_n = src + n * Q * p->IH * p->IW;
+    REAL *out_n = out + n * p->O * plane;
     const ptrdiff_t qs = p->IH * p->rs;
-    T *panel = (T *)scratch;
-    ptrdiff_t *roff = (ptrdiff_t *)((char *)scratch + fc_round64((size_t)(p->qchunk * qs) * sizeof(T)));
+    REAL *panel = (REAL *)scratch;
+    ptrdiff_t *roff = (ptrdiff_t *)((char *)scratch + fc_round64((size_t)(p->qchunk * qs) * sizeof(REAL)));
     int *rr = (int *)((char *)roff + fc_round64((size_t)R * sizeof(ptrdiff_t)));
     int *srow = rr + R, *off = srow + R, *rr2 = off + S, *srow2 = rr2 + R;
     for (ptrdiff_t s = 0; s < S; s++)
@@ -289,8 +267,8 @@ void SFX(fc_dir_task)(const fc_dirplan *p, ptrdiff_t task, const T *src, const T
             for (ptrdiff_t b = b0; b < b1; b++) {
                 const ptrdiff_t o0 = SFX(block_start)(b, p->O, p->nblocks);
                 const ptrdiff_t kb = SFX(block_start)(b + 1, p->O, p->nblocks) - o0;
-                const T *wblk = wp + o0 * Q * R * S + q0 * R * S * kb;
-                const T *bias_b = (bias && q0 == 0) ? bias + o0 : NULL;
+                const REAL *wblk = wp + o0 * Q * R * S + q0 * R * S * kb;
+                const REAL *bias_b = (bias && q0 == 0) ? bias + o0 : NULL;
                 if (p->rowtile) {
                     SFX(fwd_tile_any)(panel, nq, np, qs, roff, wblk, rr, R, S, off,
                                       out_n + o0 * plane + h * OW, plane, OW, bias_b, q0 > 0, 1,
@@ -317,50 +295,46 @@ void SFX(fc_dir_task)(const fc_dirplan *p, ptrdiff_t task, const T *src, const T
  * The lanes past the last output column are masked so that they add exact zeros. The image's
  * per-lane sums are added to accv (VLEN lanes per dw element, elements accstride apart per
  * filter); their lanes are summed once, at the end of the task. */
-FC_INLINE void SFX(bw_tile)(const T *FC_RESTRICT dyk, ptrdiff_t dstride, const T *FC_RESTRICT xrow0,
+FC_INLINE void SFX(bw_tile)(const REAL *FC_RESTRICT dyk, ptrdiff_t dstride, const REAL *FC_RESTRICT xrow0,
                             ptrdiff_t xstep, const int *FC_RESTRICT off, ptrdiff_t Ho, ptrdiff_t VW,
-                            ptrdiff_t nfull, ptrdiff_t tail, T *FC_RESTRICT accv,
+                            ptrdiff_t nfull, ptrdiff_t tail, REAL *FC_RESTRICT accv,
                             ptrdiff_t accstride, const int KB, const int SB) {
-    V acc[FC_KBW_MAX][FC_SB_MAX];
+    VEC acc[FC_KBW_MAX][FC_SB_MAX];
     for (int kb = 0; kb < KB; kb++)
-        for (int sb = 0; sb < SB; sb++) acc[kb][sb] = SFX(vset1)((T)0);
-#ifndef FC_SCALAR_VECTORS
+        for (int sb = 0; sb < SB; sb++) acc[kb][sb] = SFX(vset1)((REAL)0);
     const VI mask = SFX(vmask)(tail);
-#endif
     for (ptrdiff_t i = 0; i < Ho; i++) {
-        const T *xr = xrow0 + i * xstep;
-        const T *dr = dyk + i * VW;
+        const REAL *xr = xrow0 + i * xstep;
+        const REAL *dr = dyk + i * VW;
         for (ptrdiff_t jv = 0; jv < nfull; jv++) {
             const ptrdiff_t j = jv * VLEN;
-            V dv[FC_KBW_MAX];
+            VEC dv[FC_KBW_MAX];
             for (int kb = 0; kb < KB; kb++) dv[kb] = SFX(vload)(dr + kb * dstride + j);
             for (int sb = 0; sb < SB; sb++) {
-                V xv = SFX(vload)(xr + off[sb] + j);
+                VEC xv = SFX(vload)(xr + off[sb] + j);
                 for (int kb = 0; kb < KB; kb++) acc[kb][sb] = dv[kb] * xv + acc[kb][sb];
             }
         }
-#ifndef FC_SCALAR_VECTORS
         if (tail) {
             const ptrdiff_t j = nfull * VLEN;
-            V dv[FC_KBW_MAX];
+            VEC dv[FC_KBW_MAX];
             for (int kb = 0; kb < KB; kb++) dv[kb] = SFX(vload)(dr + kb * dstride + j);
             for (int sb = 0; sb < SB; sb++) {
-                V xv = SFX(vand)(SFX(vload)(xr + off[sb] + j), mask);
+                VEC xv = SFX(vand)(SFX(vload)(xr + off[sb] + j), mask);
                 for (int kb = 0; kb < KB; kb++) acc[kb][sb] = dv[kb] * xv + acc[kb][sb];
             }
         }
-#endif
     }
     for (int kb = 0; kb < KB; kb++)
         for (int sb = 0; sb < SB; sb++) {
-            T *a = accv + (kb * accstride + sb) * VLEN;
+            REAL *a = accv + (kb * accstride + sb) * VLEN;
             SFX(vstore)(a, SFX(vload)(a) + acc[kb][sb]);
         }
 }
 
-static void SFX(bw_tile_any)(const T *dyk, ptrdiff_t dstride, const T *xrow0, ptrdiff_t xstep,
+static void SFX(bw_tile_any)(const REAL *dyk, ptrdiff_t dstride, const REAL *xrow0, ptrdiff_t xstep,
                              const int *off, ptrdiff_t Ho, ptrdiff_t VW, ptrdiff_t nfull,
-                             ptrdiff_t tail, T *accv, ptrdiff_t accstride, int KB, int SB) {
+                             ptrdiff_t tail, REAL *accv, ptrdiff_t accstride, int KB, int SB) {
 #define FC_CASE(kb, sb)                                                                             \
     case (kb) * 8 + (sb):                                                                           \
         SFX(bw_tile)(dyk, dstride, xrow0, xstep, off, Ho, VW, nfull, tail, accv, accstride, kb, sb); \
@@ -396,14 +370,14 @@ void SFX(fc_bw_plan)(fc_bwplan *p, ptrdiff_t N, ptrdiff_t K, ptrdiff_t C, ptrdif
     ptrdiff_t want = nthreads <= 1 ? 1 : 4 * (ptrdiff_t)nthreads;
     p->ncc = FC_MIN(C, want);
     p->ngroups = FC_MIN(p->nblocks, FC_MAX(1, (want + p->ncc - 1) / p->ncc));
-    size_t dy_bytes = (size_t)(K * Ho * p->VW) * sizeof(T);
+    size_t dy_bytes = (size_t)(K * Ho * p->VW) * sizeof(REAL);
     ptrdiff_t by_cache = (ptrdiff_t)((dy_bytes + FC_DYPACK_BYTES - 1) / FC_DYPACK_BYTES);
     p->ngroups = FC_MIN(p->nblocks, FC_MAX(p->ngroups, by_cache));
     /* ... and a task's lane accumulators (VLEN per dw element) too: split further if needed */
     for (;;) {
         p->kgmax = ((p->nblocks + p->ngroups - 1) / p->ngroups) * p->kbmax;
         p->cmax = (C + p->ncc - 1) / p->ncc;
-        size_t acc_bytes = (size_t)(p->kgmax * p->cmax * R * S * VLEN) * sizeof(T);
+        size_t acc_bytes = (size_t)(p->kgmax * p->cmax * R * S * VLEN) * sizeof(REAL);
         if (acc_bytes <= FC_ACC_BYTES) break;
         if (p->ngroups < p->nblocks)
             p->ngroups = FC_MIN(p->nblocks, 2 * p->ngroups);
@@ -419,8 +393,8 @@ void SFX(fc_bw_plan)(fc_bwplan *p, ptrdiff_t N, ptrdiff_t K, ptrdiff_t C, ptrdif
      * (channel, kernel row, column group, filter-vector group) that sums the whole batch. */
     p->KV = (K + VLEN - 1) / VLEN * VLEN;
     if (VLEN > 1 && Wo <= VLEN && p->KV <= 2 * VLEN &&
-        (size_t)(N * Ho * Wo * p->KV) * sizeof(T) <= ((size_t)4 << 20) &&
-        (size_t)(N * ((Ho - 1) * sh + R) * sw * (Wo + (S - 1) / sw)) * sizeof(T) <= ((size_t)1 << 20)) {
+        (size_t)(N * Ho * Wo * p->KV) * sizeof(REAL) <= ((size_t)4 << 20) &&
+        (size_t)(N * ((Ho - 1) * sh + R) * sw * (Wo + (S - 1) / sw)) * sizeof(REAL) <= ((size_t)1 << 20)) {
         p->kvec = 1;
         p->kvb = p->KV / VLEN; /* 1 or 2 */
         p->nkvg = 1;
@@ -430,7 +404,7 @@ void SFX(fc_bw_plan)(fc_bwplan *p, ptrdiff_t N, ptrdiff_t K, ptrdiff_t C, ptrdif
         p->L = Wo + (S - 1) / sw;
         p->rs = sw * p->L;
         p->dyt_elems = (size_t)(N * Ho * Wo * p->KV);
-        p->scratch_bytes = fc_round64((size_t)(N * p->HP * p->rs) * sizeof(T)) +
+        p->scratch_bytes = fc_round64((size_t)(N * p->HP * p->rs) * sizeof(REAL)) +
                            fc_round64((size_t)S * sizeof(int));
         return;
     }
@@ -438,28 +412,28 @@ void SFX(fc_bw_plan)(fc_bwplan *p, ptrdiff_t N, ptrdiff_t K, ptrdiff_t C, ptrdif
     p->HP = (Ho - 1) * sh + R;
     p->L = p->VW + (S - 1) / sw;
     p->rs = sw * p->L;
-    p->scratch_bytes = fc_round64((size_t)(p->kgmax * Ho * p->VW) * sizeof(T)) +
-                       fc_round64((size_t)(p->HP * p->rs) * sizeof(T)) +
-                       fc_round64((size_t)(p->kgmax * p->cmax * R * S * VLEN) * sizeof(T)) +
+    p->scratch_bytes = fc_round64((size_t)(p->kgmax * Ho * p->VW) * sizeof(REAL)) +
+                       fc_round64((size_t)(p->HP * p->rs) * sizeof(REAL)) +
+                       fc_round64((size_t)(p->kgmax * p->cmax * R * S * VLEN) * sizeof(REAL)) +
                        fc_round64((size_t)S * sizeof(int));
 }
 
 /* dy[n, k0..k0+nk) as rows VW wide with zeros after Wo. */
-static void SFX(pack_dy)(const fc_bwplan *p, const T *dy_n, ptrdiff_t k0, ptrdiff_t nk, T *dyp) {
+static void SFX(pack_dy)(const fc_bwplan *p, const REAL *dy_n, ptrdiff_t k0, ptrdiff_t nk, REAL *dyp) {
     for (ptrdiff_t k = 0; k < nk; k++)
         for (ptrdiff_t i = 0; i < p->Ho; i++) {
-            const T *s = dy_n + ((k0 + k) * p->Ho + i) * p->Wo;
-            T *d = dyp + (k * p->Ho + i) * p->VW;
+            const REAL *s = dy_n + ((k0 + k) * p->Ho + i) * p->Wo;
+            REAL *d = dyp + (k * p->Ho + i) * p->VW;
             for (ptrdiff_t j = 0; j < p->Wo; j++) d[j] = s[j];
             for (ptrdiff_t j = p->Wo; j < p->VW; j++) d[j] = 0;
         }
 }
 
 /* x[n, c] zero-padded: plane row t is x row t - ph, in sw phases. */
-static void SFX(pack_xplane)(const fc_bwplan *p, const T *x_nc, T *xp) {
+static void SFX(pack_xplane)(const fc_bwplan *p, const REAL *x_nc, REAL *xp) {
     for (ptrdiff_t t = 0; t < p->HP; t++) {
         const ptrdiff_t row = t - p->ph;
-        T *d = xp + t * p->rs;
+        REAL *d = xp + t * p->rs;
         if (row < 0 || row >= p->H) {
             for (ptrdiff_t m = 0; m < p->rs; m++) d[m] = 0;
         } else {
@@ -469,10 +443,10 @@ static void SFX(pack_xplane)(const fc_bwplan *p, const T *x_nc, T *xp) {
 }
 
 /* kvec: image n of dy transposed to dyt[n][i][j][KV] (filters K.. KV zero). */
-void SFX(fc_bw_prep)(const fc_bwplan *p, ptrdiff_t n, const T *dy, T *dyt) {
+void SFX(fc_bw_prep)(const fc_bwplan *p, ptrdiff_t n, const REAL *dy, REAL *dyt) {
     const ptrdiff_t HW = p->Ho * p->Wo, KV = p->KV;
-    T *d = dyt + n * HW * KV;
-    const T *s = dy + n * p->K * HW;
+    REAL *d = dyt + n * HW * KV;
+    const REAL *s = dy + n * p->K * HW;
     for (ptrdiff_t q = 0; q < HW; q++) {
         for (ptrdiff_t k = 0; k < p->K; k++) d[q * KV + k] = s[k * HW + q];
         for (ptrdiff_t k = p->K; k < KV; k++) d[q * KV + k] = 0;
@@ -482,22 +456,22 @@ void SFX(fc_bw_prep)(const fc_bwplan *p, ptrdiff_t n, const T *dy, T *dyt) {
 /* kvec tile: KVB filter vectors x SB kernel columns of dw[., c, r, s0..], summed over every
  * image, row and column in that order (one lane per filter: no lane reduction). xall: the
  * channel's padded x planes (xplane apart), at kernel row r; out: [sb][KV] results. */
-FC_INLINE void SFX(bwk_tile)(const T *FC_RESTRICT dyt, ptrdiff_t KV, const T *FC_RESTRICT xall,
+FC_INLINE void SFX(bwk_tile)(const REAL *FC_RESTRICT dyt, ptrdiff_t KV, const REAL *FC_RESTRICT xall,
                              ptrdiff_t xplane, ptrdiff_t xstep, const int *FC_RESTRICT off,
-                             ptrdiff_t N, ptrdiff_t Ho, ptrdiff_t Wo, T *FC_RESTRICT out,
+                             ptrdiff_t N, ptrdiff_t Ho, ptrdiff_t Wo, REAL *FC_RESTRICT out,
                              const int KVB, const int SB) {
-    V acc[2][FC_SB_MAX];
+    VEC acc[2][FC_SB_MAX];
     for (int kv = 0; kv < KVB; kv++)
-        for (int sb = 0; sb < SB; sb++) acc[kv][sb] = SFX(vset1)((T)0);
+        for (int sb = 0; sb < SB; sb++) acc[kv][sb] = SFX(vset1)((REAL)0);
     for (ptrdiff_t n = 0; n < N; n++)
         for (ptrdiff_t i = 0; i < Ho; i++) {
-            const T *xr = xall + n * xplane + i * xstep;
-            const T *d = dyt + (n * Ho + i) * Wo * KV;
+            const REAL *xr = xall + n * xplane + i * xstep;
+            const REAL *d = dyt + (n * Ho + i) * Wo * KV;
             for (ptrdiff_t j = 0; j < Wo; j++) {
-                V dv[2];
+                VEC dv[2];
                 for (int kv = 0; kv < KVB; kv++) dv[kv] = SFX(vload)(d + j * KV + kv * VLEN);
                 for (int sb = 0; sb < SB; sb++) {
-                    V xv = SFX(vset1)(xr[off[sb] + j]);
+                    VEC xv = SFX(vset1)(xr[off[sb] + j]);
                     for (int kv = 0; kv < KVB; kv++) acc[kv][sb] = dv[kv] * xv + acc[kv][sb];
                 }
             }
@@ -506,9 +480,9 @@ FC_INLINE void SFX(bwk_tile)(const T *FC_RESTRICT dyt, ptrdiff_t KV, const T *FC
         for (int sb = 0; sb < SB; sb++) SFX(vstore)(out + sb * KV + kv * VLEN, acc[kv][sb]);
 }
 
-static void SFX(bwk_tile_any)(const T *dyt, ptrdiff_t KV, const T *xall, ptrdiff_t xplane,
+static void SFX(bwk_tile_any)(const REAL *dyt, ptrdiff_t KV, const REAL *xall, ptrdiff_t xplane,
                               ptrdiff_t xstep, const int *off, ptrdiff_t N, ptrdiff_t Ho,
-                              ptrdiff_t Wo, T *out, int KVB, int SB) {
+                              ptrdiff_t Wo, REAL *out, int KVB, int SB) {
 #define FC_CASE(kv, sb)                                                                             \
     case (kv) * 8 + (sb):                                                                           \
         SFX(bwk_tile)(dyt, KV, xall, xplane, xstep, off, N, Ho, Wo, out, kv, sb);                   \
@@ -522,15 +496,15 @@ static void SFX(bwk_tile_any)(const T *dyt, ptrdiff_t KV, const T *xall, ptrdiff
 }
 
 /* kvec task c: writes dw[:, c] from dyt (fc_bw_prep of every image). */
-static void SFX(bwk_task)(const fc_bwplan *p, ptrdiff_t c, const T *dyt, const T *x, T *dw,
+static void SFX(bwk_task)(const fc_bwplan *p, ptrdiff_t c, const REAL *dyt, const REAL *x, REAL *dw,
                           void *scratch) {
     const ptrdiff_t R = p->R, S = p->S, C = p->C, KV = p->KV, xplane = p->HP * p->rs;
-    T *xall = (T *)scratch;
-    int *off = (int *)((char *)xall + fc_round64((size_t)(p->N * xplane) * sizeof(T)));
+    REAL *xall = (REAL *)scratch;
+    int *off = (int *)((char *)xall + fc_round64((size_t)(p->N * xplane) * sizeof(REAL)));
     for (ptrdiff_t s = 0; s < S; s++) off[s] = (int)((s % p->sw) * p->L + s / p->sw);
     for (ptrdiff_t n = 0; n < p->N; n++)
         SFX(pack_xplane)(p, x + (n * C + c) * p->H * p->W, xall + n * xplane);
-    T res[FC_SB_MAX * 2 * VLEN];
+    REAL res[FC_SB_MAX * 2 * VLEN];
     for (ptrdiff_t r = 0; r < R; r++)
         for (ptrdiff_t s0 = 0; s0 < S; s0 += p->sb) {
             const ptrdiff_t sbn = FC_MIN(p->sb, S - s0);
@@ -543,7 +517,7 @@ static void SFX(bwk_task)(const fc_bwplan *p, ptrdiff_t c, const T *dyt, const T
 }
 
 /* Task (filter-block group g, channel chunk cc): writes dw[group's filters, chunk's channels]. */
-void SFX(fc_bw_task)(const fc_bwplan *p, ptrdiff_t task, const T *dy, const T *x, T *dw, void *scratch) {
+void SFX(fc_bw_task)(const fc_bwplan *p, ptrdiff_t task, const REAL *dy, const REAL *x, REAL *dw, void *scratch) {
     if (p->kvec) { /* dy is the transposed dyt here */
         SFX(bwk_task)(p, task, dy, x, dw, scratch);
         return;
@@ -553,13 +527,13 @@ void SFX(fc_bw_task)(const fc_bwplan *p, ptrdiff_t task, const T *dy, const T *x
     const ptrdiff_t k0 = SFX(block_start)(b0, p->K, p->nblocks), k1 = SFX(block_start)(b1, p->K, p->nblocks);
     const ptrdiff_t c0 = cc * p->C / p->ncc, c1 = (cc + 1) * p->C / p->ncc;
     const ptrdiff_t R = p->R, S = p->S, C = p->C, RS = R * S, Ho = p->Ho;
-    T *dyp = (T *)scratch;
-    T *xp = (T *)((char *)dyp + fc_round64((size_t)(p->kgmax * Ho * p->VW) * sizeof(T)));
-    T *accv = (T *)((char *)xp + fc_round64((size_t)(p->HP * p->rs) * sizeof(T)));
-    int *off = (int *)((char *)accv + fc_round64((size_t)(p->kgmax * p->cmax * RS * VLEN) * sizeof(T)));
+    REAL *dyp = (REAL *)scratch;
+    REAL *xp = (REAL *)((char *)dyp + fc_round64((size_t)(p->kgmax * Ho * p->VW) * sizeof(REAL)));
+    REAL *accv = (REAL *)((char *)xp + fc_round64((size_t)(p->HP * p->rs) * sizeof(REAL)));
+    int *off = (int *)((char *)accv + fc_round64((size_t)(p->kgmax * p->cmax * RS * VLEN) * sizeof(REAL)));
     for (ptrdiff_t s = 0; s < S; s++) off[s] = (int)((s % p->sw) * p->L + s / p->sw);
     const ptrdiff_t cn = c1 - c0, nacc = (k1 - k0) * cn * RS; /* accv: [k - k0][c - c0][r][s][lane] */
-    memset(accv, 0, (size_t)(nacc * VLEN) * sizeof(T));
+    memset(accv, 0, (size_t)(nacc * VLEN) * sizeof(REAL));
     for (ptrdiff_t n = 0; n < p->N; n++) {
         SFX(pack_dy)(p, dy + n * p->K * Ho * p->Wo, k0, k1 - k0, dyp);
         for (ptrdiff_t c = c0; c < c1; c++) {

@@ -1,11 +1,21 @@
-/* VEC (FC_WL lanes of REAL: a GCC/Clang vector extension, one AVX register of floats with
- * -march=native, plain scalar code otherwise) and its unaligned load / store LD(p) / ST(p, v),
- * for one precision. A template fragment: the includer defines REAL, SFX(name) and FC_WL,
- * includes it once per precision and #undefs VEC, LD and ST afterwards. The moves go through
- * memcpy: one unaligned vector move, no aliasing questions about the REAL buffers. */
-typedef REAL SFX(vec) __attribute__((vector_size(FC_WL * sizeof(REAL))));
+/* VEC (FC_VEC_LANES lanes of REAL, a GCC/Clang vector extension; FC_WL lanes unless the
+ * includer sets FC_VEC_LANES) with its unaligned load / store LD(p) / ST(p, v) and broadcast
+ * SFX(vset1)(x), for one precision: the vector layer of every kernel family. A template fragment:
+ * the includer defines REAL and SFX(name), includes it once per precision and #undefs VEC, LD,
+ * ST (and FC_VEC_LANES) afterwards. FC_WL floats are one register of the target (fc_isa.h); FC_WL
+ * doubles are two. The moves go through memcpy: one unaligned vector move, no aliasing
+ * questions about the REAL buffers. */
+#ifndef FC_VEC_LANES
+#define FC_VEC_LANES FC_WL
+#endif
+typedef REAL SFX(vec) __attribute__((vector_size(FC_VEC_LANES * sizeof(REAL))));
 #define VEC SFX(vec)
 FC_INLINE VEC SFX(vload)(const REAL *p) { VEC v; memcpy(&v, p, sizeof v); return v; }
 FC_INLINE void SFX(vstore)(REAL *p, VEC v) { memcpy(p, &v, sizeof v); }
+/* x in every lane. x - 0 is x for every x (-0.0 included), so GCC folds the subtraction away and
+ * keeps one broadcast; (VEC){0} + x would be a real addition (-0.0 + 0 is +0.0), and a
+ * lane-by-lane fill can stay a chain of inserts (it did in the direct kernel: lenet_c2
+ * backward-data 1.6x slower). */
+FC_INLINE VEC SFX(vset1)(REAL x) { return x - (VEC){0}; }
 #define LD(p) SFX(vload)(p)
 #define ST(p, v) SFX(vstore)((p), (v))

@@ -19,19 +19,15 @@
 #define REAL float
 #define FC_REAL_IS_FLOAT 1
 #define SFX(name) name##_f32
-#define IM2COL fc_im2col_f32
 #include "im2col_gemm_packed_tmpl.h"
 #undef REAL
 #undef FC_REAL_IS_FLOAT
 #undef SFX
-#undef IM2COL
 
 #define REAL double
 #define FC_REAL_IS_FLOAT 0
 #define SFX(name) name##_f64
-#define IM2COL fc_im2col_f64
 #include "im2col_gemm_packed_tmpl.h"
 #undef REAL
 #undef FC_REAL_IS_FLOAT
 #undef SFX
-#undef IM2COL

@@ -153,21 +153,21 @@ FC_INLINE ptrdiff_t fc_max2x2_bwd_row(const float *r0, const float *r1, const fl
 #define FC_MAX2X2_BWD_VEC fc_max2x2_bwd_row
 #endif
 
-#define T float
-#define SUF f32
+#define REAL float
+#define SFX(name) name##_f32
 #define FC_SQRT sqrtf
 #include "pool_impl.h"
-#undef T
-#undef SUF
+#undef REAL
+#undef SFX
 #undef FC_SQRT
 /* float only: double keeps the portable (compiler-vectorised) loops */
 #undef FC_MAX2X2_FWD_VEC
 #undef FC_MAX2X2_BWD_VEC
 
-#define T double
-#define SUF f64
+#define REAL double
+#define SFX(name) name##_f64
 #define FC_SQRT sqrt
 #include "pool_impl.h"
-#undef T
-#undef SUF
+#undef REAL
+#undef SFX
 #undef FC_SQRT

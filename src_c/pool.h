@@ -17,17 +17,17 @@ typedef struct {
     ptrdiff_t kh, kw, sh, sw, ph, pw;
 } fc_pool_geom;
 
-#define FC_POOL_DECL(SUF, T)                                                                   \
-    void fc_max_fwd_##SUF(const T *x, T *y, const fc_pool_geom *g);                            \
-    void fc_avg_fwd_##SUF(const T *x, T *y, const fc_pool_geom *g);                            \
-    void fc_l2_fwd_##SUF(const T *x, T *y, const fc_pool_geom *g);                             \
-    void fc_max_bwd_##SUF(const T *dy, const T *x, T *dx, const fc_pool_geom *g);              \
-    void fc_avg_bwd_##SUF(const T *dy, const T *x, T *dx, const fc_pool_geom *g);              \
-    void fc_l2_bwd_##SUF(const T *dy, const T *x, T *dx, const fc_pool_geom *g);              \
-    void fc_relumax_fwd_##SUF(const T *x, T *y, const fc_pool_geom *g);                        \
-    void fc_relumax_bwd_##SUF(const T *dy, const T *x, T *dx, const fc_pool_geom *g);
+#define FC_POOL_DECLARE(REAL, SUFFIX)                                                                   \
+    void fc_max_fwd_##SUFFIX(const REAL *x, REAL *y, const fc_pool_geom *g);                            \
+    void fc_avg_fwd_##SUFFIX(const REAL *x, REAL *y, const fc_pool_geom *g);                            \
+    void fc_l2_fwd_##SUFFIX(const REAL *x, REAL *y, const fc_pool_geom *g);                             \
+    void fc_max_bwd_##SUFFIX(const REAL *dy, const REAL *x, REAL *dx, const fc_pool_geom *g);              \
+    void fc_avg_bwd_##SUFFIX(const REAL *dy, const REAL *x, REAL *dx, const fc_pool_geom *g);              \
+    void fc_l2_bwd_##SUFFIX(const REAL *dy, const REAL *x, REAL *dx, const fc_pool_geom *g);              \
+    void fc_relumax_fwd_##SUFFIX(const REAL *x, REAL *y, const fc_pool_geom *g);                        \
+    void fc_relumax_bwd_##SUFFIX(const REAL *dy, const REAL *x, REAL *dx, const fc_pool_geom *g);
 
-FC_POOL_DECL(f32, float)
-FC_POOL_DECL(f64, double)
+FC_POOL_DECLARE(float, f32)
+FC_POOL_DECLARE(double, f64)
 
 #endif

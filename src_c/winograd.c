@@ -20,7 +20,7 @@
 
 #define REAL float
 #define FC_REAL_IS_FLOAT 1
-#define SFX(name) name##_f
+#define SFX(name) name##_f32
 #define GEMM_FN fc_sgemm_fn
 #include "winograd_tmpl.h"
 #undef REAL
@@ -30,7 +30,7 @@
 
 #define REAL double
 #define FC_REAL_IS_FLOAT 0
-#define SFX(name) name##_d
+#define SFX(name) name##_f64
 #define GEMM_FN fc_dgemm_fn
 #include "winograd_tmpl.h"
 #undef REAL

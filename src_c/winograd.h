@@ -36,19 +36,19 @@ typedef void (*fc_dgemm_fn)(char *transa, char *transb, int *m, int *n, int *k, 
  * past the last are never written). flip == 0: rows = K, cols = C, the filters as given
  * (forward). flip == 1: rows = C, cols = K, each filter rotated by 180 degrees and the channel
  * axes swapped (backward-data is a forward pass over dy with these filters). */
-void wino_filter_transform_f(int tile, const float *w, ptrdiff_t K, ptrdiff_t C, int flip, float *U,
+void wino_filter_transform_f32(int tile, const float *w, ptrdiff_t K, ptrdiff_t C, int flip, float *U,
                              int nthreads);
-void wino_filter_transform_d(int tile, const double *w, ptrdiff_t K, ptrdiff_t C, int flip, double *U,
+void wino_filter_transform_f64(int tile, const double *w, ptrdiff_t K, ptrdiff_t C, int flip, double *U,
                              int nthreads);
 
 /* y (N, K, Ho, Wo) = correlate(x (N, C, H, W) zero-padded, filters whose transform is U) + bias.
  * y[n,k,i,j] = sum_{c,r,s} x[n, c, i + r - ph, j + s - pw] * g[k,c,r,s], reads outside x being 0.
  * ph/pw may be negative (the window starts inside x: backward-data with padding > 2), and Ho/Wo
  * are given, not derived. bias may be NULL. U is packed (wino_filter_transform_*). */
-int wino_conv_f(int tile, const float *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+int wino_conv_f32(int tile, const float *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                 const float *U, ptrdiff_t K, const float *bias, float *y, ptrdiff_t Ho, ptrdiff_t Wo,
                 ptrdiff_t ph, ptrdiff_t pw, int nthreads, size_t workspace, ptrdiff_t tile_cap);
-int wino_conv_d(int tile, const double *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+int wino_conv_f64(int tile, const double *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                 const double *U, ptrdiff_t K, const double *bias, double *y, ptrdiff_t Ho,
                 ptrdiff_t Wo, ptrdiff_t ph, ptrdiff_t pw, int nthreads, size_t workspace,
                 ptrdiff_t tile_cap);
@@ -56,11 +56,11 @@ int wino_conv_d(int tile, const double *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H
 /* dw (K, C, 3, 3) = sum_{n,i,j} dy[n,k,i,j] * x[n, c, i + r - ph, j + s - pw] by F(3x3, m x m):
  * the same input transform as the forward pass, dy tiles transformed by A (alpha x m), GEMMs
  * reducing over tiles into alpha^2 (K x C) accumulators, and G^T X G at the end. */
-int wino_bwd_weights_f(int tile, const float *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+int wino_bwd_weights_f32(int tile, const float *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                        const float *dy, ptrdiff_t K, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t ph,
                        ptrdiff_t pw, float *dw, int nthreads, size_t workspace, ptrdiff_t tile_cap,
                        fc_sgemm_fn gemm);
-int wino_bwd_weights_d(int tile, const double *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+int wino_bwd_weights_f64(int tile, const double *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                        const double *dy, ptrdiff_t K, ptrdiff_t Ho, ptrdiff_t Wo, ptrdiff_t ph,
                        ptrdiff_t pw, double *dw, int nthreads, size_t workspace, ptrdiff_t tile_cap,
                        fc_dgemm_fn gemm);

@@ -1,5 +1,5 @@
 /* One precision of the Winograd kernels. winograd.c includes this file twice, with
- * REAL = float / double, SFX(name) = name##_f / name##_d and GEMM_FN the matching BLAS type.
+ * REAL = float / double, SFX(name) = name##_f32 / name##_f64 and GEMM_FN the matching BLAS type.
  *
  * The transforms run on FC_WL tiles at once ("lanes"): every 1-D transform below is a loop over
  * the lanes with the tile's values FC_WL apart, which GCC/Clang vectorise at -O3 (8 floats = one

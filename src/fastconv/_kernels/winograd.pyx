@@ -29,23 +29,23 @@ cdef extern from "winograd.h" nogil:
                                  float *, int *, float *, float *, int *)
     ctypedef void (*fc_dgemm_fn)(char *, char *, int *, int *, int *, double *, double *, int *,
                                  double *, int *, double *, double *, int *)
-    void wino_filter_transform_f(int tile, const float *w, Py_ssize_t K, Py_ssize_t C, int flip,
+    void wino_filter_transform_f32(int tile, const float *w, Py_ssize_t K, Py_ssize_t C, int flip,
                                  float *U, int nthreads)
-    void wino_filter_transform_d(int tile, const double *w, Py_ssize_t K, Py_ssize_t C, int flip,
+    void wino_filter_transform_f64(int tile, const double *w, Py_ssize_t K, Py_ssize_t C, int flip,
                                  double *U, int nthreads)
-    int wino_conv_f(int tile, const float *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
+    int wino_conv_f32(int tile, const float *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
                     Py_ssize_t W, const float *U, Py_ssize_t K, const float *bias, float *y,
                     Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ph, Py_ssize_t pw, int nthreads,
                     size_t workspace, Py_ssize_t tile_cap)
-    int wino_conv_d(int tile, const double *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
+    int wino_conv_f64(int tile, const double *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
                     Py_ssize_t W, const double *U, Py_ssize_t K, const double *bias, double *y,
                     Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ph, Py_ssize_t pw, int nthreads,
                     size_t workspace, Py_ssize_t tile_cap)
-    int wino_bwd_weights_f(int tile, const float *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
+    int wino_bwd_weights_f32(int tile, const float *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
                            Py_ssize_t W, const float *dy, Py_ssize_t K, Py_ssize_t Ho,
                            Py_ssize_t Wo, Py_ssize_t ph, Py_ssize_t pw, float *dw, int nthreads,
                            size_t workspace, Py_ssize_t tile_cap, fc_sgemm_fn gemm)
-    int wino_bwd_weights_d(int tile, const double *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
+    int wino_bwd_weights_f64(int tile, const double *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
                            Py_ssize_t W, const double *dy, Py_ssize_t K, Py_ssize_t Ho,
                            Py_ssize_t Wo, Py_ssize_t ph, Py_ssize_t pw, double *dw, int nthreads,
                            size_t workspace, Py_ssize_t tile_cap, fc_dgemm_fn gemm)
@@ -104,12 +104,12 @@ def filter_transform(w, int tile, bint flip, int nthreads=1):
         wf = w
         Uf = U
         with nogil:
-            wino_filter_transform_f(tile, &wf[0, 0, 0, 0], K, C, flip, &Uf[0, 0, 0, 0], nthreads)
+            wino_filter_transform_f32(tile, &wf[0, 0, 0, 0], K, C, flip, &Uf[0, 0, 0, 0], nthreads)
     else:
         wd = w
         Ud = U
         with nogil:
-            wino_filter_transform_d(tile, &wd[0, 0, 0, 0], K, C, flip, &Ud[0, 0, 0, 0], nthreads)
+            wino_filter_transform_f64(tile, &wd[0, 0, 0, 0], K, C, flip, &Ud[0, 0, 0, 0], nthreads)
     return U
 
 
@@ -148,10 +148,10 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, b,
         bp = &bv[0]
     with nogil:
         if floating is float:
-            rc = wino_conv_f(t, &x[0, 0, 0, 0], N, C, H, W, &U[0, 0, 0, 0], K, bp, &y[0, 0, 0, 0],
+            rc = wino_conv_f32(t, &x[0, 0, 0, 0], N, C, H, W, &U[0, 0, 0, 0], K, bp, &y[0, 0, 0, 0],
                              Ho, Wo, ph, pw, nthreads, workspace_bytes, cap)
         else:
-            rc = wino_conv_d(t, &x[0, 0, 0, 0], N, C, H, W, &U[0, 0, 0, 0], K, bp, &y[0, 0, 0, 0],
+            rc = wino_conv_f64(t, &x[0, 0, 0, 0], N, C, H, W, &U[0, 0, 0, 0], K, bp, &y[0, 0, 0, 0],
                              Ho, Wo, ph, pw, nthreads, workspace_bytes, cap)
     if rc != 0:
         raise MemoryError("winograd forward: could not allocate scratch buffers")
@@ -171,10 +171,10 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
     cdef Py_ssize_t cap = _tile_cap
     with nogil:
         if floating is float:
-            rc = wino_conv_f(t, &dy[0, 0, 0, 0], N, K, Ho, Wo, &U[0, 0, 0, 0], C, NULL,
+            rc = wino_conv_f32(t, &dy[0, 0, 0, 0], N, K, Ho, Wo, &U[0, 0, 0, 0], C, NULL,
                              &dx[0, 0, 0, 0], H, W, 2 - ph, 2 - pw, nthreads, workspace_bytes, cap)
         else:
-            rc = wino_conv_d(t, &dy[0, 0, 0, 0], N, K, Ho, Wo, &U[0, 0, 0, 0], C, NULL,
+            rc = wino_conv_f64(t, &dy[0, 0, 0, 0], N, K, Ho, Wo, &U[0, 0, 0, 0], C, NULL,
                              &dx[0, 0, 0, 0], H, W, 2 - ph, 2 - pw, nthreads, workspace_bytes, cap)
     if rc != 0:
         raise MemoryError("winograd backward_data: could not allocate scratch buffers")
@@ -193,11 +193,11 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
     with _blas_single(nthreads):
         with nogil:
             if floating is float:
-                rc = wino_bwd_weights_f(t, &x[0, 0, 0, 0], N, C, H, W, &dy[0, 0, 0, 0], K, Ho, Wo,
+                rc = wino_bwd_weights_f32(t, &x[0, 0, 0, 0], N, C, H, W, &dy[0, 0, 0, 0], K, Ho, Wo,
                                         ph, pw, &dw[0, 0, 0, 0], nthreads, workspace_bytes, cap,
                                         sgemm)
             else:
-                rc = wino_bwd_weights_d(t, &x[0, 0, 0, 0], N, C, H, W, &dy[0, 0, 0, 0], K, Ho, Wo,
+                rc = wino_bwd_weights_f64(t, &x[0, 0, 0, 0], N, C, H, W, &dy[0, 0, 0, 0], K, Ho, Wo,
                                         ph, pw, &dw[0, 0, 0, 0], nthreads, workspace_bytes, cap,
                                         dgemm)
     if rc != 0:
