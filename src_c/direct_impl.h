@@ -128,7 +128,7 @@ void SFX(fc_dir_plan)(fc_dirplan *p, int mode, ptrdiff_t N, ptrdiff_t O, ptrdiff
     p->nblocks = (O + kbmax - 1) / kbmax;
     /* Split out channels into groups only when the batch alone cannot keep the threads busy:
      * each task repacks its image's rows, so fewer, larger tasks repack less. */
-    ptrdiff_t want = 4 * (ptrdiff_t)FC_MAX(nthreads, 1);
+    ptrdiff_t want = 4 * (ptrdiff_t)nthreads;
     p->ngroups = FC_MIN(p->nblocks, FC_MAX(1, (want + N - 1) / N));
     if (nthreads <= 1) p->ngroups = 1;
     p->ntasks = N * p->ngroups;

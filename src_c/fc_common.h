@@ -16,6 +16,13 @@
 #define FC_NOINLINE
 #endif
 
+/* The threads a parallel region over `tasks` independent tasks runs: the caller's count, never
+ * more than one per task. The one clamp of thread counts in the kernels: fastconv.threads
+ * validates the count itself (1 <= n <= its MAX_THREADS) before any kernel sees it. */
+FC_INLINE int fc_team(int nthreads, ptrdiff_t tasks) {
+    return tasks < (ptrdiff_t)nthreads ? (int)(tasks > 1 ? tasks : 1) : nthreads;
+}
+
 #if defined(__SSE__) || defined(__x86_64__)
 #include <xmmintrin.h>
 /* Flush-to-zero and denormals-are-zero for the calling thread. Subnormal operands make x86 FP

@@ -113,7 +113,6 @@ static int SFX(implicit_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, 
     const ptrdiff_t P = g->Ho * g->Wo, CRS = g->C * g->R * g->S, CHW = g->C * g->H * g->W;
     const ptrdiff_t Wpad = g->W + 2 * g->pw, slices = (K + SUB - 1) / SUB;
     if (fc_is_pointwise(g) || CRS < IMPLICIT_MIN_CRS) return 1;
-    if (nthreads < 1) nthreads = 1;
     /* Output rows per task: as many as keep the band within IMPLICIT_BAND_BYTES (at least one),
      * then evened out; fewer when the batch alone does not make 4 tasks. */
     const ptrdiff_t row_bytes = g->C * Wpad * (ptrdiff_t)sizeof(REAL);
@@ -140,7 +139,7 @@ static int SFX(implicit_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, 
         koff[k] = c * plane + r * Wpad + s;
     }
     const ptrdiff_t tasks = N * chunks;
-    if (nthreads > tasks) nthreads = (int)tasks;
+    nthreads = fc_team(nthreads, tasks);
     int failed = 0;
 
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
@@ -190,8 +189,7 @@ int SFX(fc_conv_pointwise_bwd_weights)(const REAL *x, const REAL *dy, ptrdiff_t 
     const ptrdiff_t cb = (panels + cblocks - 1) / cblocks * FC_MK_MR; /* channels per task */
     cblocks = (C + cb - 1) / cb;
     const ptrdiff_t tasks = slices * cblocks;
-    if (nthreads < 1) nthreads = 1;
-    if (nthreads > tasks) nthreads = (int)tasks;
+    nthreads = fc_team(nthreads, tasks);
     const size_t per_thread = (size_t)(P * SUB + cb * SUB) * sizeof(REAL);
     if ((size_t)nthreads * per_thread + (size_t)P * sizeof(ptrdiff_t) > workspace) return 1;
     ptrdiff_t *koff = (ptrdiff_t *)fc_aligned_alloc((size_t)P * sizeof(ptrdiff_t));

@@ -73,7 +73,6 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
     const ptrdiff_t P = g->Ho * g->Wo, CRS = g->C * g->R * g->S, CHW = g->C * g->H * g->W;
     const ptrdiff_t panels = (K + FC_MK_MR - 1) / FC_MK_MR;
     const size_t wp_bytes = (size_t)panels * FC_MK_MR * (size_t)CRS * sizeof(REAL);
-    if (nthreads < 1) nthreads = 1;
     /* Blocks: kc column rows x nc positions per thread (<= 1152 x 256, ~1.2 MB), shrunk to fit
      * the workspace next to the packed weights, down to SUB positions and 1 row. A SUB-wide
      * slice of the block (<= 72 KB) streams from L2 while every weight panel passes over it;
@@ -97,7 +96,7 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
     const size_t buf_reals = (size_t)kc * (size_t)ldb;
     REAL *Wp = (REAL *)fc_aligned_alloc(wp_bytes);
     if (!Wp) return -1;
-    if (nthreads > tasks) nthreads = (int)tasks;
+    nthreads = fc_team(nthreads, tasks);
     int failed = 0;
 
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)

@@ -570,7 +570,6 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
     const ptrdiff_t Upanels = (K + FC_WINO_MR - 1) / FC_WINO_MR;
     const ptrdiff_t tiles_h = (Ho + mt - 1) / mt, tiles_w = (Wo + mt - 1) / mt;
     const ptrdiff_t total = N * tiles_h * tiles_w;
-    if (nthreads < 1) nthreads = 1;
     const ptrdiff_t PW = tiles_w * mt + 2;
     /* per tile: V, M, the tile info and the bands' share (band_reals) */
     const size_t per_tile = (size_t)a2 * (size_t)(C + K + 2) * sizeof(REAL) + sizeof(SFX(tile_info));
@@ -580,7 +579,7 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
     const ptrdiff_t ld = (T + FC_WL - 1) / FC_WL * FC_WL; /* rows of V and M: whole lanes */
     const ptrdiff_t vs = SFX(xi_stride)(C * ld), ms = SFX(xi_stride)(K * ld);
     const ptrdiff_t band_n = SFX(band_reals)(alpha, T, tiles_w, PW);
-    if (nthreads > nchunks) nthreads = (int)nchunks;
+    nthreads = fc_team(nthreads, nchunks);
     int failed = 0;
 
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
@@ -665,7 +664,6 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
     const ptrdiff_t tiles_h = (Ho + mt - 1) / mt, tiles_w = (Wo + mt - 1) / mt;
     const ptrdiff_t total = N * tiles_h * tiles_w;
     const size_t acc_bytes = (size_t)a2 * (size_t)K * (size_t)C * sizeof(REAL);
-    if (nthreads < 1) nthreads = 1;
     const ptrdiff_t PW = tiles_w * mt + 2;
     /* One set of buffers, shared by the threads, plus a padded band per thread (see the
      * forward's budget); the tile count is the GEMMs' inner dimension, so chunks may be larger

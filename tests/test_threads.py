@@ -39,3 +39,35 @@ def test_concurrent_calls_leave_blas_at_the_thread_count():
     for _ in range(3):
         threads, blas = run(CONCURRENT_CALLS, OMP_NUM_THREADS="2")
         assert threads == "2" and blas == "[2]"
+
+
+def test_an_oversized_omp_num_threads_is_capped_with_a_warning():
+    code = ("import warnings; warnings.simplefilter('always'); import fastconv, numpy as np; "
+            "x = np.ones((1, 2, 5, 5), np.float32); w = np.ones((3, 2, 3, 3), np.float32); "
+            "print(fastconv.get_num_threads(), float(fastconv.conv2d(x, w).sum()))")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, OMP_NUM_THREADS="100000"),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1024", str(3 * 9 * 2 * 9.0)]
+    assert "OMP_NUM_THREADS asks for 100000 threads; using 1024" in out.stderr
+
+
+def test_more_threads_than_work_gives_the_same_answers():
+    """Kernels trim the team to their tasks (fc_team): 64 threads on a tiny problem."""
+    import numpy as np
+
+    import fastconv
+    from fastconv import reference as R
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    w = rng.standard_normal((2, 3, 3, 3)).astype(np.float32)
+    before = fastconv.get_num_threads()
+    try:
+        fastconv.set_num_threads(64)
+        for algorithm in ("direct", "im2col", "winograd2", "winograd4"):
+            y = fastconv.conv2d(x, w, padding=1, algorithm=algorithm)
+            np.testing.assert_allclose(y, R.conv2d(x, w, padding=1), rtol=1e-4, atol=1e-4)
+        np.testing.assert_array_equal(fastconv.max_pool2d(x, 2), R.max_pool2d(x, 2))
+    finally:
+        fastconv.set_num_threads(before)

@@ -162,10 +162,12 @@ def test_dense_and_loss_bad_input():
         F.relu_backward(np.zeros(3), np.zeros(4))
 
 
-@pytest.mark.parametrize("n", [0, -1, 1.5, "2", True])
+@pytest.mark.parametrize("n", [0, -1, 1.5, "2", True, 1025, 100000])
 def test_set_num_threads_rejects_bad_values(n):
-    with pytest.raises(ValueError, match="positive int"):
+    before = fastconv.get_num_threads()
+    with pytest.raises(ValueError, match="n must be an int from 1 to 1024"):
         fastconv.set_num_threads(n)
+    assert fastconv.get_num_threads() == before
 
 
 def test_set_num_threads_round_trip():

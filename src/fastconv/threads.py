@@ -8,11 +8,16 @@ count; kernels that call BLAS from inside an OpenMP region limit BLAS to one thr
 """
 import contextlib
 import threading
+import warnings
 
 import scipy.linalg  # noqa: F401  (loads SciPy's BLAS, the one the kernels call, so threadpoolctl sees it)
 from threadpoolctl import ThreadpoolController
 
 from ._kernels import _openmp
+
+#: The most threads fastconv's kernels run: far more than the cores of any machine it targets,
+#: far fewer than break it (100000 OpenMP threads crashed the process: issue 13).
+MAX_THREADS = 1024
 
 _lock = threading.Lock()
 _num_threads = None
@@ -36,13 +41,19 @@ def get_num_threads():
 def set_num_threads(n):
     """Use `n` threads in fastconv's kernels and in BLAS (None: back to the default).
 
-    Raises ValueError when `n` is not a positive integer.
+    Raises ValueError when `n` is not an int in 1..MAX_THREADS. This is the one check of thread
+    counts: every kernel gets its count from here (the C side only trims it to the tasks at hand).
     """
     global _num_threads
     if n is None:
         n = _openmp.max_threads()
-    elif isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"set_num_threads: n must be a positive int or None, got {n!r}")
+        if n > MAX_THREADS:
+            warnings.warn(f"fastconv: OMP_NUM_THREADS asks for {n} threads; using {MAX_THREADS} "
+                          f"(fastconv.threads.MAX_THREADS)", RuntimeWarning, stacklevel=2)
+            n = MAX_THREADS
+    elif isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"set_num_threads: n must be an int from 1 to {MAX_THREADS} or None, "
+                         f"got {n!r}")
     if not _openmp.openmp_enabled():
         n = 1
     with _lock:

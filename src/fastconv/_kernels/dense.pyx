@@ -23,6 +23,7 @@ cimport cython
 from cython cimport floating
 
 from fc_blas cimport gemm
+from fc_common cimport fc_team
 
 
 DEF MIN_BLOCK = 64  # rows or columns of c per BLAS call, at least (the last block: fewer)
@@ -57,7 +58,7 @@ def matmul(const floating[:, ::1] a, const floating[:, ::1] b, floating[:, ::1] 
         c[:, :] = 0
         return
     with nogil:
-        for t in prange(blocks, num_threads=max(1, min(nthreads, blocks)), schedule="dynamic"):
+        for t in prange(blocks, num_threads=fc_team(nthreads, blocks), schedule="dynamic"):
             lo = <int> ((<long long> extent * t) // blocks)
             hi = <int> ((<long long> extent * (t + 1)) // blocks)
             if by_rows:  # rows lo..hi of op(a) and of c
@@ -79,7 +80,7 @@ def channel_sum(const floating[:, :, ::1] dy, floating[::1] out, int nthreads):
     cdef double s0, s1, s2, s3, s4, s5, s6, s7
     cdef const floating *row
     with nogil:
-        for kk in prange(K, num_threads=max(1, nthreads), schedule="static"):
+        for kk in prange(K, num_threads=fc_team(nthreads, K), schedule="static"):
             s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0
             for n in range(N):
                 row = &dy[n, kk, 0]

@@ -64,7 +64,7 @@ def adam(floating[::1] p, const floating[::1] g, floating[::1] m, floating[::1] 
     cdef floating fb2 = <floating>beta2, fomb2 = <floating>(1.0 - beta2)
     cdef Py_ssize_t chunks = (n + CHUNK - 1) // CHUNK, c, lo, hi
     cdef fc_fpstate fp = 0
-    if nthreads < 1 or n < PARALLEL_MIN:
+    if n < PARALLEL_MIN:
         nthreads = 1
     if nthreads == 1:
         with nogil:

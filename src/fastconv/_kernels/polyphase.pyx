@@ -17,6 +17,8 @@ from libc.string cimport memset
 cimport cython
 from cython cimport floating
 
+from fc_common cimport fc_team
+
 
 @cython.cdivision(True)
 cdef inline Py_ssize_t _first_column(Py_ssize_t b, Py_ssize_t sw, Py_ssize_t pw) noexcept nogil:
@@ -51,7 +53,7 @@ cdef void _move(floating *x, floating *xph, Py_ssize_t N, Py_ssize_t C, Py_ssize
     cdef Py_ssize_t plane, a, b, i, j, h, jlo, jhi
     cdef floating *image
     cdef floating *phase
-    for plane in prange(N * C, num_threads=max(1, nthreads), schedule="static"):
+    for plane in prange(N * C, num_threads=fc_team(nthreads, N * C), schedule="static"):
         image = x + plane * H * W
         if not split:
             memset(image, 0, H * W * sizeof(floating))  # pixels past the last phase row / column

@@ -9,33 +9,11 @@ are C-contiguous, padding < kernel in each dimension, and the output shape is th
 """
 from cython.parallel cimport parallel, prange
 
-from fc_common cimport fc_fpstate, fc_ftz_enter, fc_ftz_leave
+from fc_common cimport fc_fpstate, fc_ftz_enter, fc_ftz_leave, fc_team
 
 ctypedef fused floating:
     float
     double
-
-
-cdef extern from "pool.h" nogil:
-    ctypedef struct fc_pool_geom:
-        Py_ssize_t H, W, Ho, Wo, kh, kw, sh, sw, ph, pw
-
-    void fc_max_fwd_f32(const float *x, float *y, const fc_pool_geom *g)
-    void fc_avg_fwd_f32(const float *x, float *y, const fc_pool_geom *g)
-    void fc_l2_fwd_f32(const float *x, float *y, const fc_pool_geom *g)
-    void fc_max_bwd_f32(const float *dy, const float *x, float *dx, const fc_pool_geom *g)
-    void fc_avg_bwd_f32(const float *dy, const float *x, float *dx, const fc_pool_geom *g)
-    void fc_l2_bwd_f32(const float *dy, const float *x, float *dx, const fc_pool_geom *g)
-    void fc_relumax_fwd_f32(const float *x, float *y, const fc_pool_geom *g)
-    void fc_relumax_bwd_f32(const float *dy, const float *x, float *dx, const fc_pool_geom *g)
-    void fc_max_fwd_f64(const double *x, double *y, const fc_pool_geom *g)
-    void fc_avg_fwd_f64(const double *x, double *y, const fc_pool_geom *g)
-    void fc_l2_fwd_f64(const double *x, double *y, const fc_pool_geom *g)
-    void fc_max_bwd_f64(const double *dy, const double *x, double *dx, const fc_pool_geom *g)
-    void fc_avg_bwd_f64(const double *dy, const double *x, double *dx, const fc_pool_geom *g)
-    void fc_l2_bwd_f64(const double *dy, const double *x, double *dx, const fc_pool_geom *g)
-    void fc_relumax_fwd_f64(const double *x, double *y, const fc_pool_geom *g)
-    void fc_relumax_bwd_f64(const double *dy, const double *x, double *dx, const fc_pool_geom *g)
 
 
 # Which op a generic driver runs (a C switch per plane is far cheaper than the plane's work).
@@ -108,8 +86,7 @@ cdef void _forward(int op, const floating[:, :, :, ::1] x, floating[:, :, :, ::1
     cdef floating *yp = &y[0, 0, 0, 0]
     cdef Py_ssize_t p
     cdef fc_fpstate fp = 0  # assigned per thread below; initialised to quiet -Wmaybe-uninitialized
-    if nthreads < 1:
-        nthreads = 1
+    nthreads = fc_team(nthreads, planes)
     with nogil, parallel(num_threads=nthreads):
         fp = fc_ftz_enter()  # MXCSR is per thread: each worker sets and restores its own
         for p in prange(planes, schedule="guided"):
@@ -129,8 +106,7 @@ cdef void _backward(int op, const floating[:, :, :, ::1] dy, const floating[:, :
     cdef floating *dxp = &dx[0, 0, 0, 0]
     cdef Py_ssize_t p
     cdef fc_fpstate fp = 0  # assigned per thread below; initialised to quiet -Wmaybe-uninitialized
-    if nthreads < 1:
-        nthreads = 1
+    nthreads = fc_team(nthreads, planes)
     with nogil, parallel(num_threads=nthreads):
         fp = fc_ftz_enter()
         # Each plane's dx (zeroed inside the plane function) belongs to one thread: no races.

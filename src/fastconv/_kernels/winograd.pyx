@@ -23,33 +23,6 @@ from scipy.linalg.cython_blas cimport dgemm, sgemm
 from fastconv._winograd_cache import FilterTransformCache
 from fastconv.threads import blas_single_threaded
 
-cdef extern from "winograd.h" nogil:
-    enum: FC_WINO_MR
-    ctypedef void (*fc_sgemm_fn)(char *, char *, int *, int *, int *, float *, float *, int *,
-                                 float *, int *, float *, float *, int *)
-    ctypedef void (*fc_dgemm_fn)(char *, char *, int *, int *, int *, double *, double *, int *,
-                                 double *, int *, double *, double *, int *)
-    void wino_filter_transform_f32(int tile, const float *w, Py_ssize_t K, Py_ssize_t C, int flip,
-                                 float *U, int nthreads)
-    void wino_filter_transform_f64(int tile, const double *w, Py_ssize_t K, Py_ssize_t C, int flip,
-                                 double *U, int nthreads)
-    int wino_conv_f32(int tile, const float *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
-                    Py_ssize_t W, const float *U, Py_ssize_t K, const float *bias, float *y,
-                    Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ph, Py_ssize_t pw, int nthreads,
-                    size_t workspace, Py_ssize_t tile_cap)
-    int wino_conv_f64(int tile, const double *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
-                    Py_ssize_t W, const double *U, Py_ssize_t K, const double *bias, double *y,
-                    Py_ssize_t Ho, Py_ssize_t Wo, Py_ssize_t ph, Py_ssize_t pw, int nthreads,
-                    size_t workspace, Py_ssize_t tile_cap)
-    int wino_bwd_weights_f32(int tile, const float *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
-                           Py_ssize_t W, const float *dy, Py_ssize_t K, Py_ssize_t Ho,
-                           Py_ssize_t Wo, Py_ssize_t ph, Py_ssize_t pw, float *dw, int nthreads,
-                           size_t workspace, Py_ssize_t tile_cap, fc_sgemm_fn gemm)
-    int wino_bwd_weights_f64(int tile, const double *x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t H,
-                           Py_ssize_t W, const double *dy, Py_ssize_t K, Py_ssize_t Ho,
-                           Py_ssize_t Wo, Py_ssize_t ph, Py_ssize_t pw, double *dw, int nthreads,
-                           size_t workspace, Py_ssize_t tile_cap, fc_dgemm_fn gemm)
-
 # Most tiles per chunk (each thread's GEMMs are alpha^2 x (K x C).(C x tiles)); fewer when the
 # workspace limit says so. With the micro-kernel, caps of 16 to 128 measured within 3 % of each
 # other on mnist_c2 (1 thread); 64 keeps a chunk's V and M near L2's size for C, K <= 64.
