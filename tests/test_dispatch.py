@@ -82,7 +82,12 @@ def test_environment_sets_the_workspace_limit():
     assert int(out.stdout) == 8 << 20
     env["FASTCONV_WORKSPACE_MB"] = "lots"
     bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert bad.returncode != 0 and "FASTCONV_WORKSPACE_MB must be a number" in bad.stderr
+    assert bad.returncode != 0 and "FASTCONV_WORKSPACE_MB must be a" in bad.stderr
+    for value in ("nan", "inf", "1e30", "-4", "0"):
+        env["FASTCONV_WORKSPACE_MB"] = value
+        bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert bad.returncode != 0, value
+        assert f"FASTCONV_WORKSPACE_MB must be a positive, finite number of MiB" in bad.stderr, value
 
 
 def test_autotune_times_candidates_once_and_caches_the_winner():

@@ -180,10 +180,90 @@ def test_set_num_threads_round_trip():
     assert fastconv.get_num_threads() == before
 
 
-@pytest.mark.parametrize("n", [0, 1000, 2.5, True])
+@pytest.mark.parametrize("n", [0, 1000, 2.5, True, 2**62 + 1, 2**64])
 def test_workspace_limit_rejects_bad_values(n):
-    with pytest.raises(ValueError, match="nbytes must be an int >= 1048576"):
+    before = fastconv.get_workspace_limit()
+    with pytest.raises(ValueError, match=r"nbytes must be an int from 1048576 \(1 MiB\) to"):
         fastconv.set_workspace_limit(n)
+    assert fastconv.get_workspace_limit() == before
+
+
+def test_the_largest_workspace_limit_still_runs_every_algorithm():
+    x, w, b = good()
+    try:
+        fastconv.set_workspace_limit(2**62)
+        for algorithm in ("direct", "im2col", "winograd"):
+            y = F.conv2d(x, w, b, padding=1, algorithm=algorithm)
+            np.testing.assert_allclose(y, R.conv2d(x, w, b, padding=1), rtol=1e-4, atol=1e-4)
+    finally:
+        fastconv.set_workspace_limit(None)
+
+
+BIG = 2**31 - 1
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    (dict(stride=(1, 2**58)), r"stride must be <= 2147483647 \(2\*\*31 - 1\), got \(1, 288230376151711744\)"),
+    (dict(stride=2**60), r"stride must be <= 2147483647"),
+    (dict(stride=2**63), r"stride must be <= 2147483647"),
+    (dict(padding=2**62, stride=1), r"padding must be <= 2147483647"),
+    (dict(padding=(0, BIG)), r"padding\[1\] = 2147483647 makes the padded input 8 \+ 2\*2147483647"),
+])
+@pytest.mark.parametrize("algorithm", ["auto", "direct", "im2col"])
+def test_geometry_past_the_kernels_integer_range_is_refused_naming_it(kwargs, words, algorithm):
+    x, w, b = good()
+    with pytest.raises(ValueError, match=words):
+        F.conv2d(x, w, b, algorithm=algorithm, **kwargs)
+    dy = np.ones((2, 4, 1, 1), np.float32)
+    with pytest.raises(ValueError, match=words):
+        F.conv2d_backward(dy, x, w, algorithm=algorithm, **kwargs)
+
+
+@pytest.mark.parametrize("algorithm", ["im2col", "auto", "direct"])
+def test_the_largest_strides_give_the_reference_answer(algorithm):
+    """Strides at the limit: a valid, tiny output, computed right (direct, whose scratch grows
+    with the stride, may instead refuse with a MemoryError; auto does not choose it then)."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((1, 2, 5, 5))
+    w = rng.standard_normal((3, 2, 3, 3))
+    for stride, padding in (((1, BIG), (0, 0)), ((BIG, BIG), (1, 1)), ((BIG, 3), (5, 2))):
+        try:
+            y = F.conv2d(x, w, None, stride=stride, padding=padding, algorithm=algorithm)
+            dy = rng.standard_normal(y.shape)
+            dx, dw, _ = F.conv2d_backward(dy, x, w, stride=stride, padding=padding, algorithm=algorithm)
+        except MemoryError as exc:
+            assert algorithm == "direct" and "direct convolution: cannot allocate" in str(exc)
+            continue
+        np.testing.assert_allclose(y, R.conv2d(x, w, None, stride=stride, padding=padding), rtol=1e-12, atol=1e-12)
+        rdx, rdw, _ = R.conv2d_backward(dy, x, w, stride=stride, padding=padding)
+        np.testing.assert_allclose(dx, rdx, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dw, rdw, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["max", "avg", "l2"])
+def test_pooling_windows_past_the_integer_range_are_refused(kind):
+    x = np.ones((1, 1, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="kernel_size must be <= 2147483647"):
+        getattr(F, f"{kind}_pool2d")(x, kernel_size=2**32, padding=2**31)
+    with pytest.raises(ValueError, match=r"padding\[0\] = 2147483646 makes the padded input"):
+        getattr(F, f"{kind}_pool2d")(x, kernel_size=BIG, padding=BIG - 1)
+
+
+@pytest.mark.parametrize("shape", [(2.9, 3, 9.7, 9.2), (2, 3, 9, 9.0), (True, 3, 9, 9), ("2", 3, 9, 9)])
+def test_float_or_bool_shapes_are_refused_not_truncated(shape):
+    w = np.ones((4, 3, 3, 3), np.float32)
+    dy = np.ones((2, 4, 7, 7), np.float32)
+    with pytest.raises(TypeError, match="x_shape must be a 4-tuple of ints"):
+        F.conv2d_backward_data(dy, shape, w)
+    with pytest.raises(TypeError, match="w_shape must be a 4-tuple of ints"):
+        F.conv2d_backward_weights(dy, np.ones((2, 3, 9, 9), np.float32), shape)
+
+
+def test_numpy_integer_shapes_and_strides_are_accepted():
+    x, w, b = good()
+    y = F.conv2d(x, w, b, stride=np.int64(1), padding=(np.int32(1), 1))
+    dx = F.conv2d_backward_data(np.ones_like(y), tuple(np.int64(d) for d in x.shape), w, padding=1)
+    assert dx.shape == x.shape
 
 
 def test_bad_input_is_never_modified():

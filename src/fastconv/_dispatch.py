@@ -97,7 +97,8 @@ def heuristic(g, pass_):
     8.2 vs 10.2 ms). Strided layers Winograd runs through the polyphase rewrite follow the same
     rule on the stride-1 layer they become (alexnet_c1: 48 channels, 3x3; F(4x4) 2.2-2.7x
     faster than im2col in every pass). Tiny layers: direct (but im2col for forward passes with
-    32+ filters). Everything else: im2col.
+    16+ filters, and for strides larger than the kernel: direct packs the input rows the stride
+    skips, so its scratch grows with the stride, 640 GB at stride 2**31). Everything else: im2col.
     """
     if winograd_unsupported_reason(g) is None and config.winograd_enabled():
         s1 = _polyphase.stride1_geometry(g)
@@ -107,7 +108,8 @@ def heuristic(g, pass_):
             if pass_ == "backward_weights" and s1.c * s1.k >= 1 << 15 and s1.h * s1.w <= 28 * 28:
                 return "winograd2"
             return "winograd4"
-    if g.c * g.r * g.s <= DIRECT_MAX_CRS and not (pass_ == "forward" and g.k >= IM2COL_FORWARD_MIN_K):
+    if (g.c * g.r * g.s <= DIRECT_MAX_CRS and not (pass_ == "forward" and g.k >= IM2COL_FORWARD_MIN_K)
+            and g.sh <= g.r and g.sw <= g.s):
         return "direct"
     return "im2col"
 

@@ -11,9 +11,17 @@ import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+#: The largest stride, padding, window or padded extent (size + 2 * padding) that reaches the
+#: kernels. They index with 64-bit ptrdiff_t and multiply at most two such values (a padded row
+#: by a row count, a window's area), so keeping each below 2**31 keeps every product below 2**62.
+MAX_EXTENT = 2**31 - 1
+#: The most elements a padded input (N * C * (H + 2*ph) * (W + 2*pw)) may have: int64 offsets.
+MAX_PADDED_ELEMENTS = 2**62
 
-def pair(value, name, minimum):
-    """`value` as an (h, w) pair of Python ints >= `minimum`: accepts an int or a 2-sequence."""
+
+def pair(value, name, minimum, maximum=MAX_EXTENT):
+    """`value` as an (h, w) pair of Python ints in [minimum, maximum]: accepts an int or a
+    2-sequence of ints (NumPy integers included; bools and floats are refused)."""
     if isinstance(value, (numbers.Integral,)) and not isinstance(value, bool):
         items = (value, value)
     elif isinstance(value, (tuple, list)) and len(value) == 2:
@@ -26,8 +34,23 @@ def pair(value, name, minimum):
             raise TypeError(f"{name} must be an int or a pair (h, w) of ints, got {value!r}")
         if v < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        if v > maximum:
+            raise ValueError(f"{name} must be <= {maximum} (2**31 - 1), got {value!r}")
         out.append(int(v))
     return tuple(out)
+
+
+def check_padded_extent(shape, padding, op):
+    """Refuse an input whose padded extent or padded element count the kernels cannot index."""
+    n, c, h, w = shape
+    for axis, (size, pad) in enumerate(zip((h, w), padding)):
+        if size + 2 * pad > MAX_EXTENT:
+            raise ValueError(f"{op}: padding[{axis}] = {pad} makes the padded input {size} + 2*{pad} "
+                             f"= {size + 2 * pad} long, more than {MAX_EXTENT} (2**31 - 1)")
+    elements = n * c * (h + 2 * padding[0]) * (w + 2 * padding[1])
+    if elements > MAX_PADDED_ELEMENTS:
+        raise ValueError(f"{op}: the padded input would have {elements} elements, more than "
+                         f"2**62; reduce padding {tuple(padding)} or the input {tuple(shape)}")
 
 
 def as_float_array(a, name, ndim, dtype=None):
@@ -93,13 +116,19 @@ def empty(shape, dtype, what):
 
 
 def shape4(shape, name):
-    """`shape` as a tuple of 4 positive ints (for x_shape / w_shape arguments)."""
+    """`shape` as a tuple of 4 positive ints (for x_shape / w_shape arguments). Only integers
+    (NumPy's included) are accepted: a float such as 2.9 is refused, never truncated."""
     try:
-        dims = tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
+        items = tuple(shape)
+    except TypeError:
         raise TypeError(f"{name} must be a 4-tuple of ints, got {shape!r}") from None
+    if any(isinstance(d, bool) or not isinstance(d, numbers.Integral) for d in items):
+        raise TypeError(f"{name} must be a 4-tuple of ints, got {shape!r}")
+    dims = tuple(int(d) for d in items)
     if len(dims) != 4 or min(dims) < 1:
         raise ValueError(f"{name} must be 4 positive ints, got {shape!r}")
+    if max(dims) > MAX_EXTENT:
+        raise ValueError(f"{name} must have dimensions <= {MAX_EXTENT} (2**31 - 1), got {shape!r}")
     return dims
 
 
@@ -132,6 +161,7 @@ class ConvArgs:
             self.b = None
         self.stride = pair(stride, "stride", 1)
         self.padding = pair(padding, "padding", 0)
+        check_padded_extent(self.x_shape, self.padding, op)
         self.out_hw = (output_size(h, r, self.stride[0], self.padding[0], f"{op} height", "w.shape[2]"),
                        output_size(wd, s, self.stride[1], self.padding[1], f"{op} width", "w.shape[3]"))
 
@@ -184,6 +214,7 @@ class PoolArgs:
                 # With padding < window every window overlaps the input, so a max is always defined.
                 raise ValueError(f"{op}: padding {self.padding} must be smaller than kernel_size "
                                  f"{self.kernel} in each dimension (dimension {axis} is not)")
+        check_padded_extent(self.x.shape, self.padding, op)
         h, wd = self.x.shape[2:]
         self.out_hw = (
             output_size(h, self.kernel[0], self.stride[0], self.padding[0], f"{op} height", "kernel_size[0]"),

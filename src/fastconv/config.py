@@ -6,10 +6,13 @@
 - Winograd in "auto": on unless ``FASTCONV_DISABLE_WINOGRAD=1`` or `set_winograd_enabled(False)`;
   explicit ``algorithm="winograd"`` works either way.
 """
+import math
 import os
 
 _DEFAULT_WORKSPACE_MB = 256
 _MIN_WORKSPACE_BYTES = 1 << 20
+#: The largest workspace limit: the kernels take it as a signed 64-bit byte count.
+MAX_WORKSPACE_BYTES = 1 << 62
 
 
 def _env_workspace_bytes():
@@ -20,8 +23,9 @@ def _env_workspace_bytes():
         mb = float(raw)
     except ValueError:
         raise ValueError(f"FASTCONV_WORKSPACE_MB must be a number of MiB, got {raw!r}") from None
-    if mb <= 0:
-        raise ValueError(f"FASTCONV_WORKSPACE_MB must be positive, got {raw!r}")
+    if not math.isfinite(mb) or mb <= 0 or mb * (1 << 20) > MAX_WORKSPACE_BYTES:
+        raise ValueError(f"FASTCONV_WORKSPACE_MB must be a positive, finite number of MiB up to "
+                         f"{MAX_WORKSPACE_BYTES >> 20} (2**42), got {raw!r}")
     return max(int(mb * (1 << 20)), _MIN_WORKSPACE_BYTES)
 
 
@@ -40,9 +44,10 @@ def set_workspace_limit(nbytes):
     if nbytes is None:
         _workspace_bytes = _env_workspace_bytes()
         return _workspace_bytes
-    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < _MIN_WORKSPACE_BYTES:
-        raise ValueError(f"set_workspace_limit: nbytes must be an int >= {_MIN_WORKSPACE_BYTES} "
-                         f"(1 MiB), got {nbytes!r}")
+    if (isinstance(nbytes, bool) or not isinstance(nbytes, int)
+            or not _MIN_WORKSPACE_BYTES <= nbytes <= MAX_WORKSPACE_BYTES):
+        raise ValueError(f"set_workspace_limit: nbytes must be an int from {_MIN_WORKSPACE_BYTES} "
+                         f"(1 MiB) to {MAX_WORKSPACE_BYTES} (2**62), got {nbytes!r}")
     _workspace_bytes = nbytes
     return _workspace_bytes
 
