@@ -71,3 +71,46 @@ def test_more_threads_than_work_gives_the_same_answers():
         np.testing.assert_array_equal(fastconv.max_pool2d(x, 2), R.max_pool2d(x, 2))
     finally:
         fastconv.set_num_threads(before)
+
+
+FORK_CHILD = """
+import multiprocessing, os, warnings, numpy as np, fastconv
+x = np.random.default_rng(0).standard_normal((4, 16, 12, 12)).astype(np.float32)
+w = np.random.default_rng(1).standard_normal((16, 16, 3, 3)).astype(np.float32)
+fastconv.set_num_threads(2)
+expected = {a: fastconv.conv2d(x, w, padding=1, algorithm=a) for a in ("direct", "im2col", "winograd")}
+
+def child_work(_=None):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert fastconv.set_num_threads(2) == 1 and "do not survive fork" in str(caught[0].message)
+    for a, y in expected.items():
+        got = fastconv.conv2d(x, w, padding=1, algorithm=a)
+        fastconv.conv2d_backward(got, x, w, padding=1, algorithm=a)
+        np.testing.assert_array_equal(got, y)
+    fastconv.max_pool2d(x, 2)
+    return fastconv.get_num_threads()
+
+pid = os.fork()
+if pid == 0:
+    try:
+        child_work()
+        os._exit(0)
+    except BaseException:
+        os._exit(3)
+_, status = os.waitpid(pid, 0)
+assert status == 0, status
+with multiprocessing.get_context("fork").Pool(2) as pool:
+    assert pool.map(child_work, range(4)) == [1, 1, 1, 1]
+print("forks ok", fastconv.get_num_threads())
+"""
+
+
+def test_a_forked_child_uses_fastconv_without_hanging():
+    """GNU OpenMP's pool does not survive fork: without the at-fork handler the child's first
+    kernel call waited forever. The child runs on one thread, with the parent's exact answers
+    (the kernels' sums do not depend on the thread count), and the parent keeps its threads."""
+    out = subprocess.run([sys.executable, "-c", FORK_CHILD], env=dict(os.environ, OMP_NUM_THREADS="2"),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["forks", "ok", "2"]

@@ -7,6 +7,7 @@ count through threadpoolctl, so BLAS threads and OpenMP threads never add up to 
 count; kernels that call BLAS from inside an OpenMP region limit BLAS to one thread there.
 """
 import contextlib
+import os
 import threading
 import warnings
 
@@ -26,6 +27,7 @@ _num_threads = None
 _controller = ThreadpoolController()
 _single_users = 0        # callers inside blas_single_threaded(), across Python threads
 _single_limiter = None   # the threadpoolctl limiter that restores BLAS when the last one leaves
+_forked_child = False    # this process is a fork() child of one that had imported fastconv
 
 
 def openmp_enabled():
@@ -55,6 +57,12 @@ def set_num_threads(n):
         raise ValueError(f"set_num_threads: n must be an int from 1 to {MAX_THREADS} or None, "
                          f"got {n!r}")
     if not _openmp.openmp_enabled():
+        n = 1
+    if _forked_child and n > 1:
+        warnings.warn("fastconv: this process was forked from one that had started OpenMP "
+                      "threads, which do not survive fork; it runs its kernels on 1 thread "
+                      "(use the 'spawn' or 'forkserver' start method for more)",
+                      RuntimeWarning, stacklevel=2)
         n = 1
     with _lock:
         _num_threads = int(n)
@@ -89,6 +97,23 @@ def blas_single_threaded():
                 _single_limiter.restore_original_limits()
                 _single_limiter = None
 
+
+def _after_fork_in_child():
+    """In a fork() child: GNU OpenMP's thread pool does not survive fork (the child's first
+    parallel region with more than one thread waits forever for threads that no longer exist),
+    so the child runs its kernels on one thread, as PyTorch's forked children do. A parallel
+    region of one thread needs no pool. The lock and the BLAS bookkeeping start afresh: another
+    thread of the parent may have held them at the fork."""
+    global _lock, _num_threads, _single_users, _single_limiter, _forked_child
+    _lock = threading.Lock()
+    _single_users, _single_limiter = 0, None
+    _forked_child = True
+    _num_threads = 1
+    _controller.limit(limits=1, user_api="blas")
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # The default is applied at import (serialised by Python's import lock): applied lazily on the
 # first call, two Python threads could race to set it while a third held BLAS at one thread.
