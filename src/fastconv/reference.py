@@ -145,8 +145,9 @@ def l2_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
 
 # ---------------------------------------------------------------- dense layers and losses
 def relu(x):
+    """max(x, 0); NaN stays NaN (as NumPy's maximum and PyTorch's relu)."""
     x = np.asarray(x)
-    return np.where(x > 0, x, np.zeros_like(x))
+    return np.where((x > 0) | np.isnan(x), x, np.zeros_like(x))
 
 
 def relu_backward(dy, x):

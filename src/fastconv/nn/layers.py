@@ -233,7 +233,7 @@ class ReLU(Layer):
         if self.fused_into_next:
             return x
         out = np.maximum(x, 0, out=x if self.inplace else None)
-        self._mask = (out > 0) if training else None
+        self._mask = (out > 0) if training else None  # NaN outputs pass no gradient
         return out
 
     def backward(self, dout):
@@ -242,9 +242,11 @@ class ReLU(Layer):
         if self._mask is None:
             raise RuntimeError("ReLU.backward called without a forward(training=True) first")
         mask, self._mask = self._mask, None
+        # A selection, not a product: an inf or NaN in dout where the ReLU was off gives 0.
         if self.inplace:
-            return np.multiply(dout, mask, out=dout)
-        return dout * mask
+            np.copyto(dout, 0, where=~mask)
+            return dout
+        return np.where(mask, dout, np.zeros((), dout.dtype))
 
 
 class Flatten(Layer):

@@ -117,9 +117,27 @@ class Sequential:
         return x
 
     def backward(self, dout):
+        """dx from dout = dL/d(output), through every layer; `dout` itself is never written."""
+        if self._writes_incoming_gradient():
+            dout = np.array(dout, copy=True)
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
         return dout
+
+    def _writes_incoming_gradient(self):
+        """Whether backward would write into the array it is given: an in-place ReLU or Dropout
+        reached from the end through layers that hand the gradient on unchanged (Flatten's view,
+        a ReLU fused into the next layer, a Dropout that is the identity)."""
+        for layer in reversed(self.layers):
+            if isinstance(layer, Flatten) or getattr(layer, "fused_into_next", False):
+                continue
+            if isinstance(layer, (ReLU, Dropout)):
+                if layer.inplace:
+                    return True
+                if isinstance(layer, Dropout):
+                    continue  # may be the identity (p == 0, or no mask)
+            return False
+        return False
 
     def train_step(self, x, y, optimizer):
         """forward, loss, backward and one optimiser step on a batch; returns (loss, logits)."""

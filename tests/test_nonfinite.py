@@ -1,0 +1,114 @@
+"""Non-finite values (docs/algorithms.md, "Non-finite values"): what each op does with inf and
+NaN, the same in the reference and the fast paths; and the caller's arrays never written."""
+import numpy as np
+import pytest
+
+from fastconv import functional as F
+from fastconv import nn
+from fastconv import reference as R
+
+
+def same_pattern(got, ref):
+    """Identical non-finite positions (and inf signs); finite values close."""
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_array_equal(np.isposinf(got), np.isposinf(ref))
+    np.testing.assert_array_equal(np.isneginf(got), np.isneginf(ref))
+    finite = np.isfinite(ref)
+    scale = max(1.0, float(np.abs(ref[finite]).max()))
+    np.testing.assert_allclose(got[finite], ref[finite], rtol=1e-4, atol=1e-4 * scale)
+
+
+def layer(dtype=np.float32, seed=0):
+    """An ordinary 3x3 layer with 16 channels: auto runs it with Winograd when all is finite."""
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((2, 16, 12, 12)).astype(dtype),
+            rng.standard_normal((16, 16, 3, 3)).astype(dtype))
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+@pytest.mark.parametrize("where", ["x", "w"])
+def test_auto_gives_the_reference_pattern_for_a_non_finite_value(value, where):
+    x, w = layer()
+    if where == "x":
+        x[0, 3, 5, 7] = value
+    else:
+        w[0, 3, 1, 2] = value
+    same_pattern(F.conv2d(x, w, padding=1), R.conv2d(x, w, padding=1))
+
+
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+def test_auto_backward_passes_give_the_reference_pattern(value):
+    x, w = layer()
+    dy = np.random.default_rng(2).standard_normal((2, 16, 12, 12)).astype(np.float32)
+    dy[1, 4, 6, 6] = value
+    dx, dw, _ = F.conv2d_backward(dy, x, w, padding=1)
+    rdx, rdw, _ = R.conv2d_backward(dy, x, w, padding=1)
+    same_pattern(dx, rdx)
+    same_pattern(dw, rdw)
+
+
+def test_explicit_winograd_makes_whole_tiles_non_finite_as_documented():
+    """algorithm="winograd" transforms whole tiles: one NaN pixel spreads over every output of
+    the tiles whose input window holds it (a superset of the reference's NaNs)."""
+    x, w = layer()
+    x[0, 3, 5, 7] = np.nan
+    got = F.conv2d(x, w, padding=1, algorithm="winograd4")
+    ref = R.conv2d(x, w, padding=1)
+    assert np.isnan(ref).sum() == 16 * 9  # 16 filters x the 3x3 outputs that read the pixel
+    assert np.isnan(got)[np.isnan(ref)].all()
+    assert np.isnan(got).sum() > np.isnan(ref).sum()
+    assert np.isfinite(got[1]).all()  # the other image is untouched
+
+
+def test_finite_inputs_still_run_winograd_under_auto(monkeypatch):
+    from fastconv import functional
+
+    ran = []
+    real = functional._kernel
+    monkeypatch.setattr(functional, "_kernel", lambda name, pass_: ran.append(name) or real(name, pass_))
+    x, w = layer()
+    F.conv2d(x, w, padding=1)
+    assert ran == ["winograd4"]
+    x[0, 0, 0, 0] = np.inf
+    F.conv2d(x, w, padding=1)
+    assert ran[-1] == "im2col"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_keeps_nan_and_its_gradient_selects(dtype):
+    x = np.array([-1.0, 0.0, 2.0, np.nan, np.inf, -np.inf], dtype)
+    dy = np.array([np.inf, np.nan, 3.0, 5.0, np.inf, np.nan], dtype)
+    expected_y = np.array([0, 0, 2, np.nan, np.inf, 0], dtype)
+    expected_dx = np.array([0, 0, 3, 0, np.inf, 0], dtype)
+    for mod in (F, R):
+        np.testing.assert_array_equal(mod.relu(x), expected_y)
+        np.testing.assert_array_equal(mod.relu_backward(dy, x), expected_dx)
+    for inplace in (False, True):
+        relu = nn.ReLU(inplace=inplace)
+        np.testing.assert_array_equal(relu.forward(x.copy()), expected_y)
+        np.testing.assert_array_equal(relu.backward(dy.copy()), expected_dx)
+
+
+def _models():
+    conv = lambda seed: nn.Conv2D(2, 3, 3, padding=1, seed=seed)  # noqa: E731
+    return {
+        "ends in ReLU": [conv(0), nn.ReLU()],
+        "ends in Dropout": [conv(1), nn.Dropout(0.5, seed=0)],
+        "ReLU then Flatten": [conv(2), nn.ReLU(), nn.Flatten()],
+        "ReLU, Dropout, Flatten": [conv(3), nn.ReLU(), nn.Dropout(0.3, seed=1), nn.Flatten()],
+        "ReLU then MaxPool": [conv(4), nn.ReLU(), nn.MaxPool2D(2)],
+    }
+
+
+@pytest.mark.parametrize("name", list(_models()))
+def test_sequential_backward_never_writes_the_callers_gradient(name):
+    model = nn.Sequential(_models()[name], input_grad=True)
+    x = np.random.default_rng(0).standard_normal((2, 2, 6, 6)).astype(np.float32)
+    x_copy = x.copy()
+    y = model.forward(x)
+    dout = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+    dout_copy = dout.copy()
+    dx = model.backward(dout)
+    np.testing.assert_array_equal(dout, dout_copy)
+    np.testing.assert_array_equal(x, x_copy)
+    assert dx.shape == x.shape and not np.shares_memory(dx, dout)
