@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from . import __version__, get_num_threads, set_num_threads
+from ._files import atomic_write
 from .datasets import CLASS_NAMES, load_fashion_mnist
 from .nn import SGD, Adam, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, make_rng
 
@@ -124,7 +125,7 @@ def save_run(model, history, args, out, test, interrupted, log=print):
         "mean_seconds_per_epoch": float(np.mean(history["seconds"])) if done else None,
         "classes": list(CLASS_NAMES),
     }
-    with open(os.path.join(out, "metrics.json"), "w") as f:
+    with atomic_write(os.path.join(out, "metrics.json"), "w", encoding="utf-8") as f:
         json.dump(metrics, f, indent=2)
     written = ["model.npz", "metrics.json"]
     if not args.no_plots:

@@ -55,6 +55,12 @@ class Layer:
         """JSON-serialisable constructor arguments (the architecture `Sequential.save` writes)."""
         return {}
 
+    @classmethod
+    def param_shapes(cls, **config):
+        """{name: shape} of the parameters a layer built with `config` has, computed without
+        building it (Sequential.load checks a file's arrays against it before allocating)."""
+        return {}
+
     @property
     def num_params(self):
         return int(sum(p.size for p in self.params.values()))
@@ -96,7 +102,7 @@ class Conv2D(Layer):
         self.algorithm = algorithm
         self.init = init
         dtype = check_dtype(dtype)
-        shape = (self.out_channels, self.in_channels) + self.kernel_size
+        shape = self.param_shapes(in_channels, out_channels, kernel_size)["w"]
         self.params = {"w": initializer(init)(shape, make_rng(seed), dtype),
                        "b": np.zeros(self.out_channels, dtype)}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
@@ -135,6 +141,12 @@ class Conv2D(Layer):
         (r, s), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         return (self.out_channels, output_size(h, r, sh, ph, "Conv2D height", "kernel_size[0]"),
                 output_size(w, s, sw, pw, "Conv2D width", "kernel_size[1]"))
+
+    @classmethod
+    def param_shapes(cls, in_channels, out_channels, kernel_size, **_):
+        k = _positive_int(out_channels, "out_channels", "Conv2D")
+        c = _positive_int(in_channels, "in_channels", "Conv2D")
+        return {"w": (k, c) + pair(kernel_size, "kernel_size", 1), "b": (k,)}
 
     def config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
@@ -304,6 +316,12 @@ class Dense(Layer):
         if tuple(input_shape) != (self.in_features,):
             raise ValueError(f"Dense expects input shape ({self.in_features},), got {tuple(input_shape)}")
         return (self.out_features,)
+
+    @classmethod
+    def param_shapes(cls, in_features, out_features, **_):
+        d_in = _positive_int(in_features, "in_features", "Dense")
+        d_out = _positive_int(out_features, "out_features", "Dense")
+        return {"w": (d_in, d_out), "b": (d_out,)}
 
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 
+from .._files import atomic_write
 from .init import check_dtype, make_rng
 from .layers import LAYERS, Dropout, Flatten, Layer, MaxPool2D, ReLU
 from .losses import LOSSES, SoftmaxCrossEntropy
@@ -290,36 +291,97 @@ class Sequential:
                 "layers": [{"class": type(l).__name__, "config": l.config()} for l in self.layers]}
 
     def save(self, path):
-        """Write parameters and the architecture (JSON, inside the .npz) to `path`; no pickle."""
+        """Write parameters and the architecture (JSON, inside the .npz) to `path`; no pickle.
+        Atomic: a save that fails part-way leaves any previous file at `path` as it was."""
         arrays = {"architecture": np.array(json.dumps(self.architecture()))}
         for i, layer in enumerate(self.layers):
             for key, value in layer.params.items():
                 arrays[f"layer{i}.{key}"] = value
-        with open(path, "wb") as f:  # a file object: np.savez would otherwise append ".npz"
+        with atomic_write(path) as f:  # a file object: np.savez would otherwise append ".npz"
             np.savez(f, **arrays)
 
     @classmethod
     def load(cls, path):
-        """Rebuild a model written by `save` (same layers, same parameter values and dtype)."""
-        with np.load(path, allow_pickle=False) as data:
-            if "architecture" not in data.files:
-                raise ValueError(f"{path} is not a fastconv model: no 'architecture' entry")
-            arch = json.loads(str(data["architecture"]))
-            if arch.get("format") != FORMAT or arch.get("version") != VERSION:
-                raise ValueError(f"{path}: unsupported model format {arch.get('format')!r} "
-                                 f"version {arch.get('version')!r}")
-            layers = []
-            for i, spec in enumerate(arch["layers"]):
-                if spec["class"] not in LAYERS:
-                    raise ValueError(f"{path}: unknown layer class {spec['class']!r}")
-                layer = LAYERS[spec["class"]](**spec["config"])
-                for key in layer.params:
-                    value = data[f"layer{i}.{key}"]
-                    if value.shape != layer.params[key].shape:
-                        raise ValueError(f"{path}: layer {i} {key} has shape {value.shape}, "
-                                         f"expected {layer.params[key].shape}")
-                    layer.params[key] = value
-                layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
-                layers.append(layer)
+        """Rebuild a model written by `save` (same layers, same parameter values and dtype).
+
+        Everything is checked before a layer is built: the archive, the architecture JSON, and
+        every parameter array's presence, dtype (float32 or float64, one for the whole model)
+        and shape (from the layer's configuration). Every error is a ValueError that names the
+        file (a missing file: FileNotFoundError)."""
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise
+        except Exception as exc:  # zipfile.BadZipFile, EOFError, ValueError, OSError, ...
+            raise ValueError(f"{path}: not a readable .npz archive ({type(exc).__name__}: {exc})") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError(f"{path}: not a fastconv model (a single array, not an .npz archive)")
+        with data:
+            try:
+                specs, arch, params = _read_model(data)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
+            except Exception as exc:  # a damaged member: BadZipFile, EOFError, zlib.error, ...
+                raise ValueError(f"{path}: damaged archive ({type(exc).__name__}: {exc})") from None
+        layers = []
+        for i, ((layer_cls, config), arrays) in enumerate(zip(specs, params)):
+            dtype = {"dtype": next(iter(arrays.values())).dtype} if arrays else {}
+            try:
+                layer = layer_cls(**config, **dtype)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"{path}: layer {i} ({layer_cls.__name__}): bad configuration "
+                                 f"{config!r}: {exc}") from None
+            layer.params = arrays
+            layer.grads = {k: np.zeros_like(v) for k, v in arrays.items()}
+            layers.append(layer)
         loss = LOSSES.get(arch.get("loss"), SoftmaxCrossEntropy)()
-        return cls(layers, loss=loss, input_grad=arch.get("input_grad", False))
+        return cls(layers, loss=loss, input_grad=bool(arch.get("input_grad", False)))
+
+
+def _read_model(data):
+    """(layer specs [(class, config)], architecture dict, parameter arrays per layer) from an
+    open .npz, every part checked before any layer is built; raises ValueError saying what is
+    wrong (the caller adds the file name)."""
+    if "architecture" not in data.files:
+        raise ValueError("not a fastconv model: no 'architecture' entry")
+    try:
+        arch = json.loads(str(data["architecture"]))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"the architecture entry is not valid JSON ({exc})") from None
+    if not isinstance(arch, dict):
+        raise ValueError("the architecture entry is not a JSON object")
+    if arch.get("format") != FORMAT or arch.get("version") != VERSION:
+        raise ValueError(f"unsupported model format {arch.get('format')!r} version {arch.get('version')!r}")
+    if not isinstance(arch.get("layers"), list):
+        raise ValueError("the architecture has no list of layers")
+    specs, params, dtypes = [], [], set()
+    for i, spec in enumerate(arch["layers"]):
+        if not isinstance(spec, dict) or not isinstance(spec.get("config", {}), dict):
+            raise ValueError(f"layer {i}: expected {{'class': ..., 'config': {{...}}}}, got {spec!r}")
+        name = spec.get("class")
+        if name not in LAYERS:
+            raise ValueError(f"layer {i}: unknown layer class {name!r}")
+        layer_cls, config = LAYERS[name], spec.get("config", {})
+        try:
+            shapes = layer_cls.param_shapes(**config)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"layer {i} ({name}): bad configuration {config!r}: {exc}") from None
+        arrays = {}
+        for key, shape in shapes.items():
+            entry = f"layer{i}.{key}"
+            if entry not in data.files:
+                raise ValueError(f"layer {i} ({name}): parameter {key!r} missing (no '{entry}' entry)")
+            value = data[entry]
+            if value.dtype not in (np.float32, np.float64):
+                raise ValueError(f"layer {i} ({name}) {key}: dtype {value.dtype}, expected float32 "
+                                 f"or float64")
+            if value.shape != shape:
+                raise ValueError(f"layer {i} ({name}) {key}: shape {value.shape}, expected {shape}")
+            dtypes.add(value.dtype)
+            arrays[key] = value
+        specs.append((layer_cls, config))
+        params.append(arrays)
+    if len(dtypes) > 1:
+        raise ValueError(f"parameters of mixed dtypes {sorted(str(d) for d in dtypes)}: a model is "
+                         f"all float32 or all float64")
+    return specs, arch, params

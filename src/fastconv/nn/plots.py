@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from .._files import atomic_write
+
 
 def require_matplotlib():
     """matplotlib.pyplot on the non-interactive Agg backend, or ImportError with what to install."""
@@ -17,6 +19,12 @@ def require_matplotlib():
     matplotlib.use("Agg")  # files only: works without a display
     import matplotlib.pyplot as plt
     return plt
+
+
+def _save(fig, path):
+    """Write the figure as a PNG, atomically."""
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=90)
 
 
 def plot_history(history, path, title=""):
@@ -35,7 +43,7 @@ def plot_history(history, path, title=""):
         ax.legend()
     fig.suptitle(title or "Fashion-MNIST training")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -56,7 +64,7 @@ def plot_filters(w, path, title="first-layer filters"):
             ax.imshow(w[i].mean(axis=0), cmap="gray", interpolation="nearest")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save(fig, path)
     plt.close(fig)
 
 
@@ -76,5 +84,5 @@ def plot_feature_maps(image, maps, path, title="feature maps after the first con
             ax.set_title(str(i - 1), fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    _save(fig, path)
     plt.close(fig)

@@ -1,0 +1,149 @@
+"""Files fastconv writes and reads: atomic writes, and Sequential.load's checks on damaged,
+malformed or hostile files (every error names the file; nothing large is built from a small file)."""
+import json
+import os
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from fastconv import nn
+from fastconv._files import atomic_write
+
+
+def small_model(dtype=np.float32):
+    model = nn.Sequential([nn.Conv2D(1, 2, 3, padding=1, seed=0), nn.ReLU(), nn.Flatten(),
+                           nn.Dense(2 * 4 * 4, 3, seed=1)])
+    return model.astype(dtype)
+
+
+def test_atomic_write_replaces_the_file_only_when_the_write_completes(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_write(path) as f:
+            f.write(b"half of the new")
+            raise RuntimeError("disk full")
+    assert path.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["f.bin"]  # no temporary file left behind
+    with atomic_write(path) as f:
+        f.write(b"new")
+    assert path.read_bytes() == b"new"
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask():
+    old = os.umask(0)
+    os.umask(old)
+    return old
+
+
+def test_a_save_that_fails_part_way_keeps_the_previous_model(tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    model = small_model()
+    model.save(path)
+    before = path.read_bytes()
+
+    def broken_savez(f, **arrays):
+        f.write(b"PK\x03\x04 a torn archive")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="No space left"):
+        model.save(path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["model.npz"]
+
+
+def test_save_and_load_round_trip_both_dtypes(tmp_path):
+    for dtype in (np.float32, np.float64):
+        model = small_model(dtype)
+        model.save(tmp_path / "m.npz")
+        same = nn.Sequential.load(tmp_path / "m.npz")
+        assert same.dtype == dtype
+        for a, b in zip(model.layers, same.layers):
+            for key in a.params:
+                np.testing.assert_array_equal(a.params[key], b.params[key])
+
+
+def _write_npz(path, **arrays):
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _arch(model):
+    return np.array(json.dumps(model.architecture()))
+
+
+def _arrays(model, **changes):
+    out = {"architecture": _arch(model)}
+    for i, layer in enumerate(model.layers):
+        for key, value in layer.params.items():
+            out[f"layer{i}.{key}"] = value
+    out.update(changes)
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def test_damaged_files_are_value_errors_naming_the_file(tmp_path):
+    good = tmp_path / "good.npz"
+    small_model().save(good)
+    data = good.read_bytes()
+    cases = {
+        "empty.npz": b"",
+        "truncated.npz": data[: len(data) // 2],
+        "text.npz": b"not a model at all\n",
+        "flipped.npz": data[:200] + bytes(b ^ 0xFF for b in data[200:260]) + data[260:],
+    }
+    for name, content in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match=str(path).replace("\\", "\\\\")):
+            nn.Sequential.load(path)
+    with pytest.raises(FileNotFoundError):
+        nn.Sequential.load(tmp_path / "missing.npz")
+    single = tmp_path / "single.npy"
+    np.save(single, np.zeros(3))
+    with pytest.raises(ValueError, match="single array"):
+        nn.Sequential.load(single)
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(architecture=np.array("{not json")), "not valid JSON"),
+    (dict(architecture=np.array("[1, 2]")), "not a JSON object"),
+    (dict(architecture=np.array(json.dumps({"format": "other", "version": 1}))), "unsupported model format"),
+    (dict(architecture=np.array(json.dumps({"format": "fastconv.nn.Sequential", "version": 1}))),
+     "no list of layers"),
+    (dict(architecture=np.array(json.dumps({"format": "fastconv.nn.Sequential", "version": 1,
+                                            "layers": [{"class": "Evil", "config": {}}]}))),
+     "unknown layer class 'Evil'"),
+    (dict(architecture=np.array(json.dumps({"format": "fastconv.nn.Sequential", "version": 1,
+                                            "layers": [{"class": "ReLU", "config": {"bogus": 1}}]}))),
+     r"layer 0 \(ReLU\): bad configuration"),
+    ({"layer0.w": None}, r"layer 0 \(Conv2D\): parameter 'w' missing"),
+    ({"layer0.w": np.zeros((2, 1, 3, 3), np.int64)}, "dtype int64, expected float32 or float64"),
+    ({"layer3.w": np.zeros((32, 3), np.float16)}, "dtype float16"),
+    ({"layer0.b": np.zeros(2, np.float64)}, "mixed dtypes"),
+    ({"layer3.w": np.zeros((3, 32), np.float32)}, r"shape \(3, 32\), expected \(32, 3\)"),
+])
+def test_malformed_models_are_refused_before_any_layer_is_built(tmp_path, change, words):
+    path = tmp_path / "bad.npz"
+    _write_npz(path, **_arrays(small_model(), **change))
+    with pytest.raises(ValueError, match=words) as info:
+        nn.Sequential.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_tiny_file_naming_a_huge_layer_fails_fast_without_allocating(tmp_path):
+    arch = {"format": "fastconv.nn.Sequential", "version": 1,
+            "layers": [{"class": "Dense", "config": {"in_features": 100_000, "out_features": 100_000}}]}
+    path = tmp_path / "huge.npz"
+    _write_npz(path, architecture=np.array(json.dumps(arch)))
+    assert os.path.getsize(path) < 2000
+    tracemalloc.start()  # NumPy reports its buffers to tracemalloc
+    try:
+        with pytest.raises(ValueError, match=r"layer 0 \(Dense\): parameter 'w' missing"):
+            nn.Sequential.load(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20  # the 40 GB of weights were never asked for
