@@ -11,11 +11,14 @@ import math
 import os
 import platform
 import sys
+import tempfile
 import time
 
 import numpy as np
 
 from . import __version__, get_num_threads, set_num_threads
+from .threads import MAX_THREADS
+from ._dispatch import ALGORITHMS
 from ._files import atomic_write
 from .datasets import CLASS_NAMES, load_fashion_mnist
 from .nn import SGD, Adam, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, make_rng
@@ -48,17 +51,48 @@ MODELS = {"cnn": cnn, "lenet5": lenet5}
 
 
 def _positive_int(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
 
 
-def _positive_float(text):
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+def _number(text, low, high=math.inf, low_open=False):
+    """A finite float in [low, high) ((low, high) with low_open), or an argparse usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    above = value > low if low_open else value >= low
+    if not (math.isfinite(value) and above and value < high):
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g})"
+        raise argparse.ArgumentTypeError(f"must be a finite number in {bounds}, got {text}")
     return value
+
+
+def _positive_float(text):
+    return _number(text, 0, low_open=True)
+
+
+def _threads(text):
+    value = _positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_THREADS}, got {text}")
+    return value
+
+
+def _writable_folder(path):
+    """Create `path` if needed and prove a file can be written there, before any training."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        return f"cannot write to the output folder {path!r}: {exc.strerror or exc}"
+    return None
 
 
 def parse_args(argv=None):
@@ -72,10 +106,12 @@ def parse_args(argv=None):
                    help="learning rate (default: 1e-3 for adam, 0.05 for sgd)")
     p.add_argument("--lr-schedule", choices=["cosine", "none"], default="cosine",
                    help="cosine: the rate falls from --lr towards 0 over the epochs")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (Nesterov)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--algorithm", default="auto", help="convolution algorithm for every conv layer")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--momentum", type=lambda t: _number(t, 0, 1), default=0.9,
+                   help="SGD momentum (Nesterov), in [0, 1)")
+    p.add_argument("--weight-decay", type=lambda t: _number(t, 0), default=0.0)
+    p.add_argument("--algorithm", default="auto", choices=ALGORITHMS,
+                   help="convolution algorithm for every conv layer")
+    p.add_argument("--threads", type=_threads, default=None,
                    help="threads for fastconv's kernels and BLAS (default: all cores)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--subset", type=_positive_int, default=None,
@@ -88,7 +124,11 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/fashion_mnist", help="output folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG pictures")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    problem = _writable_folder(args.out)
+    if problem:
+        p.error(problem)
+    return args
 
 
 def make_optimizer(args):
@@ -171,7 +211,7 @@ def main(argv=None):
     optimizer = make_optimizer(args)
     schedule = cosine_schedule(optimizer.lr, args.epochs) if args.lr_schedule == "cosine" else None
 
-    interrupted = False
+    interrupted, failed_status = False, 130  # 130: stopped by Ctrl-C (SIGINT), 1: a NaN loss
     start = time.perf_counter()
     try:
         model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
@@ -181,15 +221,18 @@ def main(argv=None):
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: keeping the model of the last complete epoch", file=sys.stderr)
+    except FloatingPointError as exc:
+        interrupted, failed_status = True, 1
+        print(f"\nerror: {exc}; try a smaller --lr", file=sys.stderr)
     history = model.history
     done = len(history["loss"])
     if done == 0:
         print("no epoch completed: nothing saved", file=sys.stderr)
-        return 130
+        return failed_status
     print(f"{done} epoch(s) in {time.perf_counter() - start:.1f} s; test accuracy "
           f"{history['val_accuracy'][-1]:.4f}")
     save_run(model, history, args, args.out, (x_test, y_test), interrupted)
-    return 130 if interrupted else 0
+    return failed_status if interrupted else 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """`Sequential`: a stack of layers with training (`fit`), evaluation, a summary table and
 save/load to a pickle-free .npz."""
 import json
+import math
 import numbers
 import sys
 import time
@@ -32,6 +33,8 @@ def _check_xy(x, y, what="x"):
         raise ValueError(f"y must be 1-D with one label per example ({len(x)}), got shape {y.shape}")
     if y.dtype.kind not in "iu":
         raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
+    if len(x) == 0:
+        raise ValueError(f"{what} is empty (shape {x.shape}): at least one example is needed")
     return x, y
 
 
@@ -178,7 +181,9 @@ class Sequential:
         verbose shows a tqdm bar per epoch. on_epoch_end(epoch, history) runs after each epoch.
 
         On KeyboardInterrupt the parameters are put back to the end of the last complete epoch
-        (``self.history`` holds that epoch's metrics) and the interrupt is re-raised.
+        (``self.history`` holds that epoch's metrics) and the interrupt is re-raised. A loss that
+        becomes NaN or infinite stops training the same way, with a FloatingPointError that
+        says at which epoch and batch (every later step would only spread the NaN).
         """
         x, y = _check_xy(x, y)
         epochs = _positive_int(epochs, "epochs")
@@ -211,7 +216,7 @@ class Sequential:
                 snapshot = self._snapshot()
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, history)
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, FloatingPointError):
             self._restore(snapshot)
             history["interrupted"] = True
             raise
@@ -231,6 +236,10 @@ class Sequential:
             for i in range(0, n, batch_size):
                 idx = order[i:i + batch_size]
                 loss, logits = self.train_step(x[idx], y[idx], optimizer)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"{desc}, batch {i // batch_size + 1}: the loss is {loss} (learning rate "
+                        f"{optimizer.lr:g}); the parameters are those of the last complete epoch")
                 total_loss += loss * len(idx)
                 correct += int((logits.argmax(axis=1) == y[idx]).sum())
                 seen += len(idx)

@@ -5,6 +5,7 @@ updated in place (so references held elsewhere stay valid); per-parameter state 
 moments) is keyed by the parameter array itself. Weight decay applies to weights ("w") only:
 decaying biases only hurts (they do not add capacity).
 """
+import math
 import numbers
 
 import numpy as np
@@ -15,10 +16,12 @@ from .. import _isa  # the one-pass Adam kernel (the fused path)
 
 
 def _nonneg(value, name, owner, upper=None):
+    """`value` as a finite float >= 0 (and < upper), or a ValueError naming it (NaN, inf,
+    negative numbers and non-numbers are refused: they train a model to NaN silently)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0 \
-            or (upper is not None and value >= upper):
+            or not math.isfinite(value) or (upper is not None and value >= upper):
         bound = f"in [0, {upper})" if upper is not None else ">= 0"
-        raise ValueError(f"{owner}: {name} must be a number {bound}, got {value!r}")
+        raise ValueError(f"{owner}: {name} must be a finite number {bound}, got {value!r}")
     return float(value)
 
 
@@ -41,12 +44,23 @@ def _layers(target):
 class Optimizer:
     def __init__(self, lr, weight_decay=0.0):
         name = type(self).__name__
-        self.lr = _nonneg(lr, "lr", name)
-        if self.lr == 0:
-            raise ValueError(f"{name}: lr must be > 0, got {lr!r}")
+        self.lr = lr
         self.weight_decay = _nonneg(weight_decay, "weight_decay", name)
         self.iterations = 0
         self._state = {}
+
+    @property
+    def lr(self):
+        """The learning rate: a finite number > 0, checked whenever it is set (by a schedule too)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        name = type(self).__name__
+        lr = _nonneg(value, "lr", name)
+        if lr == 0:
+            raise ValueError(f"{name}: lr must be > 0, got {value!r}")
+        self._lr = lr
 
     def _slot(self, p):
         """Per-parameter state dict; holds `p` itself so its id cannot be reused while tracked."""

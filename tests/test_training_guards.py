@@ -1,0 +1,98 @@
+"""Training guards: empty data, non-finite or negative rates and eps, a loss that becomes NaN,
+and the training command's usage errors (all before any training starts)."""
+import numpy as np
+import pytest
+
+from fastconv import nn, train
+
+
+def tiny_model(seed=0):
+    return nn.Sequential([nn.Conv2D(1, 2, 3, padding=1, seed=seed), nn.ReLU(), nn.Flatten(),
+                          nn.Dense(2 * 5 * 5, 3, seed=seed + 1)])
+
+
+def data(n=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 1, 5, 5)).astype(np.float32), rng.integers(0, 3, n)
+
+
+def test_empty_data_sets_are_refused_naming_them():
+    model = tiny_model()
+    x, y = data()
+    with pytest.raises(ValueError, match=r"x is empty \(shape \(0, 1, 5, 5\)\)"):
+        model.fit(x[:0], y[:0])
+    with pytest.raises(ValueError, match="x is empty"):
+        model.evaluate(x[:0], y[:0])
+    with pytest.raises(ValueError, match="validation_data x is empty"):
+        model.fit(x, y, validation_data=(x[:0], y[:0]), verbose=False)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan, -1e-3, 0.0, "0.1", None])
+@pytest.mark.parametrize("make", [lambda lr: nn.Adam(lr=lr), lambda lr: nn.SGD(lr=lr)])
+def test_learning_rates_must_be_finite_and_positive(make, bad):
+    with pytest.raises(ValueError, match="lr must be"):
+        make(bad)
+    opt = make(0.01)
+    with pytest.raises(ValueError, match="lr must be"):
+        opt.lr = bad
+    assert opt.lr == 0.01
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan, -1.0])
+def test_adam_eps_and_weight_decay_must_be_finite(bad):
+    with pytest.raises(ValueError, match="eps must be a finite number"):
+        nn.Adam(eps=bad)
+    with pytest.raises(ValueError, match="weight_decay must be a finite number"):
+        nn.Adam(weight_decay=bad)
+
+
+def test_a_schedule_that_returns_a_non_finite_rate_stops_fit():
+    model = tiny_model()
+    x, y = data()
+    with pytest.raises(ValueError, match="lr must be"):
+        model.fit(x, y, epochs=3, lr_schedule=lambda e: 1e-3 if e == 0 else float("nan"), verbose=False)
+    assert len(model.history["loss"]) == 1
+
+
+def test_a_nan_loss_stops_training_and_restores_the_last_complete_epoch():
+    model = tiny_model()
+    x, y = data()
+    model.fit(x, y, epochs=1, optimizer=nn.SGD(lr=1e-3), verbose=False)
+    after_one = [{k: v.copy() for k, v in layer.params.items()} for layer in model.layers]
+    x_bad = x.copy()
+    x_bad[3, 0, 2, 2] = np.nan
+    with pytest.raises(FloatingPointError, match=r"epoch 1/2, batch 1: the loss is nan"):
+        model.fit(x_bad, y, epochs=2, batch_size=12, optimizer=nn.SGD(lr=1e-3), verbose=False)
+    for layer, saved in zip(model.layers, after_one):
+        for key, value in layer.params.items():
+            np.testing.assert_array_equal(value, saved[key])
+    assert model.history["interrupted"] is True
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--lr", "inf"], "argument --lr: must be a finite number"),
+    (["--lr", "nan"], "argument --lr: must be a finite number"),
+    (["--lr", "-1"], "argument --lr: must be a finite number"),
+    (["--momentum", "1.5"], r"argument --momentum: must be a finite number in \[0, 1\)"),
+    (["--weight-decay", "-0.1"], "argument --weight-decay: must be a finite number"),
+    (["--algorithm", "bogus"], "argument --algorithm: invalid choice: 'bogus'"),
+    (["--threads", "0"], "argument --threads: must be a positive integer"),
+    (["--threads", "100000"], "argument --threads: must be at most 1024"),
+    (["--epochs", "two"], "argument --epochs: must be a positive integer, got 'two'"),
+])
+def test_bad_options_are_usage_errors(argv, words, capsys, tmp_path):
+    with pytest.raises(SystemExit) as info:
+        train.parse_args(argv + ["--out", str(tmp_path / "run")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: python -m fastconv.train" in err
+    assert __import__("re").search(words, err), err
+
+
+def test_an_unwritable_output_folder_is_a_usage_error_before_training(capsys, tmp_path):
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    with pytest.raises(SystemExit) as info:
+        train.parse_args(["--out", str(not_a_folder / "run")])
+    assert info.value.code == 2
+    assert "cannot write to the output folder" in capsys.readouterr().err
