@@ -6,6 +6,10 @@
 
 #include "fc_isa.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #if defined(__GNUC__) || defined(__clang__)
 #define FC_RESTRICT __restrict__
 #define FC_INLINE static inline __attribute__((always_inline))
@@ -21,6 +25,26 @@
  * validates the count itself (1 <= n <= its MAX_THREADS) before any kernel sees it. */
 FC_INLINE int fc_team(int nthreads, ptrdiff_t tasks) {
     return tasks < (ptrdiff_t)nthreads ? (int)(tasks > 1 ? tasks : 1) : nthreads;
+}
+
+/* The threads a call's scratch memory is budgeted for: the cores this process may run on, fixed
+ * for the process. How a kernel cuts its work into blocks, and so the order of every sum, depends
+ * on the layer, the workspace and this count alone, never on the thread count asked for, so
+ * results are bit-identical at any thread count (and any workspace limit gives the same answer at
+ * every thread count). */
+FC_INLINE int fc_budget_threads(void) {
+#ifdef _OPENMP
+    return omp_get_num_procs();
+#else
+    return 1;
+#endif
+}
+
+/* fc_team for a region whose threads each hold a buffer budgeted by fc_budget_threads: never more
+ * threads than that budget (more than the cores would only oversubscribe them). */
+FC_INLINE int fc_budgeted_team(int nthreads, ptrdiff_t tasks) {
+    const int budget = fc_budget_threads();
+    return fc_team(nthreads < budget ? nthreads : budget, tasks);
 }
 
 #if defined(__SSE__) || defined(__x86_64__)

@@ -125,7 +125,7 @@ static int SFX(implicit_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, 
     const ptrdiff_t band_rows = (rows - 1) * g->sh + g->R, plane = band_rows * Wpad;
     const size_t band_bytes = (size_t)(g->C * plane) * sizeof(REAL);
     const size_t wt_bytes = (size_t)(slices * SUB * CRS) * sizeof(REAL);
-    if (wt_bytes + (size_t)nthreads * band_bytes + (size_t)CRS * sizeof(ptrdiff_t) > workspace)
+    if (wt_bytes + (size_t)fc_budget_threads() * band_bytes + (size_t)CRS * sizeof(ptrdiff_t) > workspace)
         return 1;
     REAL *Wt = (REAL *)fc_aligned_alloc(wt_bytes);
     ptrdiff_t *koff = (ptrdiff_t *)fc_aligned_alloc((size_t)CRS * sizeof(ptrdiff_t));
@@ -139,7 +139,7 @@ static int SFX(implicit_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, 
         koff[k] = c * plane + r * Wpad + s;
     }
     const ptrdiff_t tasks = N * chunks;
-    nthreads = fc_team(nthreads, tasks);
+    nthreads = fc_budgeted_team(nthreads, tasks);
     int failed = 0;
 
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)
@@ -189,9 +189,9 @@ int SFX(fc_conv_pointwise_bwd_weights)(const REAL *x, const REAL *dy, ptrdiff_t 
     const ptrdiff_t cb = (panels + cblocks - 1) / cblocks * FC_MK_MR; /* channels per task */
     cblocks = (C + cb - 1) / cb;
     const ptrdiff_t tasks = slices * cblocks;
-    nthreads = fc_team(nthreads, tasks);
+    nthreads = fc_budgeted_team(nthreads, tasks);
     const size_t per_thread = (size_t)(P * SUB + cb * SUB) * sizeof(REAL);
-    if ((size_t)nthreads * per_thread + (size_t)P * sizeof(ptrdiff_t) > workspace) return 1;
+    if ((size_t)fc_budget_threads() * per_thread + (size_t)P * sizeof(ptrdiff_t) > workspace) return 1;
     ptrdiff_t *koff = (ptrdiff_t *)fc_aligned_alloc((size_t)P * sizeof(ptrdiff_t));
     if (!koff) return -1;
     for (ptrdiff_t p = 0; p < P; p++) koff[p] = p;

@@ -84,7 +84,7 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
     ptrdiff_t kc = CRS < KC_MAX ? CRS : KC_MAX;
     ptrdiff_t nc = (P + SUB - 1) / SUB * SUB;
     if (nc > 256) nc = 256;
-    const size_t avail = workspace > wp_bytes ? (workspace - wp_bytes) / (size_t)nthreads : 0;
+    const size_t avail = workspace > wp_bytes ? (workspace - wp_bytes) / (size_t)fc_budget_threads() : 0;
     while ((size_t)kc * (size_t)(nc + SUB) * sizeof(REAL) > avail && nc > SUB) nc -= SUB;
     while ((size_t)kc * (size_t)(nc + SUB) * sizeof(REAL) > avail && kc > 1) kc = (kc + 1) / 2;
     const ptrdiff_t chunks = (P + nc - 1) / nc, tasks = N * chunks;
@@ -96,7 +96,7 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
     const size_t buf_reals = (size_t)kc * (size_t)ldb;
     REAL *Wp = (REAL *)fc_aligned_alloc(wp_bytes);
     if (!Wp) return -1;
-    nthreads = fc_team(nthreads, tasks);
+    nthreads = fc_budgeted_team(nthreads, tasks);
     int failed = 0;
 
 #pragma omp parallel num_threads(nthreads) reduction(| : failed)

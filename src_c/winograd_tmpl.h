@@ -669,13 +669,9 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
      * forward's budget); the tile count is the GEMMs' inner dimension, so chunks may be larger
      * than in the forward pass (4x the forward cap). The chunking decides how the sums over tiles
      * are grouped, so it must not depend on nthreads (results are identical at any thread count):
-     * the bands are budgeted for P = max(nthreads, cores) threads, fixed within a process unless
-     * a call asks for more threads than there are cores. */
-#ifdef _OPENMP
-    const int P = nthreads > omp_get_num_procs() ? nthreads : omp_get_num_procs();
-#else
-    const int P = nthreads;
-#endif
+     * the bands are budgeted for P = fc_budget_threads() threads, and no more threads run. */
+    const int P = fc_budget_threads();
+    nthreads = fc_budgeted_team(nthreads, P);
     const size_t per_tile = (size_t)a2 * (size_t)(C + K + 1 + P) * sizeof(REAL) +
                             sizeof(SFX(tile_info)) + sizeof(SFX(lane_dst)) / FC_WL;
     const size_t fixed = acc_bytes + (size_t)P * (size_t)(2 * alpha * PW + 2 * FC_WL) * sizeof(REAL);

@@ -114,3 +114,78 @@ def test_a_forked_child_uses_fastconv_without_hanging():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["forks", "ok", "2"]
+
+
+DETERMINISM = """
+import numpy as np, fastconv
+from fastconv import functional as F
+rng = np.random.default_rng(0)
+layers = [((8, 64, 28, 28), (64, 64, 3, 3), 1, 1), ((4, 32, 30, 30), (48, 32, 5, 5), 1, 2),
+          ((8, 64, 28, 28), (96, 64, 3, 3), 2, 1), ((8, 96, 14, 14), (64, 96, 1, 1), 1, 0)]
+bad = []
+for xs, ws, stride, pad in layers:
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    dy = rng.standard_normal(F.conv2d(x, w, stride=stride, padding=pad).shape).astype(np.float32)
+    for limit in (1 << 20, 3 << 20, None):
+        fastconv.set_workspace_limit(limit)
+        for algorithm in ("im2col", "winograd", "direct", "auto"):
+            if algorithm == "winograd" and (ws[2] != 3 or stride != 1):
+                continue
+            results = []
+            for threads in (1, 2, 3):
+                fastconv.set_num_threads(threads)
+                y = F.conv2d(x, w, stride=stride, padding=pad, algorithm=algorithm)
+                dx, dw, _ = F.conv2d_backward(dy, x, w, stride=stride, padding=pad, algorithm=algorithm)
+                results.append((y, dx, dw))
+            for t, other in zip((2, 3), results[1:]):
+                for name, a, b in zip(("y", "dx", "dw"), results[0], other):
+                    if not np.array_equal(a, b):
+                        bad.append(f"{xs} {ws} s{stride} p{pad} workspace {limit} {algorithm} {name}: 1 vs {t} threads")
+print("\\n".join(bad) or "identical")
+"""
+
+
+def test_results_are_bit_identical_at_any_thread_count_under_any_workspace_limit():
+    """A small workspace once made im2col's chunks (and sums) depend on the thread count; the
+    buffers are now budgeted for the cores, so 1, 2 and 3 threads give the same bits."""
+    out = subprocess.run([sys.executable, "-c", DETERMINISM], env=dict(os.environ, OMP_NUM_THREADS="2"),
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "identical", out.stdout
+
+
+OTHER_THREAD = """
+import threading, numpy as np, fastconv
+from fastconv import functional as F
+from threadpoolctl import threadpool_info
+rng = np.random.default_rng(0)
+cases = [((8, 64, 28, 28), (96, 64, 3, 3), 2, 1), ((4, 32, 30, 30), (48, 32, 5, 5), 1, 2),
+         ((8, 96, 14, 14), (64, 96, 1, 1), 1, 0)]
+data = []
+for xs, ws, stride, pad in cases:
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    dy = rng.standard_normal(F.conv2d(x, w, stride=stride, padding=pad).shape).astype(np.float32)
+    data.append((x, w, dy, stride, pad))
+def run():
+    return [(F.conv2d(x, w, stride=s, padding=p, algorithm="im2col"),
+             *F.conv2d_backward(dy, x, w, stride=s, padding=p, algorithm="im2col")[:2])
+            for x, w, dy, s, p in data]
+main = run()
+other = {}
+t = threading.Thread(target=lambda: other.setdefault("r", run()))
+t.start(); t.join()
+same = all(np.array_equal(a, b) for m, o in zip(main, other["r"]) for a, b in zip(m, o))
+print(same, sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}))
+"""
+
+
+def test_a_kernel_called_from_another_python_thread_keeps_blas_single_threaded():
+    """threadpoolctl ignores BLAS limits set from any thread but the first that set one; the
+    im2col backward passes then ran multi-threaded BLAS inside their OpenMP threads, with other
+    rounding than from the main thread. Now: the same bits from any thread, BLAS restored."""
+    out = subprocess.run([sys.executable, "-c", OTHER_THREAD], env=dict(os.environ, OMP_NUM_THREADS="2"),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "[2]"], out.stdout

@@ -26,7 +26,7 @@ _num_threads = None
 # a kernel module's import of scipy's BLAS running in another Python thread.
 _controller = ThreadpoolController()
 _single_users = 0        # callers inside blas_single_threaded(), across Python threads
-_single_limiter = None   # the threadpoolctl limiter that restores BLAS when the last one leaves
+_single_saved = None     # BLAS thread counts to restore when the last one leaves
 _forked_child = False    # this process is a fork() child of one that had imported fastconv
 
 
@@ -66,8 +66,29 @@ def set_num_threads(n):
         n = 1
     with _lock:
         _num_threads = int(n)
-        _controller.limit(limits=_num_threads, user_api="blas")
+        _set_blas_threads([_num_threads] * len(_blas_libraries()))
     return _num_threads
+
+
+def _blas_libraries():
+    return [lib for lib in _controller.lib_controllers if lib.user_api == "blas"]
+
+
+def _get_blas_threads():
+    return [lib.get_num_threads() for lib in _blas_libraries()]
+
+
+def _set_blas_threads(counts):
+    """Set each BLAS library's thread count, from whichever Python thread calls. threadpoolctl
+    (3.8) lets only the first Python thread that limited a pthreads OpenBLAS change its
+    process-wide count again, and silently ignores every other thread: a kernel called from a
+    second Python thread then ran multi-threaded BLAS inside its OpenMP threads (oversubscribed,
+    and with other rounding). So every library is set through its own C API; fastconv's _lock
+    serialises its own changes. (threadpoolctl 3.8's unguarded setter is _real_set_num_threads;
+    versions before the guard have only set_num_threads, which is then unguarded itself.)"""
+    for lib, n in zip(_blas_libraries(), counts):
+        setter = getattr(lib, "_real_set_num_threads", lib.set_num_threads)
+        setter(int(n))
 
 
 def blas_info():
@@ -83,10 +104,11 @@ def blas_single_threaded():
     in several Python threads, the first one in sets the limit and the last one out restores it
     (nested plain limit/restore pairs would leave BLAS at one thread, or lift the limit early).
     """
-    global _single_users, _single_limiter
+    global _single_users, _single_saved
     with _lock:
         if _single_users == 0:
-            _single_limiter = _controller.limit(limits=1, user_api="blas")
+            _single_saved = _get_blas_threads()
+            _set_blas_threads([1] * len(_single_saved))
         _single_users += 1
     try:
         yield
@@ -94,8 +116,8 @@ def blas_single_threaded():
         with _lock:
             _single_users -= 1
             if _single_users == 0:
-                _single_limiter.restore_original_limits()
-                _single_limiter = None
+                _set_blas_threads(_single_saved)
+                _single_saved = None
 
 
 def _after_fork_in_child():
@@ -104,12 +126,12 @@ def _after_fork_in_child():
     so the child runs its kernels on one thread, as PyTorch's forked children do. A parallel
     region of one thread needs no pool. The lock and the BLAS bookkeeping start afresh: another
     thread of the parent may have held them at the fork."""
-    global _lock, _num_threads, _single_users, _single_limiter, _forked_child
+    global _lock, _num_threads, _single_users, _single_saved, _forked_child
     _lock = threading.Lock()
-    _single_users, _single_limiter = 0, None
+    _single_users, _single_saved = 0, None
     _forked_child = True
     _num_threads = 1
-    _controller.limit(limits=1, user_api="blas")
+    _set_blas_threads([1] * len(_blas_libraries()))
 
 
 if hasattr(os, "register_at_fork"):

@@ -4,3 +4,4 @@ cdef extern from "fc_common.h" nogil:
     fc_fpstate fc_ftz_enter()
     void fc_ftz_leave(fc_fpstate old)
     int fc_team(int nthreads, Py_ssize_t tasks)
+    int fc_budget_threads()

@@ -57,7 +57,7 @@ cimport cython
 from cython cimport floating
 
 from fc_blas cimport gemm
-from fc_common cimport fc_ftz_enter, fc_ftz_leave, fc_fpstate
+from fc_common cimport fc_budget_threads, fc_ftz_enter, fc_ftz_leave, fc_fpstate
 
 from fastconv.threads import blas_single_threaded
 
@@ -139,22 +139,24 @@ def _check_blas_ints(K, CRS, P):
 
 # Design (b) cuts every call into pieces whose GEMM calls depend only on the layer and the
 # workspace, never on nthreads: OpenBLAS's rounding depends on how a product is partitioned, so
-# this keeps results bit-identical at any thread count (as long as the workspace is not so small
-# that the per-thread buffers force smaller chunks). PARTS pieces at least (when the layer has
-# them) keep 1, 2 and 4 threads busy; dynamic scheduling spreads them.
+# this keeps results bit-identical at any thread count, whatever the workspace limit (the
+# per-thread buffers are budgeted for the cores: _chunking). PARTS pieces at least (when the
+# layer has them) keep 1, 2 and 4 threads busy; dynamic scheduling spreads them.
 DEF PARTS = 4
 DEF MIN_CHUNK = 256      # output positions: smaller GEMMs lose more to BLAS's packing
 DEF CHUNK_BYTES = 4 << 20  # a thread's column buffer stays under this (unless < MIN_CHUNK)
 
 
-def _chunking(P, rows, itemsize, nthreads, workspace_bytes, min_chunks=1):
+def _chunking(P, rows, itemsize, workspace_bytes, min_chunks=1):
     """(L, chunks): cut Ho*Wo = P into `chunks` runs of L positions, at least `min_chunks`, with
-    `nthreads` buffers of rows x L elements within the workspace (rows 0: no buffer).
-    A chunk is at least one output pixel: a layer with rows > workspace / itemsize / nthreads
-    exceeds the limit by less than `rows` elements per thread."""
+    fc_budget_threads() buffers of rows x L elements within the workspace (rows 0: no buffer).
+    The budget is the cores, not the threads asked for, so the cut (and every sum's order) is the
+    same at any thread count; no more threads than that budget run. A chunk is at least one output
+    pixel: a layer with rows > workspace / itemsize / budget exceeds the limit by less than
+    `rows` elements per thread."""
     chunks = max(1, min(min_chunks, P))
     if rows > 0:
-        Lmem = max(1, workspace_bytes // itemsize // (nthreads * rows))
+        Lmem = max(1, workspace_bytes // itemsize // (fc_budget_threads() * rows))
         # Keep each thread's buffer cache-sized (it is written, then read back by the GEMM): a
         # whole vgg_c3 image is 29 MB of columns per thread, more than the 32 MB L3 holds for two.
         Lcache = max(MIN_CHUNK, CHUNK_BYTES // (rows * itemsize))
@@ -190,7 +192,7 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
     cdef const floating *xp = &x[0, 0, 0, 0]
     cdef const floating *wp = &w[0, 0, 0, 0]
     cdef floating *yp = &y[0, 0, 0, 0]
-    cdef int nt = max(1, nthreads)
+    cdef int nt = nthreads
     cdef int rc
     with nogil:
         if floating is float:
@@ -216,7 +218,7 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
     cdef floating *ws = NULL
     cdef floating *cols
     cdef Py_ssize_t L, chunks, task, n, p0, p1, q0, q1, qb, qblocks, chunk
-    cdef int nt = max(1, nthreads), tid
+    cdef int nt = min(nthreads, fc_budget_threads()), tid
     cdef fc_fpstate fp
     cdef int rc = 1
     if pointwise:  # without BLAS (1 when its buffers do not fit the workspace: BLAS below)
@@ -237,7 +239,7 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
     qblocks = min(CRS, PARTS)
     qb = (CRS + qblocks - 1) // qblocks
     qblocks = (CRS + qb - 1) // qb
-    L, chunks = _chunking(P, 0 if pointwise else qb, sizeof(floating), nt, workspace_bytes)
+    L, chunks = _chunking(P, 0 if pointwise else qb, sizeof(floating), workspace_bytes)
     if not pointwise:
         ws = _alloc(nt * qb * L, ws)
     try:
@@ -275,14 +277,13 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
     cdef floating *ws = NULL
     cdef floating *cols
     cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, c0, c1, chunk, cb, cblocks
-    cdef int nt = max(1, nthreads), tid
+    cdef int nt = min(nthreads, fc_budget_threads()), tid
     cdef fc_fpstate fp
     _check_blas_ints(K, CRS, P)
 
     if pointwise:
         # dx_n is the column matrix itself (CRS = C rows of P = H*W): chunks write disjoint columns
-        L, chunks = _chunking(P, 0, sizeof(floating), nt, workspace_bytes,
-                              _min_chunks(N, P))
+        L, chunks = _chunking(P, 0, sizeof(floating), workspace_bytes, _min_chunks(N, P))
         ntasks = N * chunks
         with blas_single_threaded(), nogil, parallel(num_threads=nt):
             fp = fc_ftz_enter()
@@ -300,7 +301,7 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
     cblocks = min(C, (PARTS + N - 1) // N)
     cb = (C + cblocks - 1) // cblocks
     cblocks = (C + cb - 1) // cb
-    L, chunks = _chunking(P, cb * R * S, sizeof(floating), nt, workspace_bytes)
+    L, chunks = _chunking(P, cb * R * S, sizeof(floating), workspace_bytes)
     ntasks = N * cblocks
     ws = _alloc(nt * cb * R * S * L, ws)
     try:
