@@ -54,12 +54,22 @@ def _run_conv(pass_, algorithm, g, inputs, out_shape, dtype, what):
         _kernel(name, pass_)(*inputs, out, *stride, *padding, g.threads, config.get_workspace_limit())
 
     chosen = _dispatch.resolve(algorithm, g, pass_, run)
-    if algorithm == "auto" and chosen.startswith("winograd") and not _all_finite(inputs[:2]):
-        # Winograd's transforms mix a tile's values, so one inf or NaN becomes NaN over a whole
-        # output tile; "auto" keeps the reference's pattern by running im2col instead.
+    if algorithm == "auto" and chosen != "im2col" and not _all_finite(_mixed_by(chosen, pass_, inputs)):
+        # "auto" keeps the reference's non-finite pattern (docs/algorithms.md): Winograd's
+        # transforms mix a tile's values, so one inf or NaN would become NaN over a whole output
+        # tile; direct convolution skips the zero padding, so an inf weight would never meet a
+        # padded zero (0 * inf = NaN in the reference). im2col computes what the reference does.
         chosen = "im2col"
     run(chosen)
     return out
+
+
+def _mixed_by(algorithm, pass_, inputs):
+    """The inputs whose inf or NaN `algorithm` would treat unlike the reference: both for
+    Winograd, the weights for direct convolution (forward and backward-data), none otherwise."""
+    if algorithm.startswith("winograd"):
+        return inputs[:2]
+    return inputs[1:2] if pass_ != "backward_weights" else ()
 
 
 def _all_finite(arrays):
