@@ -14,7 +14,7 @@
  * Backward-weights reduces over tiles, a GEMM with a large inner dimension: that one goes through
  * BLAS, passed in as a Fortran function pointer (scipy.linalg.cython_blas), so this file knows
  * nothing about Python. All functions return 0, or -1 when scratch memory could not be allocated
- * (the caller raises MemoryError). */
+ * (the caller raises MemoryError); wino_conv also 1 for a non-finite input (below). */
 #ifndef FC_WINOGRAD_H
 #define FC_WINOGRAD_H
 
@@ -44,7 +44,10 @@ void wino_filter_transform_f64(int tile, const double *w, ptrdiff_t K, ptrdiff_t
 /* y (N, K, Ho, Wo) = correlate(x (N, C, H, W) zero-padded, filters whose transform is U) + bias.
  * y[n,k,i,j] = sum_{c,r,s} x[n, c, i + r - ph, j + s - pw] * g[k,c,r,s], reads outside x being 0.
  * ph/pw may be negative (the window starts inside x: backward-data with padding > 2), and Ho/Wo
- * are given, not derived. bias may be NULL. U is packed (wino_filter_transform_*). */
+ * are given, not derived. bias may be NULL. U is packed (wino_filter_transform_*). Returns 0, 1
+ * when an output tile (before the bias) held an inf or NaN (y is computed all the same; the
+ * transforms spread such a value over its whole tile), or -1 when scratch memory could not be
+ * allocated. */
 int wino_conv_f32(int tile, const float *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                 const float *U, ptrdiff_t K, const float *bias, float *y, ptrdiff_t Ho, ptrdiff_t Wo,
                 ptrdiff_t ph, ptrdiff_t pw, int nthreads, size_t workspace, ptrdiff_t tile_cap);

@@ -580,9 +580,9 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
     const ptrdiff_t vs = SFX(xi_stride)(C * ld), ms = SFX(xi_stride)(K * ld);
     const ptrdiff_t band_n = SFX(band_reals)(alpha, T, tiles_w, PW);
     nthreads = fc_team(nthreads, nchunks);
-    int failed = 0;
+    int failed = 0, nonfinite = 0;
 
-#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+#pragma omp parallel num_threads(nthreads) reduction(| : failed, nonfinite)
     {
         fc_fpstate fp = fc_ftz_enter();
         REAL *V = (REAL *)fc_aligned_alloc((size_t)a2 * (size_t)vs * sizeof(REAL));
@@ -611,6 +611,10 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
 
             /* k outer, tiles inner: M is read in address order, each cache line once */
             REAL tmp[36 * FC_WL], o[16 * FC_WL];
+            /* The sum of o * 0 over the output tiles is 0 exactly when every value is finite: one
+             * FMA per output vector tells whether an inf or NaN (in x, U or an overflow) reached
+             * the outputs, which Winograd's transforms spread over whole tiles. */
+            VEC probe = SFX(vset1)((REAL)0);
             for (ptrdiff_t t0 = 0; t0 < nt; t0 += FC_WL)
                 SFX(describe_lanes)(dls + t0 / FC_WL, ti + t0, (int)(nt - t0 < FC_WL ? nt - t0 : FC_WL),
                                     mt, K, Ho, Wo);
@@ -619,9 +623,11 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
                 for (ptrdiff_t t0 = 0; t0 < nt; t0 += FC_WL) {
                     const int nl = (int)(nt - t0 < FC_WL ? nt - t0 : FC_WL);
                     SFX(output_tf)(alpha, M + k * ld + t0, ms, tmp, o);
+                    for (int i = 0; i < mt * mt; i++) probe = LD(o + i * FC_WL) * (REAL)0 + probe;
                     SFX(store_tiles)(mt, o, bk, dls + t0 / FC_WL, nl, Wo, y + k * Ho * Wo);
                 }
             }
+            for (int l = 0; l < FC_WL; l++) nonfinite |= probe[l] != 0;
         }
         free(V);
         free(M);
@@ -630,7 +636,7 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
         free(band);
         fc_ftz_leave(fp);
     }
-    return failed ? -1 : 0;
+    return failed ? -1 : nonfinite;
 }
 
 /* ------------------------------------------------------------------ backward weights */

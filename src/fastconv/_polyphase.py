@@ -101,7 +101,7 @@ def _forward(kernel):
         if (sh, sw) == (1, 1):
             return kernel(x, w, b, y, sh, sw, ph, pw, nthreads, workspace)
         xph = split_input(x, y.shape[2:], sh, sw, ph, pw, nthreads)
-        kernel(xph, split_weights(w, sh, sw), b, y, 1, 1, 0, 0, nthreads, workspace)
+        return kernel(xph, split_weights(w, sh, sw), b, y, 1, 1, 0, 0, nthreads, workspace)
     return forward
 
 
@@ -110,8 +110,9 @@ def _backward_data(kernel):
         if (sh, sw) == (1, 1):
             return kernel(dy, w, dx, sh, sw, ph, pw, nthreads, workspace)
         dxph = _phase_input(dx.shape, dy.shape[2:], sh, sw, dx.dtype)
-        kernel(dy, split_weights(w, sh, sw), dxph, 1, 1, 0, 0, nthreads, workspace)
+        finite = kernel(dy, split_weights(w, sh, sw), dxph, 1, 1, 0, 0, nthreads, workspace)
         _moves().merge_input(dxph, dx, sh, sw, ph, pw, nthreads)
+        return finite
     return backward_data
 
 
@@ -122,6 +123,7 @@ def _backward_weights(kernel):
         xph = split_input(x, dy.shape[2:], sh, sw, ph, pw, nthreads)
         k, c = dw.shape[:2]
         dw_phases = empty((k, c * sh * sw, TAPS, TAPS), dw.dtype, "polyphase dw")
-        kernel(dy, xph, dw_phases, 1, 1, 0, 0, nthreads, workspace)
+        finite = kernel(dy, xph, dw_phases, 1, 1, 0, 0, nthreads, workspace)
         merge_weights(dw_phases, dw, sh, sw)
+        return finite
     return backward_weights

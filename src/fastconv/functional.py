@@ -51,42 +51,23 @@ def _run_conv(pass_, algorithm, g, inputs, out_shape, dtype, what):
     stride, padding = (g.sh, g.sw), (g.ph, g.pw)
 
     def run(name):
-        _kernel(name, pass_)(*inputs, out, *stride, *padding, g.threads, config.get_workspace_limit())
+        return _kernel(name, pass_)(*inputs, out, *stride, *padding, g.threads,
+                                    config.get_workspace_limit())
 
     chosen = _dispatch.resolve(algorithm, g, pass_, run)
-    if algorithm == "auto" and chosen != "im2col" and not _all_finite(_mixed_by(chosen, pass_, inputs)):
-        # "auto" keeps the reference's non-finite pattern (docs/algorithms.md): Winograd's
-        # transforms mix a tile's values, so one inf or NaN would become NaN over a whole output
-        # tile; direct convolution skips the zero padding, so an inf weight would never meet a
-        # padded zero (0 * inf = NaN in the reference). im2col computes what the reference does.
+    if algorithm != "auto" or chosen == "im2col":
+        run(chosen)
+        return out
+    # "auto" keeps the reference's non-finite pattern (docs/algorithms.md), which im2col
+    # computes. Direct convolution skips the zero padding, so an inf weight never meets a padded
+    # zero (the reference's 0 * inf = NaN): its (small) weights are checked first. Winograd's
+    # transforms spread one inf or NaN over a whole output tile: its kernels report a non-finite
+    # output (one FMA per output vector) and the pass is rerun with im2col.
+    if chosen == "direct" and pass_ != "backward_weights" and not np.isfinite(inputs[1]).all():
         chosen = "im2col"
-    run(chosen)
+    if run(chosen) is False:
+        run("im2col")
     return out
-
-
-def _mixed_by(algorithm, pass_, inputs):
-    """The inputs whose inf or NaN `algorithm` would treat unlike the reference: both for
-    Winograd, the weights for direct convolution (forward and backward-data), none otherwise."""
-    if algorithm.startswith("winograd"):
-        return inputs[:2]
-    return inputs[1:2] if pass_ != "backward_weights" else ()
-
-
-def _all_finite(arrays):
-    """True when every value of the arrays is finite. 4-D arrays are summed per channel by the
-    compiled, threaded channel_sum (in double, so float32 sums cannot overflow): a sum is finite
-    exactly when no term is inf or NaN (or, for float64, the sum overflows: then this says False
-    and auto merely takes the slower, exact path). vgg_c3's x: 0.37 ms against 1.4 ms for
-    np.isfinite(x).all(), about 1 % of its Winograd forward (docs/algorithms.md)."""
-    for a in arrays:
-        if a.ndim == 4 and a.size >= 1 << 16:
-            sums = np.empty(a.shape[1], a.dtype)
-            _dense().channel_sum(a.reshape(a.shape[0], a.shape[1], -1), sums, get_num_threads())
-            if not np.isfinite(sums).all():
-                return False
-        elif not np.isfinite(a).all():
-            return False
-    return True
 
 
 def _geometry(x_shape, w_shape, stride, padding, dtype):

@@ -106,7 +106,10 @@ def _blas_single(int nthreads):
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, b,
             floating[:, :, :, ::1] y, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw,
             int nthreads, size_t workspace_bytes, int tile=4):
-    """y = conv(x, w) + b for a 3x3 stride-1 layer (sh = sw = 1 checked by the caller)."""
+    """y = conv(x, w) + b for a 3x3 stride-1 layer (sh = sw = 1 checked by the caller). Returns
+    False when an output tile held an inf or NaN (from x, w or an overflow: the transforms spread
+    it over the whole tile, unlike the reference, so "auto" reruns the pass with im2col), else
+    True."""
     _check_tile(tile)
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = w.shape[0], Ho = y.shape[2], Wo = y.shape[3]
@@ -126,15 +129,17 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, b,
         else:
             rc = wino_conv_f64(t, &x[0, 0, 0, 0], N, C, H, W, &U[0, 0, 0, 0], K, bp, &y[0, 0, 0, 0],
                              Ho, Wo, ph, pw, nthreads, workspace_bytes, cap)
-    if rc != 0:
+    if rc < 0:
         raise MemoryError("winograd forward: could not allocate scratch buffers")
+    return rc == 0
 
 
 def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] w,
                   floating[:, :, :, ::1] dx, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
                   Py_ssize_t pw, int nthreads, size_t workspace_bytes, int tile=4):
     """dx = full convolution of dy with w: the forward kernel over dy, filters rotated 180 degrees
-    and channels swapped, padding 2 - p (negative: start 2 - p rows inside dy, i.e. crop)."""
+    and channels swapped, padding 2 - p (negative: start 2 - p rows inside dy, i.e. crop).
+    Returns False when an output tile held an inf or NaN, as forward."""
     _check_tile(tile)
     cdef Py_ssize_t N = dy.shape[0], K = dy.shape[1], Ho = dy.shape[2], Wo = dy.shape[3]
     cdef Py_ssize_t C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
@@ -149,14 +154,16 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
         else:
             rc = wino_conv_f64(t, &dy[0, 0, 0, 0], N, K, Ho, Wo, &U[0, 0, 0, 0], C, NULL,
                              &dx[0, 0, 0, 0], H, W, 2 - ph, 2 - pw, nthreads, workspace_bytes, cap)
-    if rc != 0:
+    if rc < 0:
         raise MemoryError("winograd backward_data: could not allocate scratch buffers")
+    return rc == 0
 
 
 def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
                      floating[:, :, :, ::1] dw, Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph,
                      Py_ssize_t pw, int nthreads, size_t workspace_bytes, int tile=4):
-    """dw = correlate(x, dy) by F(3x3, tile x tile) over dy tiles."""
+    """dw = correlate(x, dy) by F(3x3, tile x tile) over dy tiles. Returns False when dw holds an
+    inf or NaN (from one in x or dy: Winograd's sums then differ from the reference's), else True."""
     _check_tile(tile)
     cdef Py_ssize_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t K = dy.shape[1], Ho = dy.shape[2], Wo = dy.shape[3]
@@ -175,3 +182,4 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
                                         dgemm)
     if rc != 0:
         raise MemoryError("winograd backward_weights: could not allocate scratch buffers")
+    return bool(np.isfinite(np.asarray(dw)).all())  # dw is small: K x C x 3 x 3
