@@ -20,6 +20,7 @@ from . import __version__, get_num_threads, set_num_threads
 from .threads import MAX_THREADS
 from ._dispatch import ALGORITHMS
 from ._files import atomic_write
+from .checkpoint import load_checkpoint, save_checkpoint
 from .datasets import CLASS_NAMES, load_fashion_mnist
 from .nn import SGD, Adam, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, make_rng
 
@@ -124,6 +125,11 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/fashion_mnist", help="output folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG pictures")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+                   help="write OUT/checkpoint.npz every N epochs (model, optimiser state, "
+                        "epoch, random state, history)")
+    p.add_argument("--resume", default=None, metavar="PATH",
+                   help="continue the run a checkpoint was written by (same options)")
     args = p.parse_args(argv)
     problem = _writable_folder(args.out)
     if problem:
@@ -189,10 +195,37 @@ def save_run(model, history, args, out, test, interrupted, log=print):
     log(f"wrote {', '.join(written)} to {out}")
 
 
+def _start_distributed():
+    """fastconv.distributed, initialised, when an MPI launcher started this process with more
+    than one rank; else None (one process, as before)."""
+    from . import distributed
+
+    if not distributed.launched_under_mpi():
+        return None
+    distributed.init()
+    return distributed
+
+
+def _usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        dist = _start_distributed()
+    except ImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rank0 = dist is None or dist.rank() == 0
+    log = print if rank0 else (lambda *a, **k: None)
     if args.threads is not None:
         set_num_threads(args.threads)
+    elif dist is not None:  # the node's cores shared by its ranks: never oversubscribed
+        set_num_threads(max(1, _usable_cores() // dist.local_size()))
     try:
         (x_train, y_train), (x_test, y_test) = load_fashion_mnist(args.data)
     except (FileNotFoundError, ValueError) as exc:
@@ -204,20 +237,42 @@ def main(argv=None):
     if test_n:
         x_test, y_test = x_test[:test_n], y_test[:test_n]
 
-    model = MODELS[args.model](np.random.default_rng(args.seed), args.algorithm)
-    print(f"fastconv {__version__}, {get_num_threads()} thread(s); {args.model} on "
-          f"{len(x_train)} training and {len(x_test)} test images")
-    model.summary(x_train.shape[1:])
     optimizer = make_optimizer(args)
     schedule = cosine_schedule(optimizer.lr, args.epochs) if args.lr_schedule == "cosine" else None
+    if args.resume:
+        try:
+            model, state, done, rng, history = load_checkpoint(args.resume)
+            optimizer.load_state_dict(model, state)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: --resume: {exc}", file=sys.stderr)
+            return 2
+        log(f"resuming {args.resume} after epoch {done}")
+    else:
+        model = MODELS[args.model](np.random.default_rng(args.seed), args.algorithm)
+        rng, done, history = np.random.default_rng(args.seed), 0, None
+    ranks = f", {dist.size()} ranks" if dist is not None else ""
+    log(f"fastconv {__version__}, {get_num_threads()} thread(s){ranks}; {args.model} on "
+        f"{len(x_train)} training and {len(x_test)} test images")
+    if rank0:
+        model.summary(x_train.shape[1:])
+    if dist is not None:
+        dist.broadcast_parameters(model)
+        dist.check_models_agree(model)
+        optimizer = dist.DistributedOptimizer(optimizer)
+
+    def on_epoch_end(epoch, h):
+        log(_epoch_line(epoch, args.epochs, h), flush=True)
+        if args.checkpoint_every and (epoch + 1) % args.checkpoint_every == 0 and rank0:
+            save_checkpoint(os.path.join(args.out, "checkpoint.npz"), model, optimizer, epoch + 1,
+                            rng, h)
 
     interrupted, failed_status = False, 130  # 130: stopped by Ctrl-C (SIGINT), 1: a NaN loss
     start = time.perf_counter()
     try:
         model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                  optimizer=optimizer, validation_data=(x_test, y_test), seed=args.seed,
-                  lr_schedule=schedule, verbose=not args.quiet,
-                  on_epoch_end=lambda e, h: print(_epoch_line(e, args.epochs, h), flush=True))
+                  optimizer=optimizer, validation_data=(x_test, y_test), seed=rng,
+                  lr_schedule=schedule, verbose=not args.quiet and rank0,
+                  on_epoch_end=on_epoch_end, initial_epoch=min(done, args.epochs), history=history)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: keeping the model of the last complete epoch", file=sys.stderr)
@@ -225,13 +280,14 @@ def main(argv=None):
         interrupted, failed_status = True, 1
         print(f"\nerror: {exc}; try a smaller --lr", file=sys.stderr)
     history = model.history
-    done = len(history["loss"])
-    if done == 0:
+    completed = len(history["loss"])
+    if completed == 0:
         print("no epoch completed: nothing saved", file=sys.stderr)
         return failed_status
-    print(f"{done} epoch(s) in {time.perf_counter() - start:.1f} s; test accuracy "
-          f"{history['val_accuracy'][-1]:.4f}")
-    save_run(model, history, args, args.out, (x_test, y_test), interrupted)
+    log(f"{completed} epoch(s) in {time.perf_counter() - start:.1f} s; test accuracy "
+        f"{history['val_accuracy'][-1]:.4f}")
+    if rank0:
+        save_run(model, history, args, args.out, (x_test, y_test), interrupted)
     return failed_status if interrupted else 0
 
 

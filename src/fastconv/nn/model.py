@@ -143,13 +143,23 @@ class Sequential:
             return False
         return False
 
-    def train_step(self, x, y, optimizer):
-        """forward, loss, backward and one optimiser step on a batch; returns (loss, logits)."""
+    def train_step(self, x, y, optimizer, grad_scale=1.0):
+        """forward, loss, backward and one optimiser step on a batch; returns (loss, logits).
+        grad_scale multiplies the gradients (fit's share of a global batch split over ranks)."""
         logits = self.forward(x, training=True)
         loss, dlogits = self.loss(logits, y)
+        if grad_scale != 1.0:
+            dlogits = dlogits * dlogits.dtype.type(grad_scale)
         self.backward(dlogits)
         optimizer.step(self.layers)
         return loss, logits
+
+    def _empty_step(self, optimizer):
+        """A rank without examples in a global batch still takes part in the step (zero
+        gradients into the collective average)."""
+        for layer in self.layers:
+            layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
+        optimizer.step(self.layers)
 
     def predict(self, x, batch_size=256):
         """The last layer's outputs (class scores) for x, in evaluation mode."""
@@ -158,22 +168,37 @@ class Sequential:
         outs = [self.forward(x[i:i + batch_size], training=False) for i in range(0, len(x), batch_size)]
         return np.concatenate(outs)
 
-    def evaluate(self, x, y, batch_size=256):
-        """(mean loss, accuracy) over (x, y) in evaluation mode."""
+    def evaluate(self, x, y, batch_size=256, world=None):
+        """(mean loss, accuracy) over (x, y) in evaluation mode. With `world` (a
+        DistributedOptimizer) each rank evaluates every size()-th example and the sums are
+        reduced over the ranks."""
         x, y = _check_xy(x, y)
         batch_size = _positive_int(batch_size, "batch_size")
+        if world is not None:
+            x, y = x[world.rank::world.size], y[world.rank::world.size]
         total_loss, correct = 0.0, 0
         for i in range(0, len(x), batch_size):
             logits = self.forward(x[i:i + batch_size], training=False)
             loss, _ = self.loss(logits, y[i:i + batch_size])
             total_loss += loss * len(logits)
             correct += int((logits.argmax(axis=1) == y[i:i + batch_size]).sum())
-        return total_loss / len(x), correct / len(x)
+        n = len(x)
+        if world is not None:
+            total_loss, correct, n = world.sum_over_ranks([total_loss, correct, n])
+        return total_loss / n, correct / n
 
     # ------------------------------------------------------------ training
     def fit(self, x, y, epochs=1, batch_size=64, optimizer=None, validation_data=None,
-            shuffle=True, seed=None, lr_schedule=None, verbose=True, on_epoch_end=None):
+            shuffle=True, seed=None, lr_schedule=None, verbose=True, on_epoch_end=None,
+            initial_epoch=0, history=None):
         """Train for `epochs` passes over (x, y) in minibatches; returns the history dict.
+
+        With a `fastconv.distributed.DistributedOptimizer`, every rank draws the same shuffled
+        order (give every rank the same `seed`), takes its share of each global batch of
+        `batch_size` examples, and the gradients are averaged over the ranks weighted by the
+        shares, so the result is the one-process result up to summation order; metrics are
+        reduced over the ranks. To resume, pass the epoch to start from (`initial_epoch`), the
+        history so far and the random generator as it was (`seed`).
 
         history: per-epoch lists "loss", "accuracy" (running training metrics), "val_loss",
         "val_accuracy" (when validation_data=(x_val, y_val) is given), "lr", "seconds",
@@ -198,19 +223,25 @@ class Sequential:
         if lr_schedule is not None and not callable(lr_schedule):
             raise TypeError("lr_schedule must be callable as lr_schedule(epoch) -> lr")
         rng = make_rng(seed)
+        world = optimizer if hasattr(optimizer, "sum_over_ranks") else None
         keys = ["loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_s"]
-        self.history = history = {k: [] for k in keys}
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral) \
+                or not 0 <= initial_epoch <= epochs:
+            raise ValueError(f"initial_epoch must be an int in [0, epochs], got {initial_epoch!r}")
+        history = {k: list((history or {}).get(k, [])) for k in keys}
+        self.history = history
         snapshot = self._snapshot()
         try:
-            for epoch in range(epochs):
+            for epoch in range(initial_epoch, epochs):
                 if lr_schedule is not None:
                     optimizer.lr = float(lr_schedule(epoch))
                 loss, acc, seconds = self._epoch(x, y, batch_size, optimizer, rng, shuffle,
-                                                 verbose, f"epoch {epoch + 1}/{epochs}")
+                                                 verbose, f"epoch {epoch + 1}/{epochs}", world)
                 record = {"loss": loss, "accuracy": acc, "lr": optimizer.lr, "seconds": seconds,
                           "images_per_s": len(x) / seconds if seconds > 0 else float("inf")}
                 if validation_data is not None:
-                    record["val_loss"], record["val_accuracy"] = self.evaluate(*validation_data)
+                    record["val_loss"], record["val_accuracy"] = self.evaluate(*validation_data,
+                                                                               world=world)
                 for k, v in record.items():
                     history[k].append(v)
                 snapshot = self._snapshot()
@@ -222,7 +253,7 @@ class Sequential:
             raise
         return history
 
-    def _epoch(self, x, y, batch_size, optimizer, rng, shuffle, verbose, desc):
+    def _epoch(self, x, y, batch_size, optimizer, rng, shuffle, verbose, desc, world=None):
         from tqdm.auto import tqdm  # a declared dependency; imported late to keep import light
 
         n = len(x)
@@ -235,8 +266,21 @@ class Sequential:
                   dynamic_ncols=True, mininterval=interval) as bar:
             for i in range(0, n, batch_size):
                 idx = order[i:i + batch_size]
-                loss, logits = self.train_step(x[idx], y[idx], optimizer)
-                if not math.isfinite(loss):
+                scale = 1.0
+                if world is not None:  # this rank's contiguous share of the global batch
+                    size, r, b = world.size, world.rank, len(idx)
+                    idx = idx[r * b // size:(r + 1) * b // size]
+                    scale = len(idx) * size / b  # the average over ranks is then the batch mean
+                    if len(idx) == 0:
+                        self._empty_step(optimizer)
+                        world.sum_over_ranks([0.0])  # the finite-loss vote below
+                        bar.update(b)
+                        continue
+                loss, logits = self.train_step(x[idx], y[idx], optimizer, scale)
+                finite = math.isfinite(loss)
+                if world is not None:  # every rank stops at the same batch, or none does
+                    finite = world.sum_over_ranks([0.0 if finite else 1.0])[0] == 0
+                if not finite:
                     raise FloatingPointError(
                         f"{desc}, batch {i // batch_size + 1}: the loss is {loss} (learning rate "
                         f"{optimizer.lr:g}); the parameters are those of the last complete epoch")
@@ -245,7 +289,9 @@ class Sequential:
                 seen += len(idx)
                 bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.4f}",
                                 refresh=False)
-                bar.update(len(idx))
+                bar.update(len(idx) if world is None else min(batch_size, n - i))
+        if world is not None:
+            total_loss, correct, seen = world.sum_over_ranks([total_loss, correct, seen])
         return total_loss / n, correct / n, time.perf_counter() - start
 
     def _snapshot(self):
@@ -299,13 +345,18 @@ class Sequential:
                 "loss": getattr(self.loss, "name", None),
                 "layers": [{"class": type(l).__name__, "config": l.config()} for l in self.layers]}
 
-    def save(self, path):
+    def save(self, path, extra=None):
         """Write parameters and the architecture (JSON, inside the .npz) to `path`; no pickle.
-        Atomic: a save that fails part-way leaves any previous file at `path` as it was."""
+        Atomic: a save that fails part-way leaves any previous file at `path` as it was. `extra`
+        ({name: array}) adds entries that `load` ignores (a checkpoint's optimiser state)."""
         arrays = {"architecture": np.array(json.dumps(self.architecture()))}
         for i, layer in enumerate(self.layers):
             for key, value in layer.params.items():
                 arrays[f"layer{i}.{key}"] = value
+        for name, value in (extra or {}).items():
+            if name in arrays:
+                raise ValueError(f"save: extra entry {name!r} would replace a model entry")
+            arrays[name] = value
         with atomic_write(path) as f:  # a file object: np.savez would otherwise append ".npz"
             np.savez(f, **arrays)
 

@@ -62,6 +62,44 @@ class Optimizer:
             raise ValueError(f"{name}: lr must be > 0, got {value!r}")
         self._lr = lr
 
+    def state_dict(self, model):
+        """The optimiser's state for `model`'s parameters, as {name: array}: the step count, the
+        learning rate and every per-parameter slot (Adam's m, v and t, SGD's momentum buffer),
+        named "layer{i}.{key}.{slot}" so that it survives a save and a load of the model."""
+        out = {"iterations": np.array(self.iterations), "lr": np.array(self.lr)}
+        for i, layer in enumerate(model.layers):
+            for key, p in layer.params.items():
+                entry = self._state.get(id(p))
+                if entry is None or entry["param"] is not p:
+                    continue
+                for slot, value in entry.items():
+                    if slot not in ("param", "tmp"):  # tmp: scratch, rebuilt on demand
+                        out[f"layer{i}.{key}.{slot}"] = np.array(value)
+        return out
+
+    def load_state_dict(self, model, state):
+        """Restore what `state_dict` returned onto `model`'s (same-shaped) parameters."""
+        self.iterations = int(state["iterations"])
+        self.lr = float(state["lr"])
+        self._state = {}
+        for i, layer in enumerate(model.layers):
+            for key, p in layer.params.items():
+                prefix = f"layer{i}.{key}."
+                slots = {name[len(prefix):]: value for name, value in state.items()
+                         if name.startswith(prefix)}
+                if not slots:
+                    continue
+                entry = self._slot(p)
+                for slot, value in slots.items():
+                    value = np.asarray(value)
+                    if value.ndim == 0:
+                        entry[slot] = value.item()
+                    elif value.shape != p.shape:
+                        raise ValueError(f"optimizer state {prefix}{slot} has shape {value.shape}, "
+                                         f"expected {p.shape}")
+                    else:
+                        entry[slot] = value.astype(p.dtype, copy=True)
+
     def _slot(self, p):
         """Per-parameter state dict; holds `p` itself so its id cannot be reused while tracked."""
         entry = self._state.get(id(p))

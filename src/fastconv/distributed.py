@@ -1,0 +1,226 @@
+"""Data-parallel training over MPI, in Horovod's vocabulary (docs/distributed.md).
+
+Every rank (process) holds a replica of the model. `broadcast_parameters` makes the replicas
+identical at the start; `DistributedOptimizer` averages the gradients over the ranks (one
+in-place Allreduce of a single fused buffer per step: Horovod's tensor fusion) before the wrapped
+optimiser's update, so the replicas stay bitwise identical; `Sequential.fit` splits each global
+batch between the ranks when it is given a DistributedOptimizer.
+
+    from fastconv import distributed as dist
+    dist.init()
+    dist.broadcast_parameters(model)
+    model.fit(x, y, optimizer=dist.DistributedOptimizer(nn.Adam(1e-3)), batch_size=64)
+
+Launched as `mpiexec -n 4 python train.py`. Without mpiexec it runs as one rank; without mpi4py
+(`pip install 'fastconv[distributed]'`), `init()` raises an ImportError that says so. A rank
+that raises stops the whole job (MPI_Abort, after printing the rank and the error), so no rank
+waits forever in a collective for one that is gone.
+"""
+import hashlib
+import json
+import os
+import sys
+import traceback
+
+import numpy as np
+
+from .nn.optim import Optimizer
+
+_comm = None
+_local_comm = None
+_ENV_SIZE = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS")
+
+
+def launched_under_mpi():
+    """True when this process was started by an MPI launcher with more than one rank (read from
+    the launcher's environment, without importing MPI)."""
+    for name in _ENV_SIZE:
+        try:
+            if int(os.environ.get(name, "1")) > 1:
+                return True
+        except ValueError:
+            pass
+    return False
+
+
+def _mpi():
+    try:
+        from mpi4py import MPI
+    except ImportError as exc:
+        raise ImportError("fastconv.distributed needs mpi4py and an MPI: "
+                          "pip install 'fastconv[distributed]' (mpi4py and mpich)") from exc
+    return MPI
+
+
+def init(comm=None):
+    """Start MPI (once) and use `comm` (default MPI.COMM_WORLD). With more than one rank, an
+    uncaught exception on any rank prints it with the rank and aborts the whole job."""
+    global _comm, _local_comm
+    MPI = _mpi()
+    _comm = MPI.COMM_WORLD if comm is None else comm
+    _local_comm = _comm.Split_type(MPI.COMM_TYPE_SHARED)
+    if _comm.Get_size() > 1 and sys.excepthook is not _abort_on_exception:
+        sys.excepthook = _abort_on_exception
+    return _comm
+
+
+def is_initialized():
+    return _comm is not None
+
+
+def _require():
+    if _comm is None:
+        raise RuntimeError("fastconv.distributed: call init() first")
+    return _comm
+
+
+def rank():
+    """This process's rank, 0 .. size() - 1."""
+    return _require().Get_rank()
+
+
+def size():
+    """The number of ranks."""
+    return _require().Get_size()
+
+
+def local_rank():
+    """This process's rank among the ranks on its node."""
+    _require()
+    return _local_comm.Get_rank()
+
+
+def local_size():
+    """The number of ranks on this node."""
+    _require()
+    return _local_comm.Get_size()
+
+
+def _abort_on_exception(kind, value, tb):
+    sys.stderr.write(f"fastconv.distributed: rank {_comm.Get_rank()} of {_comm.Get_size()} failed, "
+                     f"aborting the job:\n{''.join(traceback.format_exception(kind, value, tb))}")
+    sys.stderr.flush()
+    _comm.Abort(1)
+
+
+def allreduce(array, op="mean"):
+    """The element-wise sum or mean of `array` (an array or a number) over the ranks, as a new
+    array (a float for a number). The buffer travels as-is, never pickled."""
+    if op not in ("mean", "sum"):
+        raise ValueError(f"allreduce: op must be 'mean' or 'sum', got {op!r}")
+    comm = _require()
+    scalar = np.ndim(array) == 0
+    buf = np.array(array, dtype=np.result_type(np.asarray(array).dtype, np.float32), copy=True)
+    comm.Allreduce(_mpi().IN_PLACE, buf, op=_mpi().SUM)
+    if op == "mean":
+        buf /= comm.Get_size()
+    return float(buf) if scalar else buf
+
+
+def _parameters(model):
+    return [(i, key, layer.params[key]) for i, layer in enumerate(model.layers)
+            for key in sorted(layer.params)]
+
+
+def broadcast_parameters(model, root=0):
+    """Overwrite every rank's parameters with `root`'s, in one fused buffer."""
+    comm = _require()
+    params = _parameters(model)
+    if not params:
+        return
+    flat = np.concatenate([p.ravel() for _, _, p in params])
+    comm.Bcast(flat, root=root)
+    offset = 0
+    for _, _, p in params:
+        p[...] = flat[offset:offset + p.size].reshape(p.shape)
+        offset += p.size
+
+
+def check_models_agree(model):
+    """Raise RuntimeError on every rank unless all ranks hold the same architecture, parameter
+    shapes and dtypes and parameter values (a SHA-256 of them)."""
+    comm = _require()
+    arch = json.dumps(model.architecture(), sort_keys=True)
+    digest = hashlib.sha256(arch.encode())
+    for i, key, p in _parameters(model):
+        digest.update(f"{i}.{key}{p.shape}{p.dtype}".encode())
+        digest.update(np.ascontiguousarray(p).tobytes())
+    mine = digest.hexdigest()
+    everyone = comm.allgather(mine)
+    if len(set(everyone)) > 1:
+        differ = [r for r, d in enumerate(everyone) if d != everyone[0]]
+        raise RuntimeError(f"fastconv.distributed: the models differ between ranks (rank 0 and "
+                           f"ranks {differ}): architecture, shapes or parameter values; call "
+                           f"broadcast_parameters(model) after building the same model everywhere")
+
+
+class DistributedOptimizer(Optimizer):
+    """`optimizer` whose step first averages every gradient over the ranks.
+
+    The gradients are copied into one flat buffer (Horovod's tensor fusion), reduced by one
+    in-place Allreduce and copied back, then `optimizer` updates the parameters: every rank
+    applies the same update to the same parameters, so the replicas stay bitwise identical.
+    `lr` and the rest are the wrapped optimiser's.
+    """
+
+    def __init__(self, optimizer):
+        if not isinstance(optimizer, Optimizer) or isinstance(optimizer, DistributedOptimizer):
+            raise TypeError(f"DistributedOptimizer wraps a fastconv.nn optimiser, got "
+                            f"{type(optimizer).__name__}")
+        self.optimizer = optimizer
+        self.comm = _require()
+        self._buffer = None
+
+    @property
+    def lr(self):
+        return self.optimizer.lr
+
+    @lr.setter
+    def lr(self, value):
+        self.optimizer.lr = value
+
+    @property
+    def iterations(self):
+        return self.optimizer.iterations
+
+    @property
+    def rank(self):
+        return self.comm.Get_rank()
+
+    @property
+    def size(self):
+        return self.comm.Get_size()
+
+    def sum_over_ranks(self, values):
+        """The element-wise sum of a float64 vector over the ranks (fit's metrics)."""
+        buf = np.array(values, dtype=np.float64)
+        self.comm.Allreduce(_mpi().IN_PLACE, buf, op=_mpi().SUM)
+        return buf.tolist()
+
+    def step(self, layers):
+        grads = [(layer, key) for layer in (layers.layers if hasattr(layers, "layers") else layers)
+                 for key in sorted(layer.params)]
+        if grads and self.size > 1:
+            total = sum(layer.grads[key].size for layer, key in grads)
+            dtype = grads[0][0].grads[grads[0][1]].dtype
+            if self._buffer is None or self._buffer.size != total or self._buffer.dtype != dtype:
+                self._buffer = np.empty(total, dtype)
+            offset = 0
+            for layer, key in grads:
+                g = layer.grads[key]
+                self._buffer[offset:offset + g.size] = g.ravel()
+                offset += g.size
+            self.comm.Allreduce(_mpi().IN_PLACE, self._buffer, op=_mpi().SUM)
+            self._buffer /= self.size
+            offset = 0
+            for layer, key in grads:
+                g = layer.grads[key]
+                layer.grads[key] = self._buffer[offset:offset + g.size].reshape(g.shape).copy()
+                offset += g.size
+        self.optimizer.step(layers)
+
+    def state_dict(self, model):
+        return self.optimizer.state_dict(model)
+
+    def load_state_dict(self, model, state):
+        self.optimizer.load_state_dict(model, state)
