@@ -132,6 +132,7 @@ def test_a_rank_killed_mid_epoch_ends_the_job(script, tmp_path):
 
 DIFFERENT = """
 import sys
+import numpy as np
 from fastconv import nn, distributed as dist
 dist.init()
 model = nn.Sequential([nn.Dense(4, 3, seed=dist.rank())])
@@ -143,6 +144,13 @@ except RuntimeError as exc:
 dist.broadcast_parameters(model)
 dist.check_models_agree(model)
 log.write("agree after broadcast\\n")
+if dist.rank() == 1:
+    model.layers[0].params["b"][0] += 1.0  # a replica that drifted: fit refuses to start
+try:
+    model.fit(np.ones((4, 4)), np.zeros(4, int), optimizer=dist.DistributedOptimizer(nn.SGD(0.1)),
+              verbose=False)
+except RuntimeError as exc:
+    log.write(f"fit refused: {exc}\\n")
 """
 
 
@@ -153,6 +161,7 @@ def test_ranks_refuse_to_train_models_that_differ(script, tmp_path):
         lines = (tmp_path / f"log{rank}").read_text().splitlines()
         assert lines[0].startswith("refused: fastconv.distributed: the models differ between ranks")
         assert lines[1] == "agree after broadcast"
+        assert lines[2].startswith("fit refused: fastconv.distributed: the models differ")
 
 
 SINGLE = """

@@ -136,10 +136,10 @@ def broadcast_parameters(model, root=0):
         offset += p.size
 
 
-def check_models_agree(model):
+def check_models_agree(model, comm=None):
     """Raise RuntimeError on every rank unless all ranks hold the same architecture, parameter
     shapes and dtypes and parameter values (a SHA-256 of them)."""
-    comm = _require()
+    comm = _require() if comm is None else comm
     arch = json.dumps(model.architecture(), sort_keys=True)
     digest = hashlib.sha256(arch.encode())
     for i, key, p in _parameters(model):
@@ -190,6 +190,10 @@ class DistributedOptimizer(Optimizer):
     @property
     def size(self):
         return self.comm.Get_size()
+
+    def check_models_agree(self, model):
+        """check_models_agree(model) over this optimiser's communicator (fit calls it)."""
+        check_models_agree(model, self.comm)
 
     def sum_over_ranks(self, values):
         """The element-wise sum of a float64 vector over the ranks (fit's metrics)."""

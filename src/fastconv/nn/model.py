@@ -230,6 +230,8 @@ class Sequential:
             raise ValueError(f"initial_epoch must be an int in [0, epochs], got {initial_epoch!r}")
         history = {k: list((history or {}).get(k, [])) for k in keys}
         self.history = history
+        if world is not None:
+            world.check_models_agree(self)  # every rank refuses to train replicas that differ
         snapshot = self._snapshot()
         try:
             for epoch in range(initial_epoch, epochs):
