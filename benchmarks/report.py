@@ -7,6 +7,8 @@ import argparse
 import json
 import sys
 
+from fastconv._files import atomic_write
+
 FASTCONV_PEERS = ("direct", "im2col", "winograd2", "winograd4", "auto", "fastconv")
 SECTIONS = (("conv", "Convolution layers"), ("pool", "Pooling"), ("step", "Training step"))
 
@@ -271,7 +273,8 @@ def plot(doc, path):
     fig.suptitle(f"fastconv {m['fastconv']} vs PyTorch {m['torch']} on {m['cpu']}, "
                  f"{doc['settings']['threads']} threads (medians)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
     plt.close(fig)
     return f"chart written to {path}"
 
@@ -287,7 +290,7 @@ def main(argv=None):
         doc = json.load(f)
     print(text(doc))
     if args.markdown:
-        with open(args.markdown, "w") as f:
+        with atomic_write(args.markdown, "w", encoding="utf-8") as f:
             f.write(markdown(doc))
     if args.plot:
         print(plot(doc, args.plot), file=sys.stderr)

@@ -14,6 +14,7 @@ import time
 
 import benchmarks
 import fastconv
+from fastconv._files import atomic_write
 
 from . import machine, peers as peers_mod, report, suite, timing
 
@@ -254,10 +255,10 @@ def _write_outputs(doc, args):
         if path and os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
     if args.json:
-        with open(args.json, "w") as f:
+        with atomic_write(args.json, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1)
     if args.markdown:
-        with open(args.markdown, "w") as f:
+        with atomic_write(args.markdown, "w", encoding="utf-8") as f:
             f.write(report.markdown(doc))
     if args.plot:
         message = report.plot(doc, args.plot)
