@@ -1,10 +1,17 @@
-/* Packing loops of the im2col + GEMM convolution (im2col_gemm_cols_tmpl.h), instantiated for
- * float and double; see im2col_gemm.h for the layouts. */
+/* im2col + GEMM convolution, instantiated for float and double: the column packing loops
+ * (im2col_gemm_cols_tmpl.h) and the forward pass through the shared register-tiled
+ * micro-kernel instead of BLAS (im2col_gemm_packed_tmpl.h). See im2col_gemm.h for the layouts. */
+#define _POSIX_C_SOURCE 200112L
 #include <float.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "fc_common.h"
+#include "fc_alloc.h"
 #include "im2col_gemm.h"
 
 /* First j with j*sw - pw + s >= 0, and one past the last j with j*sw - pw + s <= W - 1: the
@@ -23,6 +30,7 @@ FC_INLINE void valid_cols(const fc_conv_geom *g, ptrdiff_t s, ptrdiff_t *jlo, pt
 #define FC_REAL_IS_FLOAT 1
 #define SFX(name) name##_f32
 #include "im2col_gemm_cols_tmpl.h"
+#include "im2col_gemm_packed_tmpl.h"
 #undef REAL
 #undef FC_REAL_IS_FLOAT
 #undef SFX
@@ -31,6 +39,7 @@ FC_INLINE void valid_cols(const fc_conv_geom *g, ptrdiff_t s, ptrdiff_t *jlo, pt
 #define FC_REAL_IS_FLOAT 0
 #define SFX(name) name##_f64
 #include "im2col_gemm_cols_tmpl.h"
+#include "im2col_gemm_packed_tmpl.h"
 #undef REAL
 #undef FC_REAL_IS_FLOAT
 #undef SFX

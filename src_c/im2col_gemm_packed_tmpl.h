@@ -1,4 +1,4 @@
-/* One precision of the packed im2col forward; included by im2col_gemm_packed.c with REAL,
+/* One precision of the packed im2col forward; included by im2col_gemm.c with REAL,
  * FC_REAL_IS_FLOAT and SFX(name). */
 
 #include "fc_vec_tmpl.h" /* VEC, LD, ST */

@@ -219,7 +219,7 @@ class DistributedOptimizer(Optimizer):
             offset = 0
             for layer, key in grads:
                 g = layer.grads[key]
-                layer.grads[key] = self._buffer[offset:offset + g.size].reshape(g.shape).copy()
+                g[...] = self._buffer[offset:offset + g.size].reshape(g.shape)
                 offset += g.size
         self.optimizer.step(layers)
 

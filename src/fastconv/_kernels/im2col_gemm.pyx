@@ -10,9 +10,9 @@ the scratch memory stays under `workspace_bytes` whatever the layer size (a chun
 output pixel: CRS elements per thread is the floor). A 1x1, stride-1, unpadded layer uses x (and
 dx) in place as the column matrix: no packing at all.
 
-Forward is C without BLAS (src_c/im2col_gemm_packed.c). Most layers read their columns
-implicitly: each task copies its band of input rows zero-padded, and a 6-position x 16-filter
-register tile reads every column entry from the band through an offset, so no column is ever
+Forward is C without BLAS (src_c/im2col_gemm_packed_tmpl.h). Most layers read their columns
+implicitly: each task copies its band of input rows zero-padded, and a register tile of output
+positions x filters (6 x 16 on AVX2, 12 x 32 on AVX-512) reads every column entry from the band through an offset, so no column is ever
 written (src_c/im2col_gemm_implicit_tmpl.h; 2 threads: resnet_down 5.41 vs 5.74 ms, resnet_c4
 10.0 vs 11.4, mnist_c2 2.67 vs 3.75, lenet_c2 0.14 vs 0.38). Pointwise layers and tiny C*R*S
 pack: columns packed in cache-sized blocks (a pointwise layer's read from x in place), the
@@ -35,8 +35,8 @@ thread once per call, in Python). forward: (image, band of output rows), or (ima
 positions) when packed; backward_data: (image, block of input channels), so col2im never races;
 backward_weights: blocks of column rows = column blocks of dW (pointwise without BLAS: 16-filter
 slices x channel blocks), so there is no private dW and no reduction. The split depends only on
-the layer and the workspace, never on nthreads, so results are bit-identical at any thread count
-(unless the workspace is so small that the per-thread buffers force another split).
+the layer and the workspace, never on nthreads (per-thread buffers are budgeted for the cores:
+fc_budget_threads), so results are bit-identical at any thread count.
 Why not one big BLAS-threaded GEMM per chunk with OpenMP-split packing (the other obvious design,
 implemented and measured, then removed): on the 2-core Zen 3 dev box (shared with other jobs,
 interleaved medians, 2 threads, forward / backward_data / backward_weights in ms) resnet_c4 took
