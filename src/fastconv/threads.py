@@ -2,9 +2,11 @@
 
 Every kernel takes an explicit thread count from `get_num_threads()`, so fastconv never changes
 OpenMP's global state. The default honours ``OMP_NUM_THREADS`` (read by the OpenMP runtime) and
-is otherwise the number of cores. BLAS (OpenBLAS inside SciPy and NumPy) is limited to the same
-count through threadpoolctl, so BLAS threads and OpenMP threads never add up to more than the
-count; kernels that call BLAS from inside an OpenMP region limit BLAS to one thread there.
+is otherwise the number of cores (at most MAX_THREADS). BLAS (OpenBLAS inside SciPy and NumPy)
+is set to the same count through the library controllers threadpoolctl finds, so BLAS threads
+and OpenMP threads never add up to more than the count; kernels that call BLAS from inside an
+OpenMP region hold BLAS at one thread there, from whichever Python thread calls. A process forked
+from one that imported fastconv runs its kernels on one thread (os.register_at_fork below).
 """
 import contextlib
 import os
