@@ -3,6 +3,8 @@ written the way the cs231n assignment writes it, gradient-checked and trained a 
 import numpy as np
 import pytest
 
+import fastconv
+
 from fastconv import reference as ref
 from fastconv.compat import cs231n as L
 
@@ -178,3 +180,37 @@ def test_missing_param_keys_are_named():
         L.max_pool_forward_fast(x, {"pool_height": 2, "stride": 2})
     with pytest.raises(TypeError, match="conv_param must be a dict"):
         L.conv_forward_fast(x, w, b, (1, 1))
+
+
+# ---------------------------------------------------------------- NumPy-style promotion
+def test_a_float32_model_fed_float64_data_runs_in_float64_as_numpy_would():
+    """The notebooks feed float64 data to ThreeLayerConvNet's float32 weights and pass int64
+    biases; cs231n's NumPy layers promote, and so does the compat module (only there)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 8, 8))                      # float64 data
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)  # float32 weights
+    b = np.arange(4)                                           # an int64 bias
+    conv_param, pool_param = {"stride": 1, "pad": 1}, {"pool_height": 2, "pool_width": 2, "stride": 2}
+    out, cache = L.conv_relu_pool_forward(x, w, b, conv_param, pool_param)
+    assert out.dtype == np.float64
+    expected = ref.max_pool2d(ref.relu(ref.conv2d(x, w.astype(np.float64), b.astype(np.float64), 1, 1)), 2, 2)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    dx, dw, db = L.conv_relu_pool_backward(np.ones_like(out), cache)
+    assert dx.dtype == dw.dtype == db.dtype == np.float64 and dw.shape == w.shape
+    h, fc = L.affine_relu_forward(out, rng.standard_normal((64, 5)).astype(np.float32), np.zeros(5, int))
+    assert h.dtype == np.float64
+    dh, dwa, dba = L.affine_relu_backward(np.ones((2, 5), np.float32), fc)
+    assert dh.dtype == np.float64 and dh.shape == out.shape
+    loss, dscores = L.softmax_loss(np.arange(10).reshape(2, 5), np.array([1, 3]))  # int scores
+    assert dscores.dtype == np.float64 and np.isfinite(loss)
+
+
+def test_float32_alone_stays_float32_and_the_core_api_stays_strict():
+    x = np.ones((1, 2, 4, 4), np.float32)
+    w = np.ones((3, 2, 3, 3), np.float32)
+    out, _ = L.conv_forward_fast(x, w, np.zeros(3, np.float32), {"stride": 1, "pad": 1})
+    assert out.dtype == np.float32
+    out16, _ = L.relu_forward(np.ones(3, np.float16))
+    assert out16.dtype == np.float32
+    with pytest.raises(TypeError, match="dtype"):
+        fastconv.conv2d(x.astype(np.float64), w)  # fastconv itself never casts silently
