@@ -24,7 +24,7 @@ import traceback
 
 import numpy as np
 
-from .nn.optim import Optimizer
+from .nn.optim import Optimizer, _layers
 
 _comm = None
 _local_comm = None
@@ -111,10 +111,33 @@ def allreduce(array, op="mean"):
     comm = _require()
     scalar = np.ndim(array) == 0
     buf = np.array(array, dtype=np.result_type(np.asarray(array).dtype, np.float32), copy=True)
-    comm.Allreduce(_mpi().IN_PLACE, buf, op=_mpi().SUM)
+    _sum_in_place(buf, comm)
     if op == "mean":
         buf /= comm.Get_size()
     return float(buf) if scalar else buf
+
+
+def _sum_in_place(buf, comm):
+    comm.Allreduce(_mpi().IN_PLACE, buf, op=_mpi().SUM)
+
+
+def _fused(arrays, collective, buffer=None):
+    """Copy `arrays` into one flat buffer (`buffer` when it fits), run `collective(buffer)` on it
+    in place (one message for all of them: Horovod's tensor fusion) and copy the result back into
+    the arrays. Returns the buffer, for reuse."""
+    total = sum(a.size for a in arrays)
+    if buffer is None or buffer.size != total or buffer.dtype != arrays[0].dtype:
+        buffer = np.empty(total, arrays[0].dtype)
+    offset = 0
+    for a in arrays:
+        buffer[offset:offset + a.size] = a.ravel()
+        offset += a.size
+    collective(buffer)
+    offset = 0
+    for a in arrays:
+        a[...] = buffer[offset:offset + a.size].reshape(a.shape)
+        offset += a.size
+    return buffer
 
 
 def _parameters(model):
@@ -125,15 +148,9 @@ def _parameters(model):
 def broadcast_parameters(model, root=0):
     """Overwrite every rank's parameters with `root`'s, in one fused buffer."""
     comm = _require()
-    params = _parameters(model)
-    if not params:
-        return
-    flat = np.concatenate([p.ravel() for _, _, p in params])
-    comm.Bcast(flat, root=root)
-    offset = 0
-    for _, _, p in params:
-        p[...] = flat[offset:offset + p.size].reshape(p.shape)
-        offset += p.size
+    params = [p for _, _, p in _parameters(model)]
+    if params:
+        _fused(params, lambda buf: comm.Bcast(buf, root=root))
 
 
 def check_models_agree(model, comm=None):
@@ -198,29 +215,17 @@ class DistributedOptimizer(Optimizer):
     def sum_over_ranks(self, values):
         """The element-wise sum of a float64 vector over the ranks (fit's metrics)."""
         buf = np.array(values, dtype=np.float64)
-        self.comm.Allreduce(_mpi().IN_PLACE, buf, op=_mpi().SUM)
+        _sum_in_place(buf, self.comm)
         return buf.tolist()
 
+    def _average(self, buf):
+        _sum_in_place(buf, self.comm)
+        buf /= self.size
+
     def step(self, layers):
-        grads = [(layer, key) for layer in (layers.layers if hasattr(layers, "layers") else layers)
-                 for key in sorted(layer.params)]
+        grads = [layer.grads[key] for layer in _layers(layers) for key in sorted(layer.params)]
         if grads and self.size > 1:
-            total = sum(layer.grads[key].size for layer, key in grads)
-            dtype = grads[0][0].grads[grads[0][1]].dtype
-            if self._buffer is None or self._buffer.size != total or self._buffer.dtype != dtype:
-                self._buffer = np.empty(total, dtype)
-            offset = 0
-            for layer, key in grads:
-                g = layer.grads[key]
-                self._buffer[offset:offset + g.size] = g.ravel()
-                offset += g.size
-            self.comm.Allreduce(_mpi().IN_PLACE, self._buffer, op=_mpi().SUM)
-            self._buffer /= self.size
-            offset = 0
-            for layer, key in grads:
-                g = layer.grads[key]
-                g[...] = self._buffer[offset:offset + g.size].reshape(g.shape)
-                offset += g.size
+            self._buffer = _fused(grads, self._average, self._buffer)
         self.optimizer.step(layers)
 
     def state_dict(self, model):
