@@ -24,13 +24,6 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
-def usable_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def built_kernels():
     """{module: True/False}: which kernel modules of the active ISA target import here."""
     out = {}
@@ -63,11 +56,9 @@ def stale_kernels():
 
 def blas_info():
     """BLAS libraries threadpoolctl sees: "openblas 0.3.27 (Haswell, 2 threads)" each."""
-    from threadpoolctl import threadpool_info
-
     return [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture', '?')}, "
             f"{i.get('num_threads')} threads, {os.path.basename(i.get('filepath', ''))})"
-            for i in threadpool_info() if i.get("user_api") == "blas"]
+            for i in fastconv.threads.blas_info()]
 
 
 def git_commit():
@@ -101,7 +92,7 @@ def environment():
 def facts(threads, torch_module=None):
     return {
         "cpu": cpu_model(),
-        "cores": usable_cores(),
+        "cores": fastconv.threads.usable_cores(),
         "threads": threads,
         "platform": platform.platform(),
         "python": platform.python_version(),

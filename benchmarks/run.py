@@ -45,7 +45,7 @@ def parse_args(argv):
     p.add_argument("--algorithms", type=_names, metavar="A,B",
                    help=f"peers to run; known: {', '.join(peers_mod.PEER_NAMES)} ('fastconv' is "
                         "the pooling / training-step peer, kept whenever any fastconv name is given)")
-    p.add_argument("--threads", type=int, default=machine.usable_cores(),
+    p.add_argument("--threads", type=int, default=fastconv.threads.usable_cores(),
                    help="threads for every peer (default: all usable cores, here %(default)s)")
     p.add_argument("--repeat", type=int, default=None,
                    help="most measured repetitions per peer and cell (default 15, --quick 5); "

@@ -93,6 +93,14 @@ def _set_blas_threads(counts):
         setter(int(n))
 
 
+def usable_cores():
+    """The cores this process may run on (its CPU affinity), or the machine's where unknown."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def blas_info():
     """threadpoolctl's record of each BLAS library loaded (version, core type, thread count)."""
     return [lib for lib in _controller.info() if lib.get("user_api") == "blas"]

@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 from . import __version__, get_num_threads, set_num_threads
-from .threads import MAX_THREADS
+from .threads import MAX_THREADS, usable_cores
 from ._dispatch import ALGORITHMS
 from ._files import atomic_write
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -206,13 +206,6 @@ def _start_distributed():
     return distributed
 
 
-def _usable_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -225,7 +218,7 @@ def main(argv=None):
     if args.threads is not None:
         set_num_threads(args.threads)
     elif dist is not None:  # the node's cores shared by its ranks: never oversubscribed
-        set_num_threads(max(1, _usable_cores() // dist.local_size()))
+        set_num_threads(max(1, usable_cores() // dist.local_size()))
     try:
         (x_train, y_train), (x_test, y_test) = load_fashion_mnist(args.data)
     except (FileNotFoundError, ValueError) as exc:
