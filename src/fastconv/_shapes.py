@@ -235,3 +235,45 @@ def pool_backward_args(dy, x, kernel_size, stride, padding, op):
     if dy.shape != args.y_shape:
         raise ValueError(f"dy must have the forward output's shape {args.y_shape}, got {dy.shape}")
     return args, dy
+
+
+class BatchNormArgs:
+    """Validated batch-normalisation arguments: x as (N, C, L) (L = H*W, or 1 for (N, C)
+    features), per-channel vectors of x's dtype (None stays None), eps, and x's own shape."""
+
+    __slots__ = ("x", "shape", "dtype", "gamma", "beta", "mean", "var", "eps")
+
+    def __init__(self, x, gamma, beta, eps, op, mean=None, var=None, need_stats=False):
+        arr = np.asarray(x) if x is not None else x
+        ndim = getattr(arr, "ndim", None)
+        if ndim not in (2, 4):
+            raise ValueError(f"{op}: x must be (N, C, H, W) or (N, C), got "
+                             f"{getattr(arr, 'shape', type(x).__name__)}")
+        x = as_float_array(x, "x", ndim)
+        self.shape, self.dtype = x.shape, x.dtype
+        self.x = x.reshape(x.shape[0], x.shape[1], -1)
+        channels = x.shape[1]
+
+        def vector(v, name, required=False):
+            if v is None:
+                if required:
+                    raise TypeError(f"{op}: {name} is required (an array of shape ({channels},))")
+                return None
+            v = as_float_array(v, name, 1, self.dtype)
+            if v.shape != (channels,):
+                raise ValueError(f"{op}: {name} must have shape ({channels},) (x's channels), "
+                                 f"got {v.shape}")
+            return v
+
+        self.gamma, self.beta = vector(gamma, "gamma"), vector(beta, "beta")
+        self.mean = vector(mean, "mean", need_stats)
+        self.var = vector(var, "var", need_stats)
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < math.inf:
+            raise ValueError(f"{op}: eps must be a finite number > 0, got {eps!r}")
+        self.eps = float(eps)
+
+    def checked_dy(self, dy):
+        dy = as_float_array(dy, "dy", len(self.shape), self.dtype)
+        if dy.shape != self.shape:
+            raise ValueError(f"dy must have x's shape {self.shape}, got {dy.shape}")
+        return dy.reshape(self.x.shape)

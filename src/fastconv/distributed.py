@@ -141,12 +141,14 @@ def _fused(arrays, collective, buffer=None):
 
 
 def _parameters(model):
-    return [(i, key, layer.params[key]) for i, layer in enumerate(model.layers)
-            for key in sorted(layer.params)]
+    """(layer index, name, array) of every parameter and buffer (batch norm's running
+    statistics), in a fixed order."""
+    return [(i, key, arrays[key]) for i, layer in enumerate(model.layers)
+            for arrays in (layer.params, layer.buffers) for key in sorted(arrays)]
 
 
 def broadcast_parameters(model, root=0):
-    """Overwrite every rank's parameters with `root`'s, in one fused buffer."""
+    """Overwrite every rank's parameters and buffers with `root`'s, in one fused buffer."""
     comm = _require()
     params = [p for _, _, p in _parameters(model)]
     if params:
@@ -223,9 +225,13 @@ class DistributedOptimizer(Optimizer):
         buf /= self.size
 
     def step(self, layers):
-        grads = [layer.grads[key] for layer in _layers(layers) for key in sorted(layer.params)]
-        if grads and self.size > 1:
-            self._buffer = _fused(grads, self._average, self._buffer)
+        layers = _layers(layers)
+        arrays = [layer.grads[key] for layer in layers for key in sorted(layer.params)]
+        # Running statistics (batch norm) are averaged in the same Allreduce: each rank's moved
+        # towards its own share of the batch; the average keeps the replicas identical.
+        arrays += [layer.buffers[key] for layer in layers for key in sorted(layer.buffers)]
+        if arrays and self.size > 1:
+            self._buffer = _fused(arrays, self._average, self._buffer)
         self.optimizer.step(layers)
 
     def state_dict(self, model):

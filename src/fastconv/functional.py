@@ -9,8 +9,9 @@ import functools
 import numpy as np
 
 from . import _dispatch, _isa, _polyphase, config
-from ._shapes import (as_float_array, conv_args, conv_backward_args, conv_backward_data_args,
-                      conv_backward_weights_args, empty, pool_args, pool_backward_args)
+from ._shapes import (BatchNormArgs, as_float_array, conv_args, conv_backward_args,
+                      conv_backward_data_args, conv_backward_weights_args, empty, pool_args,
+                      pool_backward_args)
 from .threads import blas_single_threaded, get_num_threads
 
 # concrete algorithm -> (kernel module of the active ISA target, fixed keyword arguments)
@@ -259,3 +260,66 @@ def softmax_cross_entropy(logits, labels):
     dlogits[rows, labels] -= 1
     dlogits /= n
     return loss, dlogits
+
+
+# ---------------------------------------------------------------- batch normalisation
+def _norm():
+    return _isa.kernels("norm")
+
+
+def _bn_scale_shift(a, mean, var):
+    """Per-channel (scale, shift) with y = x * scale + shift = gamma * (x - mean) / sqrt(var +
+    eps) + beta, computed in float64 and rounded once to x's dtype."""
+    inv_std = 1.0 / np.sqrt(np.asarray(var, np.float64) + a.eps)
+    scale = inv_std if a.gamma is None else a.gamma * inv_std
+    shift = -np.asarray(mean, np.float64) * scale
+    if a.beta is not None:
+        shift = shift + a.beta
+    return scale.astype(a.dtype), shift.astype(a.dtype)
+
+
+def batch_norm2d(x, gamma=None, beta=None, eps=1e-5, relu=False):
+    """Batch normalisation with the batch's statistics (training mode), per channel of x
+    (N, C, H, W) over N, H and W (or of x (N, C) over N, for dense features).
+
+    Returns (y, mean, var): y = gamma * (x - mean) / sqrt(var + eps) + beta, and the batch's
+    mean and biased variance (C,) in x's dtype. gamma / beta None: 1 / 0. ``relu=True`` returns
+    relu(y) instead, in the same pass. Running statistics are the caller's (nn.BatchNorm2D keeps
+    them). One pass for the statistics, one to normalise; y is computed as x * scale + shift per
+    channel (as PyTorch's CPU kernel does), so its float32 error grows with |mean| / std.
+    """
+    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d")
+    channels = a.x.shape[1]
+    mean, var = np.empty(channels), np.empty(channels)
+    _norm().stats(a.x, mean, var, get_num_threads())
+    y = empty(a.x.shape, a.dtype, "batch_norm2d output")
+    _norm().affine(a.x, *_bn_scale_shift(a, mean, var), y, relu, get_num_threads())
+    return y.reshape(a.shape), mean.astype(a.dtype), var.astype(a.dtype)
+
+
+def batch_norm2d_inference(x, mean, var, gamma=None, beta=None, eps=1e-5, relu=False):
+    """Batch normalisation with given statistics (evaluation mode): gamma * (x - mean) /
+    sqrt(var + eps) + beta per channel, as one multiply-add per element (then a ReLU with
+    ``relu=True``)."""
+    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d_inference", mean, var, need_stats=True)
+    y = empty(a.x.shape, a.dtype, "batch_norm2d_inference output")
+    _norm().affine(a.x, *_bn_scale_shift(a, a.mean, a.var), y, relu, get_num_threads())
+    return y.reshape(a.shape)
+
+
+def batch_norm2d_backward(dy, x, mean, var, gamma=None, beta=None, eps=1e-5, relu=False):
+    """(dx, dgamma, dbeta) of `batch_norm2d` (batch statistics: the gradient flows through the
+    mean and variance too), given the forward's x and the mean and var it returned; one pass
+    for the two sums per channel and one for dx. ``relu=True``: of the forward with relu=True
+    (the ReLU's mask is recomputed from x, so beta is needed then)."""
+    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d_backward", mean, var, need_stats=True)
+    dy = a.checked_dy(dy)
+    channels = a.x.shape[1]
+    inv_std = 1.0 / np.sqrt(a.var.astype(np.float64) + a.eps)
+    g = np.ones(channels) if a.gamma is None else a.gamma.astype(np.float64)
+    dx = empty(a.x.shape, a.dtype, "dx")
+    dgamma, dbeta = np.empty(channels), np.empty(channels)
+    _norm().backward(dy, a.x, a.mean.astype(np.float64), inv_std, g,
+                     *_bn_scale_shift(a, a.mean, a.var), relu, dx, dgamma, dbeta,
+                     get_num_threads())
+    return dx.reshape(a.shape), dgamma.astype(a.dtype), dbeta.astype(a.dtype)

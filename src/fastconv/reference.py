@@ -8,8 +8,9 @@ Convolution is cross-correlation (as in every DL framework):
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._shapes import (as_float_array, conv_args, conv_backward_args, conv_backward_data_args,
-                      conv_backward_weights_args, pool_args, pool_backward_args)
+from ._shapes import (BatchNormArgs, as_float_array, conv_args, conv_backward_args,
+                      conv_backward_data_args, conv_backward_weights_args, pool_args,
+                      pool_backward_args)
 
 
 def _pad(x, padding, value=0.0):
@@ -179,3 +180,52 @@ def softmax_cross_entropy(logits, labels):
     dlogits = np.exp(log_probs)
     dlogits[np.arange(n), labels] -= 1
     return loss, dlogits / n
+
+
+# ---------------------------------------------------------------- batch normalisation
+_relu = relu  # the op, under a name the functions' relu= flag does not hide
+_BN_AXES = (0, 2)  # BatchNormArgs.x is (N, C, L): statistics over the batch and the image
+
+
+def _per_channel(v):
+    return v[None, :, None]
+
+
+def batch_norm2d(x, gamma=None, beta=None, eps=1e-5, relu=False):
+    """(y, mean, var): the textbook normalisation with the batch's mean and biased variance."""
+    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d")
+    mean = a.x.mean(axis=_BN_AXES)
+    var = ((a.x - _per_channel(mean)) ** 2).mean(axis=_BN_AXES)
+    y = batch_norm2d_inference(x, mean, var, gamma, beta, eps, relu)
+    return y, mean, var
+
+
+def batch_norm2d_inference(x, mean, var, gamma=None, beta=None, eps=1e-5, relu=False):
+    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d_inference", mean, var, need_stats=True)
+    xhat = (a.x - _per_channel(a.mean)) / np.sqrt(_per_channel(a.var) + a.dtype.type(a.eps))
+    y = xhat if a.gamma is None else xhat * _per_channel(a.gamma)
+    if a.beta is not None:
+        y = y + _per_channel(a.beta)
+    return (_relu(y) if relu else y).reshape(a.shape)
+
+
+def batch_norm2d_backward(dy, x, mean, var, gamma=None, beta=None, eps=1e-5, relu=False):
+    """The chain rule through xhat = (x - mean) / sqrt(var + eps), mean and var written out
+    (through the ReLU first with relu=True)."""
+    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d_backward", mean, var, need_stats=True)
+    dy = a.checked_dy(dy)
+    if relu:
+        pre = batch_norm2d_inference(x, a.mean, a.var, a.gamma, a.beta, a.eps)
+        dy = relu_backward(dy, pre.reshape(a.x.shape))
+    m = a.x.shape[0] * a.x.shape[2]
+    inv_std = 1 / np.sqrt(_per_channel(a.var) + a.dtype.type(a.eps))
+    xc = a.x - _per_channel(a.mean)
+    xhat = xc * inv_std
+    dbeta = dy.sum(axis=_BN_AXES)
+    dgamma = (dy * xhat).sum(axis=_BN_AXES)
+    dxhat = dy if a.gamma is None else dy * _per_channel(a.gamma)
+    dvar = (dxhat * xc).sum(axis=_BN_AXES, keepdims=True) * -0.5 * inv_std ** 3
+    dmean = -(dxhat * inv_std).sum(axis=_BN_AXES, keepdims=True) \
+        - 2 * dvar * xc.sum(axis=_BN_AXES, keepdims=True) / m
+    dx = dxhat * inv_std + dvar * 2 * xc / m + dmean / m
+    return dx.reshape(a.shape), dgamma, dbeta

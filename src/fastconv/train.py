@@ -22,7 +22,8 @@ from ._dispatch import ALGORITHMS
 from ._files import atomic_write
 from .checkpoint import load_checkpoint, save_checkpoint
 from .datasets import CLASS_NAMES, load_fashion_mnist
-from .nn import SGD, Adam, Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential, make_rng
+from .nn import (SGD, Adam, BatchNorm2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D,
+                 ReLU, Residual, Sequential, make_rng)
 
 
 def cnn(rng=None, algorithm="auto"):
@@ -48,7 +49,38 @@ def lenet5(rng=None, algorithm="auto"):
     ])
 
 
-MODELS = {"cnn": cnn, "lenet5": lenet5}
+def _residual_block(c_in, c_out, stride, algorithm, rng):
+    """conv3x3(stride)-BN-ReLU-conv3x3-BN, added to x (or to a 1x1 strided projection + BN of x
+    when the shape changes); the ReLU after the sum is the caller's."""
+    body = [Conv2D(c_in, c_out, 3, stride, 1, algorithm=algorithm, seed=rng), BatchNorm2D(c_out),
+            ReLU(), Conv2D(c_out, c_out, 3, 1, 1, algorithm=algorithm, seed=rng),
+            BatchNorm2D(c_out)]
+    shortcut = None
+    if stride != 1 or c_in != c_out:
+        shortcut = [Conv2D(c_in, c_out, 1, stride, algorithm=algorithm, seed=rng),
+                    BatchNorm2D(c_out)]
+    return Residual(body, shortcut)
+
+
+def resnet(rng=None, algorithm="auto", widths=(16, 32, 64), blocks=1):
+    """A small ResNet (He et al., 2016, the CIFAR variant) for 28x28 inputs: conv3x3(1->16)-BN-
+    ReLU, three stages of `blocks` residual blocks (16, 32, 64 channels at 28x28, 14x14 and 7x7;
+    each later stage starts with a stride-2 block and a projection shortcut), global average
+    pooling and dense(64->10)."""
+    rng = make_rng(rng)
+    layers = [Conv2D(1, widths[0], 3, padding=1, algorithm=algorithm, seed=rng),
+              BatchNorm2D(widths[0]), ReLU()]
+    c_in = widths[0]
+    for stage, width in enumerate(widths):
+        for i in range(blocks):
+            stride = 2 if stage > 0 and i == 0 else 1
+            layers += [_residual_block(c_in, width, stride, algorithm, rng), ReLU()]
+            c_in = width
+    layers += [GlobalAvgPool2D(), Dense(c_in, 10, seed=rng)]
+    return Sequential(layers)
+
+
+MODELS = {"cnn": cnn, "lenet5": lenet5, "resnet": resnet}
 
 
 def _positive_int(text):

@@ -1,7 +1,8 @@
 """Layers: objects holding parameters, with ``forward(x, training=True)`` and ``backward(dout)``.
 
 Each layer keeps ``params`` and ``grads``, dicts of NumPy arrays with the same keys ("w", "b"),
-so any optimiser can update any layer. ``forward`` caches what ``backward`` needs only when
+so any optimiser can update any layer, and ``buffers``: state that is saved with the model but
+not trained (a batch norm's running statistics). ``forward`` caches what ``backward`` needs only when
 ``training`` is true; ``backward`` fills ``grads`` and returns dL/dx (or None when
 ``needs_input_grad`` is false: a first layer whose input gradient nobody reads).
 The arithmetic is in `fastconv.functional`; layers only hold state and check arguments.
@@ -39,6 +40,7 @@ class Layer:
     def __init__(self):
         self.params = {}
         self.grads = {}
+        self.buffers = {}
         self.needs_input_grad = True
 
     def forward(self, x, training=True):
@@ -61,6 +63,16 @@ class Layer:
         building it (Sequential.load checks a file's arrays against it before allocating)."""
         return {}
 
+    @classmethod
+    def buffer_shapes(cls, **config):
+        """{name: shape} of the buffers (saved, untrained state), like `param_shapes`."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config, dtype=None):
+        """The layer `config()` describes (what `Sequential.load` builds before setting arrays)."""
+        return cls(**config) if dtype is None else cls(**config, dtype=dtype)
+
     @property
     def num_params(self):
         return int(sum(p.size for p in self.params.values()))
@@ -74,6 +86,8 @@ class Layer:
         dtype = check_dtype(dtype)
         for key, value in self.params.items():
             self.params[key] = value.astype(dtype)
+        for key, value in self.buffers.items():
+            self.buffers[key] = value.astype(dtype)
         self.grads = {key: np.zeros_like(value) for key, value in self.params.items()}
         return self
 
@@ -234,22 +248,23 @@ class ReLU(Layer):
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = bool(inplace)
-        #: Set by `Sequential` when the next layer is a MaxPool2D that applies this ReLU itself
-        #: (its ``fuse_relu``): forward and backward then pass their argument through.
-        self.fused_into_next = False
+        #: Set by `Sequential` when a neighbour applies this ReLU itself (its ``fuse_relu``: the
+        #: MaxPool2D after it, or the BatchNorm before it): forward and backward then pass their
+        #: argument through.
+        self.fused = False
         self._mask = None
 
     def forward(self, x, training=True):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"ReLU: x must be a numpy array, got {type(x).__name__}")
-        if self.fused_into_next:
+        if self.fused:
             return x
         out = np.maximum(x, 0, out=x if self.inplace else None)
         self._mask = (out > 0) if training else None  # NaN outputs pass no gradient
         return out
 
     def backward(self, dout):
-        if self.fused_into_next:
+        if self.fused:
             return dout
         if self._mask is None:
             raise RuntimeError("ReLU.backward called without a forward(training=True) first")
@@ -363,5 +378,147 @@ class Dropout(Layer):
         return {"p": self.p}
 
 
+class _BatchNorm(Layer):
+    """Batch normalisation over the channel axis (axis 1), PyTorch's conventions.
+
+    Training: each channel is normalised with the batch's mean and biased variance, and the
+    running statistics move by ``momentum`` towards the batch's mean and *unbiased* variance
+    (running = (1 - momentum) * running + momentum * batch). Evaluation (training=False):
+    normalised with the running statistics. params "gamma" (ones) and "beta" (zeros) when
+    ``affine``; buffers "running_mean" (zeros) and "running_var" (ones). Optimisers do not
+    decay gamma or beta (weight decay applies to "w" only).
+    """
+    ndim = None
+    layout = None
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32):
+        super().__init__()
+        name = type(self).__name__
+        self.num_features = _positive_int(num_features, "num_features", name)
+        for value, what in ((eps, "eps"), (momentum, "momentum")):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1 \
+                    or (what == "eps" and value == 0):
+                bound = "in (0, 1]" if what == "eps" else "in [0, 1]"
+                raise ValueError(f"{name}: {what} must be a number {bound}, got {value!r}")
+        self.eps, self.momentum, self.affine = float(eps), float(momentum), bool(affine)
+        #: Set by `Sequential` when a ReLU follows: forward returns relu(bn(x)) in the same pass
+        #: and backward takes the ReLU's gradient too (its mask recomputed from x), the ReLU
+        #: passing its argument through.
+        self.fuse_relu = False
+        dtype = check_dtype(dtype)
+        c = self.num_features
+        if self.affine:
+            self.params = {"gamma": np.ones(c, dtype), "beta": np.zeros(c, dtype)}
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.buffers = {"running_mean": np.zeros(c, dtype), "running_var": np.ones(c, dtype)}
+        self._cache = None
+
+    @property
+    def dtype(self):
+        return self.buffers["running_mean"].dtype
+
+    def forward(self, x, training=True):
+        name = type(self).__name__
+        _check_input(x, self.ndim, self.layout, name)
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{name}: expected {self.num_features} channels (x.shape[1]), got x "
+                             f"of shape {x.shape}")
+        gamma, beta = self.params.get("gamma"), self.params.get("beta")
+        running_mean, running_var = self.buffers["running_mean"], self.buffers["running_var"]
+        if not training:
+            self._cache = None
+            return F.batch_norm2d_inference(x, running_mean, running_var, gamma, beta, self.eps,
+                                            self.fuse_relu)
+        count = x.size // x.shape[1]
+        if count < 2:
+            raise ValueError(f"{name}: training needs more than one value per channel (x of shape "
+                             f"{x.shape}) to estimate a variance")
+        y, mean, var = F.batch_norm2d(x, gamma, beta, self.eps, self.fuse_relu)
+        m = running_mean.dtype.type(self.momentum)
+        running_mean *= 1 - m
+        running_mean += m * mean
+        running_var *= 1 - m
+        running_var += (m * count / (count - 1)) * var
+        self._cache = (x, mean, var)
+        return y
+
+    def backward(self, dout):
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called without a "
+                               f"forward(training=True) first")
+        (x, mean, var), self._cache = self._cache, None
+        dx, dgamma, dbeta = F.batch_norm2d_backward(dout, x, mean, var, self.params.get("gamma"),
+                                                    self.params.get("beta"), self.eps,
+                                                    self.fuse_relu)
+        if self.affine:
+            self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
+        return dx if self.needs_input_grad else None
+
+    def scale_shift(self):
+        """(scale, shift) of the evaluation-mode map y = x * scale + shift per channel, in
+        float64 (what `Sequential.fold_batch_norm` folds into the layer before)."""
+        inv_std = 1.0 / np.sqrt(self.buffers["running_var"].astype(np.float64) + self.eps)
+        scale = inv_std * self.params["gamma"] if self.affine else inv_std
+        shift = -self.buffers["running_mean"] * scale
+        if self.affine:
+            shift = shift + self.params["beta"]
+        return scale, shift
+
+    def output_shape(self, input_shape):
+        if input_shape[0] != self.num_features:
+            raise ValueError(f"{type(self).__name__} expects {self.num_features} channels, got "
+                             f"shape {tuple(input_shape)}")
+        return tuple(input_shape)
+
+    @classmethod
+    def param_shapes(cls, num_features, affine=True, **_):
+        c = _positive_int(num_features, "num_features", cls.__name__)
+        return {"gamma": (c,), "beta": (c,)} if affine else {}
+
+    @classmethod
+    def buffer_shapes(cls, num_features, **_):
+        c = _positive_int(num_features, "num_features", cls.__name__)
+        return {"running_mean": (c,), "running_var": (c,)}
+
+    def config(self):
+        return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
+                "affine": self.affine}
+
+
+class BatchNorm2D(_BatchNorm):
+    """Batch normalisation of (N, C, H, W) activations per channel, over N, H and W."""
+    ndim, layout = 4, "(N, C, H, W)"
+
+
+class BatchNorm1D(_BatchNorm):
+    """Batch normalisation of (N, D) features per feature, over the batch."""
+    ndim, layout = 2, "(N, num_features)"
+
+
+class GlobalAvgPool2D(Layer):
+    """(N, C, H, W) -> (N, C): the mean of each channel's image (a ResNet's last pooling)."""
+
+    def __init__(self):
+        super().__init__()
+        self._shape = None
+
+    def forward(self, x, training=True):
+        _check_input(x, 4, "(N, C, H, W)", "GlobalAvgPool2D")
+        self._shape = x.shape
+        return x.mean(axis=(2, 3), dtype=x.dtype)
+
+    def backward(self, dout):
+        if self._shape is None:
+            raise RuntimeError("GlobalAvgPool2D.backward called without a forward first")
+        n, c, h, w = self._shape
+        if dout.shape != (n, c):
+            raise ValueError(f"GlobalAvgPool2D: dout must have shape {(n, c)}, got {dout.shape}")
+        scaled = dout * dout.dtype.type(1.0 / (h * w))
+        return np.broadcast_to(scaled[:, :, None, None], self._shape).copy()
+
+    def output_shape(self, input_shape):
+        return (input_shape[0],)
+
+
 LAYERS = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, AvgPool2D, L2Pool2D, ReLU, Flatten,
-                                        Dense, Dropout)}
+                                        Dense, Dropout, BatchNorm2D, BatchNorm1D, GlobalAvgPool2D)}

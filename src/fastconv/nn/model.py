@@ -10,7 +10,7 @@ import numpy as np
 
 from .._files import atomic_write
 from .init import check_dtype, make_rng
-from .layers import LAYERS, Dropout, Flatten, Layer, MaxPool2D, ReLU
+from .layers import LAYERS, Dense, Conv2D, Dropout, Flatten, Layer, MaxPool2D, ReLU, _BatchNorm
 from .losses import LOSSES, SoftmaxCrossEntropy
 from .optim import Adam, Optimizer
 
@@ -44,9 +44,11 @@ class Sequential:
     ``input_grad=False`` (the default) tells the first layer its dx is not needed, so a first
     Conv2D skips its backward-data pass and `backward` returns None.
 
-    ``fuse=True`` (the default) runs each ReLU directly followed by a MaxPool2D as one fused
-    relu + max-pool op (max pooling commutes with ReLU): identical results, two fewer
-    activation-sized passes per pair and direction. ``fuse=False`` runs every layer on its own.
+    ``fuse=True`` (the default) runs each ReLU right after a BatchNorm as one fused batch norm +
+    relu op, and each other ReLU directly followed by a MaxPool2D as one fused relu + max-pool
+    op (max pooling commutes with ReLU): the same results (bit-identical for the pool), two
+    fewer activation-sized passes per pair and direction and no mask. ``fuse=False`` runs every
+    layer on its own.
     """
 
     def __init__(self, layers, loss=None, input_grad=False, fuse=True):
@@ -72,23 +74,27 @@ class Sequential:
         An input may be overwritten when it is a fresh array the previous layer made and does
         not keep: never the caller's x (nor a Flatten view of it), hence the `fresh` walk.
         """
-        # ReLU -> MaxPool2D pairs: the pool applies the ReLU (see MaxPool2D.fuse_relu)
+        # BatchNorm -> ReLU pairs, then the other ReLU -> MaxPool2D pairs: the neighbour applies
+        # the ReLU (see _BatchNorm.fuse_relu, MaxPool2D.fuse_relu), which passes through
         for layer in self.layers:
             if isinstance(layer, ReLU):
-                layer.fused_into_next = False
-            if isinstance(layer, MaxPool2D):
+                layer.fused = False
+            if isinstance(layer, (MaxPool2D, _BatchNorm)):
                 layer.fuse_relu = False
         if self.fuse:
             for layer, following in zip(self.layers, self.layers[1:]):
-                if type(layer) is ReLU and type(following) is MaxPool2D:
-                    layer.fused_into_next = following.fuse_relu = True
+                if isinstance(layer, _BatchNorm) and type(following) is ReLU:
+                    layer.fuse_relu = following.fused = True
+            for layer, following in zip(self.layers, self.layers[1:]):
+                if type(layer) is ReLU and not layer.fused and type(following) is MaxPool2D:
+                    layer.fused = following.fuse_relu = True
         fresh, prev = False, None
         for i, layer in enumerate(self.layers):
             layer.needs_input_grad = self.input_grad if i == 0 else True
             if isinstance(layer, (ReLU, Dropout)):
                 layer.inplace = fresh and not prev.keeps_output
             aliases = (isinstance(layer, (Flatten, Dropout)) or getattr(layer, "inplace", False)
-                       or getattr(layer, "fused_into_next", False))
+                       or getattr(layer, "fused", False))
             fresh = fresh if aliases else True
             prev = layer
 
@@ -133,7 +139,7 @@ class Sequential:
         reached from the end through layers that hand the gradient on unchanged (Flatten's view,
         a ReLU fused into the next layer, a Dropout that is the identity)."""
         for layer in reversed(self.layers):
-            if isinstance(layer, Flatten) or getattr(layer, "fused_into_next", False):
+            if isinstance(layer, Flatten) or getattr(layer, "fused", False):
                 continue
             if isinstance(layer, (ReLU, Dropout)):
                 if layer.inplace:
@@ -297,12 +303,24 @@ class Sequential:
         return total_loss / n, correct / n, time.perf_counter() - start
 
     def _snapshot(self):
-        return [{k: v.copy() for k, v in layer.params.items()} for layer in self.layers]
+        return [{k: v.copy() for k, v in _state_arrays(layer).items()} for layer in self.layers]
 
     def _restore(self, snapshot):
         for layer, saved in zip(self.layers, snapshot):
+            arrays = _state_arrays(layer)
             for k, v in saved.items():
-                layer.params[k][...] = v  # in place: optimiser state stays attached
+                arrays[k][...] = v  # in place: optimiser state stays attached
+
+    def fold_batch_norm(self):
+        """A new model for inference in which every BatchNorm right after a Conv2D (or a
+        BatchNorm1D right after a Dense) is folded into that layer's weights and bias, as
+        inference engines do: w' = w * scale, b' = b * scale + shift per output channel, with
+        scale = gamma / sqrt(running_var + eps), shift = beta - running_mean * scale (computed
+        in float64). Its evaluation-mode outputs equal this model's up to rounding; it has
+        no batch norm left after those layers, so it is not meant for further training. This
+        model is not changed."""
+        return Sequential(_fold_batch_norm(self.layers), loss=self.loss,
+                          input_grad=self.input_grad, fuse=self.fuse)
 
     # ------------------------------------------------------------ description
     def layer_shapes(self, input_shape):
@@ -325,8 +343,13 @@ class Sequential:
         """A table of layers, output shapes (C, H, W) and parameter counts; returns it as text."""
         rows = self.layer_shapes(input_shape)
         table = [("Layer", "Output shape", "Params")]
-        table += [(name, str(tuple(shape)), f"{count:,}")
-                  for name, shape, count in rows]
+        shape = tuple(input_shape)
+        for layer, (name, out_shape, count) in zip(self.layers, rows):
+            table.append((name, str(tuple(out_shape)), f"{count:,}"))
+            if isinstance(layer, Residual):  # its branches' layers, indented under it
+                table += [(f"  {sub}", str(tuple(s)), f"{c:,}")
+                          for sub, s, c in layer.sublayer_shapes(shape)]
+            shape = out_shape
         widths = [max(len(r[i]) for r in table) for i in range(3)]
         line = "-" * (sum(widths) + 4)
         fmt = lambda r: f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}"  # noqa: E731
@@ -353,7 +376,7 @@ class Sequential:
         ({name: array}) adds entries that `load` ignores (a checkpoint's optimiser state)."""
         arrays = {"architecture": np.array(json.dumps(self.architecture()))}
         for i, layer in enumerate(self.layers):
-            for key, value in layer.params.items():
+            for key, value in _state_arrays(layer).items():
                 arrays[f"layer{i}.{key}"] = value
         for name, value in (extra or {}).items():
             if name in arrays:
@@ -386,14 +409,15 @@ class Sequential:
             except Exception as exc:  # a damaged member: BadZipFile, EOFError, zlib.error, ...
                 raise ValueError(f"{path}: damaged archive ({type(exc).__name__}: {exc})") from None
         layers = []
-        for i, ((layer_cls, config), arrays) in enumerate(zip(specs, params)):
-            dtype = {"dtype": next(iter(arrays.values())).dtype} if arrays else {}
+        for i, ((layer_cls, config), (arrays, buffers)) in enumerate(zip(specs, params)):
+            held = list(arrays.values()) + list(buffers.values())
             try:
-                layer = layer_cls(**config, **dtype)
+                layer = layer_cls.from_config(config, held[0].dtype if held else None)
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"{path}: layer {i} ({layer_cls.__name__}): bad configuration "
                                  f"{config!r}: {exc}") from None
             layer.params = arrays
+            layer.buffers = buffers
             layer.grads = {k: np.zeros_like(v) for k, v in arrays.items()}
             layers.append(layer)
         loss = LOSSES.get(arch.get("loss"), SoftmaxCrossEntropy)()
@@ -418,14 +442,11 @@ def _read_model(data):
         raise ValueError("the architecture has no list of layers")
     specs, params, dtypes = [], [], set()
     for i, spec in enumerate(arch["layers"]):
-        if not isinstance(spec, dict) or not isinstance(spec.get("config", {}), dict):
-            raise ValueError(f"layer {i}: expected {{'class': ..., 'config': {{...}}}}, got {spec!r}")
-        name = spec.get("class")
-        if name not in LAYERS:
-            raise ValueError(f"layer {i}: unknown layer class {name!r}")
-        layer_cls, config = LAYERS[name], spec.get("config", {})
+        layer_cls, config = _layer_spec(spec, f"layer {i}")
+        name = layer_cls.__name__
         try:
-            shapes = layer_cls.param_shapes(**config)
+            param_shapes = layer_cls.param_shapes(**config)
+            shapes = {**param_shapes, **layer_cls.buffer_shapes(**config)}
         except (TypeError, ValueError) as exc:
             raise ValueError(f"layer {i} ({name}): bad configuration {config!r}: {exc}") from None
         arrays = {}
@@ -442,8 +463,216 @@ def _read_model(data):
             dtypes.add(value.dtype)
             arrays[key] = value
         specs.append((layer_cls, config))
-        params.append(arrays)
+        params.append(({k: v for k, v in arrays.items() if k in param_shapes},
+                       {k: v for k, v in arrays.items() if k not in param_shapes}))
     if len(dtypes) > 1:
         raise ValueError(f"parameters of mixed dtypes {sorted(str(d) for d in dtypes)}: a model is "
                          f"all float32 or all float64")
     return specs, arch, params
+
+
+def _state_arrays(layer):
+    """A layer's parameters and buffers in one dict (what a model file and a snapshot hold)."""
+    return {**layer.params, **layer.buffers}
+
+
+def _layer_spec(spec, where):
+    """(layer class, config) of one {"class": ..., "config": {...}} entry, or a ValueError."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("config", {}), dict):
+        raise ValueError(f"{where}: expected {{'class': ..., 'config': {{...}}}}, got {spec!r}")
+    name = spec.get("class")
+    if name not in LAYER_CLASSES:
+        raise ValueError(f"{where}: unknown layer class {name!r}")
+    return LAYER_CLASSES[name], spec.get("config", {})
+
+
+class Residual(Layer):
+    """y = body(x) + shortcut(x): a residual block's skip connection (He et al., 2016).
+
+    ``body`` and ``shortcut`` are lists of layers (or Sequential models), each run as a chain;
+    ``shortcut=None`` is the identity, so the body must then keep x's shape (a strided or
+    channel-changing body needs a projection shortcut, e.g. a 1x1 strided Conv2D and a
+    BatchNorm2D). Nests in `Sequential` and in other Residuals; the usual ReLU after the sum is
+    the next layer. Backward sends dout through both branches and adds their input gradients.
+
+    ``params``, ``grads`` and ``buffers`` are the branches' own, flattened under dotted names
+    ("body.0.w", "shortcut.1.running_mean"): optimisers, save/load, checkpoints and
+    `fastconv.distributed` handle a Residual as any other layer.
+    """
+
+    def __init__(self, body, shortcut=None):  # no Layer.__init__: params etc. are views
+        self.body = _chain(body, "body")
+        self.shortcut = None if shortcut is None else _chain(shortcut, "shortcut")
+        self.needs_input_grad = True
+        self._input_shape = None
+
+    def _branches(self):
+        return [("body", self.body)] + ([("shortcut", self.shortcut)] if self.shortcut else [])
+
+    def _flat(self, attr):
+        return {f"{name}.{j}.{key}": value for name, branch in self._branches()
+                for j, layer in enumerate(branch.layers)
+                for key, value in getattr(layer, attr).items()}
+
+    def _assign(self, attr, arrays):
+        for name, branch in self._branches():
+            for j, layer in enumerate(branch.layers):
+                prefix = f"{name}.{j}."
+                setattr(layer, attr, {k[len(prefix):]: v for k, v in arrays.items()
+                                      if k.startswith(prefix)})
+
+    params = property(lambda self: self._flat("params"), lambda self, v: self._assign("params", v))
+    grads = property(lambda self: self._flat("grads"), lambda self, v: self._assign("grads", v))
+    buffers = property(lambda self: self._flat("buffers"),
+                       lambda self, v: self._assign("buffers", v))
+
+    @property
+    def dtype(self):
+        arrays = list(self.params.values()) + list(self.buffers.values())
+        return arrays[0].dtype if arrays else None
+
+    def astype(self, dtype):
+        for _, branch in self._branches():
+            branch.astype(dtype)
+        return self
+
+    def forward(self, x, training=True):
+        _check_array(x, "Residual")
+        y = self.body.forward(x, training)
+        s = x if self.shortcut is None else self.shortcut.forward(x, training)
+        if y.shape != s.shape:
+            raise ValueError(f"Residual: the body's output {y.shape} and the shortcut's {s.shape} "
+                             f"differ; give the block a projection shortcut")
+        self._input_shape = x.shape
+        if np.may_share_memory(y, x) or np.may_share_memory(y, s):
+            return y + s  # a body of pass-through layers hands back x itself
+        y += s
+        return y
+
+    def backward(self, dout):
+        if self._input_shape is None:
+            raise RuntimeError("Residual.backward called without a forward first")
+        dx = self.body.backward(dout)  # a Sequential never writes the gradient it is given
+        ds = dout if self.shortcut is None else self.shortcut.backward(dout)
+        self._input_shape = None
+        if np.may_share_memory(dx, dout) or np.may_share_memory(dx, ds):
+            dx = dx + ds
+        else:
+            dx += ds
+        return dx if self.needs_input_grad else None
+
+    def output_shape(self, input_shape):
+        out = self.body.layer_shapes(input_shape)[-1][1]
+        short = (tuple(input_shape) if self.shortcut is None
+                 else self.shortcut.layer_shapes(input_shape)[-1][1])
+        if tuple(out) != tuple(short):
+            raise ValueError(f"Residual: for input {tuple(input_shape)} the body gives {tuple(out)} "
+                             f"but the shortcut {tuple(short)}")
+        return tuple(out)
+
+    @property
+    def num_params(self):
+        return sum(branch.num_params for _, branch in self._branches())
+
+    def sublayer_shapes(self, input_shape):
+        """[(name, output shape, parameter count)] of each branch's layers, for `summary`."""
+        return [(f"{name}.{row[0]}",) + tuple(row[1:]) for name, branch in self._branches()
+                for row in branch.layer_shapes(input_shape)]
+
+    def config(self):
+        return {"body": self.body.architecture()["layers"],
+                "shortcut": None if self.shortcut is None
+                else self.shortcut.architecture()["layers"]}
+
+    @classmethod
+    def _specs(cls, body, shortcut):
+        out = []
+        for name, specs in (("body", body), ("shortcut", shortcut)):
+            if specs is None and name == "shortcut":
+                continue
+            if not isinstance(specs, list) or not specs:
+                raise ValueError(f"Residual: {name} must be a non-empty list of layer entries")
+            out += [(f"{name}.{j}.",) + _layer_spec(spec, f"Residual {name}[{j}]")
+                    for j, spec in enumerate(specs)]
+        return out
+
+    @classmethod
+    def param_shapes(cls, body, shortcut=None, **_):
+        return {prefix + k: v for prefix, layer_cls, config in cls._specs(body, shortcut)
+                for k, v in layer_cls.param_shapes(**config).items()}
+
+    @classmethod
+    def buffer_shapes(cls, body, shortcut=None, **_):
+        return {prefix + k: v for prefix, layer_cls, config in cls._specs(body, shortcut)
+                for k, v in layer_cls.buffer_shapes(**config).items()}
+
+    @classmethod
+    def from_config(cls, config, dtype=None):
+        branches = {}
+        for prefix, layer_cls, sub in cls._specs(config.get("body"), config.get("shortcut")):
+            held = {**layer_cls.param_shapes(**sub), **layer_cls.buffer_shapes(**sub)}
+            layer = layer_cls.from_config(sub, dtype if held else None)
+            branches.setdefault(prefix.split(".")[0], []).append(layer)
+        return cls(branches["body"], branches.get("shortcut"))
+
+
+def _check_array(x, owner):
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{owner}: x must be a numpy array, got {type(x).__name__}")
+
+
+def _chain(layers, name):
+    """A branch of a Residual as a Sequential that always computes its input gradient."""
+    if isinstance(layers, Sequential):
+        layers = layers.layers
+    if isinstance(layers, Layer):
+        layers = [layers]
+    try:
+        layers = list(layers)
+    except TypeError:
+        raise TypeError(f"Residual: {name} must be a list of layers, got {type(layers).__name__}") from None
+    if not layers:
+        raise ValueError(f"Residual: {name} needs at least one layer")
+    for j, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Residual: {name}[{j}] must be a fastconv.nn layer, got "
+                            f"{type(layer).__name__}")
+    return Sequential(layers, input_grad=True)
+
+
+def _clone(layer):
+    """An independent copy of a layer (same configuration, copies of its arrays)."""
+    copy = type(layer).from_config(layer.config(), layer.dtype if _state_arrays(layer) else None)
+    copy.params = {k: v.copy() for k, v in layer.params.items()}
+    copy.buffers = {k: v.copy() for k, v in layer.buffers.items()}
+    copy.grads = {k: np.zeros_like(v) for k, v in copy.params.items()}
+    return copy
+
+
+def _fold_batch_norm(layers):
+    """Copies of `layers` with each (Conv2D, BatchNorm2D) / (Dense, BatchNorm1D) pair folded
+    into the first layer, recursively inside Residual branches."""
+    out, i = [], 0
+    while i < len(layers):
+        layer = layers[i]
+        following = layers[i + 1] if i + 1 < len(layers) else None
+        if isinstance(layer, Residual):
+            out.append(Residual(_fold_batch_norm(layer.body.layers),
+                                None if layer.shortcut is None
+                                else _fold_batch_norm(layer.shortcut.layers)))
+        elif isinstance(layer, (Conv2D, Dense)) and isinstance(following, _BatchNorm):
+            scale, shift = following.scale_shift()
+            folded = _clone(layer)
+            w, b = layer.params["w"].astype(np.float64), layer.params["b"].astype(np.float64)
+            w = w * (scale[:, None, None, None] if isinstance(layer, Conv2D) else scale[None, :])
+            folded.params["w"] = w.astype(layer.dtype)
+            folded.params["b"] = (b * scale + shift).astype(layer.dtype)
+            out.append(folded)
+            i += 1  # the batch norm is gone
+        else:
+            out.append(_clone(layer))
+        i += 1
+    return out
+
+
+LAYER_CLASSES = {**LAYERS, "Residual": Residual}

@@ -2,8 +2,9 @@
 
 ``step(layers)`` accepts a `Sequential`, one layer, or an iterable of layers. Parameters are
 updated in place (so references held elsewhere stay valid); per-parameter state (velocity,
-moments) is keyed by the parameter array itself. Weight decay applies to weights ("w") only:
-decaying biases only hurts (they do not add capacity).
+moments) is keyed by the parameter array itself. Weight decay applies to weights ("w", or a
+Residual's "body.0.w") only: decaying biases or a batch norm's gamma and beta only hurts (they
+do not add capacity).
 """
 import math
 import numbers
@@ -116,7 +117,7 @@ class Optimizer:
                 if g is None or g.shape != p.shape:
                     raise ValueError(f"{type(layer).__name__}.grads[{key!r}] is missing or has the "
                                      f"wrong shape; call backward() before step()")
-                self._update(p, g, self._slot(p), decay=key == "w")
+                self._update(p, g, self._slot(p), decay=key.rsplit(".", 1)[-1] == "w")
 
     def _update(self, p, g, state, decay):
         raise NotImplementedError

@@ -1,0 +1,172 @@
+"""Batch normalisation ops (fastconv.functional.batch_norm2d*): against the NumPy reference,
+finite differences, a hand-checked example, PyTorch's functional batch norm when installed,
+thread-count independence and argument errors."""
+import numpy as np
+import pytest
+
+import fastconv
+from fastconv import functional as F
+from fastconv import reference as R
+
+SHAPES = [(1, 1, 1, 2), (1, 3, 1, 1), (2, 1, 1, 1), (4, 3, 5, 7), (3, 5, 13, 11), (2, 17, 7, 3),
+          (7, 5), (1, 4), (5, 1), (2, 16, 28, 28)]
+DTYPES = [np.float32, np.float64]
+
+
+def data(shape, dtype, seed=0, offset=1.0, scale=3.0):
+    rng = np.random.default_rng(seed)
+    c = shape[1]
+    x = (rng.standard_normal(shape) * scale + offset).astype(dtype)
+    return x, rng.standard_normal(c).astype(dtype), rng.standard_normal(c).astype(dtype), \
+        rng.standard_normal(shape).astype(dtype)
+
+
+def close(a, b, dtype, scale=1.0):
+    tol = (2e-5 if dtype == np.float32 else 1e-12) * scale
+    np.testing.assert_allclose(a, b, rtol=tol, atol=tol * max(1.0, float(np.abs(b).max())))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relu", [False, True])
+def test_batch_norm_matches_the_reference(shape, dtype, relu):
+    x, gamma, beta, dy = data(shape, dtype)
+    if x.size // x.shape[1] == 1:  # one value per channel: x - mean is 0 in the reference only
+        x[...] = 0
+    y, mean, var = F.batch_norm2d(x, gamma, beta, relu=relu)
+    y_ref, mean_ref, var_ref = R.batch_norm2d(x, gamma, beta, relu=relu)
+    for got, want in ((mean, mean_ref), (var, var_ref), (y, y_ref)):
+        assert got.dtype == dtype and got.shape == want.shape
+        close(got, want, dtype)
+    grads = F.batch_norm2d_backward(dy, x, mean, var, gamma, beta, relu=relu)
+    grads_ref = R.batch_norm2d_backward(dy, x, mean_ref, var_ref, gamma, beta, relu=relu)
+    for got, want in zip(grads, grads_ref):
+        assert got.dtype == dtype and got.shape == want.shape
+        close(got, want, dtype, scale=10)
+    y_inf = F.batch_norm2d_inference(x, mean, var, gamma, beta, relu=relu)
+    close(y_inf, R.batch_norm2d_inference(x, mean, var, gamma, beta, relu=relu), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_statistics_stay_accurate_far_from_zero(dtype):
+    """One pass over shifted data: a mean 1e4 times the spread still gives the right variance
+    (the textbook sum-of-squares formula loses every digit of it in float32)."""
+    x, *_ = data((8, 3, 9, 9), dtype, offset=1e4, scale=1.0)
+    _, mean, var = F.batch_norm2d(x)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(mean, x64.mean(axis=(0, 2, 3)), rtol=1e-6)
+    np.testing.assert_allclose(var, x64.var(axis=(0, 2, 3)), rtol=1e-3 if dtype == np.float32 else 1e-9)
+
+
+def test_a_hand_checked_example():
+    x = np.array([[[[1.0, 3.0]]], [[[5.0, 7.0]]]])  # one channel: mean 4, variance 5
+    y, mean, var = F.batch_norm2d(x, np.array([2.0]), np.array([1.0]), eps=0.0 + 1e-12)
+    assert mean[0] == 4.0 and var[0] == 5.0
+    np.testing.assert_allclose(y.ravel(), 2 * (np.array([1, 3, 5, 7]) - 4) / np.sqrt(5) + 1)
+    dx, dgamma, dbeta = F.batch_norm2d_backward(np.ones_like(x), x, mean, var, np.array([2.0]))
+    np.testing.assert_allclose(dx, 0, atol=1e-12)  # a constant gradient is removed by the mean
+    assert dbeta[0] == 4.0 and abs(dgamma[0]) < 1e-12
+
+
+def numeric_grad(f, a, eps=1e-6):
+    grad = np.zeros_like(a)
+    for i in np.ndindex(a.shape):
+        old = a[i]
+        a[i] = old + eps
+        plus = f()
+        a[i] = old - eps
+        minus = f()
+        a[i] = old
+        grad[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 3, 4), (1, 3, 2, 5), (6, 4)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_gradients_match_finite_differences(shape, relu, one_thread):
+    x, gamma, beta, dy = data(shape, np.float64, seed=4)
+
+    def loss():
+        return float((F.batch_norm2d(x, gamma, beta, relu=relu)[0] * dy).sum())
+
+    _, mean, var = F.batch_norm2d(x, gamma, beta)
+    dx, dgamma, dbeta = F.batch_norm2d_backward(dy, x, mean, var, gamma, beta, relu=relu)
+    for analytic, arr in ((dx, x), (dgamma, gamma), (dbeta, beta)):
+        np.testing.assert_allclose(analytic, numeric_grad(loss, arr), rtol=1e-5, atol=1e-7)
+
+
+def test_without_gamma_and_beta_is_plain_standardisation():
+    x, *_ = data((4, 3, 5, 5), np.float64)
+    y, mean, var = F.batch_norm2d(x, eps=1e-5)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), var / (var + 1e-5), rtol=1e-10)
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    x, gamma, beta, dy = data((4, 7, 9, 9), np.float32, seed=2)
+    before = fastconv.get_num_threads()
+    outs = []
+    try:
+        for n in (1, 2, 3):
+            fastconv.set_num_threads(n)
+            y, mean, var = F.batch_norm2d(x, gamma, beta, relu=True)
+            outs.append((y, mean, var) + F.batch_norm2d_backward(dy, x, mean, var, gamma, beta,
+                                                                  relu=True))
+    finally:
+        fastconv.set_num_threads(before)
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_inputs_are_not_modified_and_non_contiguous_inputs_work():
+    x, gamma, beta, dy = data((6, 3, 5, 8), np.float64)
+    xt = np.ascontiguousarray(x.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)  # x, not C-order
+    copies = [a.copy() for a in (x, gamma, beta, dy)]
+    y, mean, var = F.batch_norm2d(xt, gamma, beta)
+    np.testing.assert_allclose(y, R.batch_norm2d(x, gamma, beta)[0], rtol=1e-12, atol=1e-12)
+    F.batch_norm2d_backward(dy, xt, mean, var, gamma, beta, relu=True)
+    for a, b in zip((x, gamma, beta, dy), copies):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_nan_semantics_follow_the_reference():
+    x, gamma, beta, dy = data((2, 2, 3, 3), np.float64)
+    x[0, 1, 1, 1] = np.nan
+    y, mean, var = F.batch_norm2d(x, gamma, beta, relu=True)
+    y_ref, *_ = R.batch_norm2d(x, gamma, beta, relu=True)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(y_ref))
+    assert np.isnan(y[:, 1]).all() and not np.isnan(y[:, 0]).any()  # the channel's statistics
+
+
+def test_matches_pytorch_when_installed():
+    torch = pytest.importorskip("torch")  # an extra check; the reference tests always run
+    x, gamma, beta, dy = data((4, 5, 6, 7), np.float64, seed=9)
+    tx = torch.tensor(x, requires_grad=True)
+    tg, tb = torch.tensor(gamma, requires_grad=True), torch.tensor(beta, requires_grad=True)
+    ty = torch.nn.functional.batch_norm(tx, None, None, tg, tb, training=True, eps=1e-5)
+    ty.backward(torch.tensor(dy))
+    y, mean, var = F.batch_norm2d(x, gamma, beta)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-10, atol=1e-12)
+    for got, want in zip(F.batch_norm2d_backward(dy, x, mean, var, gamma, beta),
+                         (tx.grad, tg.grad, tb.grad)):
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda x, g: F.batch_norm2d(x[0]), ValueError, "(N, C, H, W) or (N, C)"),
+    (lambda x, g: F.batch_norm2d(x, g[:2]), ValueError, "gamma must have shape (3,)"),
+    (lambda x, g: F.batch_norm2d(x, g.astype(np.float64)), TypeError, "gamma has dtype float64"),
+    (lambda x, g: F.batch_norm2d(x.astype(int)), TypeError, "float32 or float64"),
+    (lambda x, g: F.batch_norm2d(x, eps=0), ValueError, "eps must be a finite number > 0"),
+    (lambda x, g: F.batch_norm2d(x, eps=float("nan")), ValueError, "eps"),
+    (lambda x, g: F.batch_norm2d(np.zeros((0, 3, 2, 2), np.float32)), ValueError, "zero-sized"),
+    (lambda x, g: F.batch_norm2d_inference(x, None, g), TypeError, "mean is required"),
+    (lambda x, g: F.batch_norm2d_backward(x[:, :, :1], x, g, g), ValueError, "dy must have x's shape"),
+])
+def test_bad_arguments_are_named(call, error, words):
+    x = np.ones((2, 3, 4, 4), np.float32)
+    g = np.ones(3, np.float32)
+    with pytest.raises(error) as info:
+        call(x, g)
+    assert words in str(info.value)
