@@ -178,19 +178,50 @@ def l2_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
 
 
 # ---------------------------------------------------------------- dense layers and losses
-def relu(x):
-    """max(x, 0), elementwise, as a new array (NaN stays NaN)."""
+def _flat_floats(*arrays):
+    """The arrays as 1-D views when all are C-contiguous float32 (or all float64), else None."""
+    if all(a.flags.c_contiguous and a.dtype == arrays[0].dtype for a in arrays) \
+            and arrays[0].dtype in (np.float32, np.float64):
+        return [a.reshape(-1) for a in arrays]
+    return None
+
+
+def relu(x, out=None):
+    """max(x, 0), elementwise (NaN stays NaN): a new array, or written into `out` (x's shape
+    and dtype; may be x itself). Float arrays run the threaded kernel."""
     x = np.asarray(x)
-    return np.maximum(x, 0, dtype=x.dtype if x.dtype.kind == "f" else None)
+    if out is None:
+        out = np.empty_like(x, order="C")
+    elif out.shape != x.shape or out.dtype != x.dtype:
+        raise ValueError(f"out must have x's shape {x.shape} and dtype {x.dtype}, got "
+                         f"{out.shape} {out.dtype}")
+    flat = _flat_floats(x, out)
+    if flat is None:
+        np.copyto(out, np.where((x > 0) | (x != x), x, np.zeros((), x.dtype)))
+    else:
+        _dense().relu(*flat, get_num_threads())
+    return out
 
 
-def relu_backward(dy, x):
-    """dy where x > 0, else 0 (a selection: an inf or NaN in dy where x <= 0 gives 0)."""
+def relu_backward(dy, x, out=None):
+    """dy where x > 0, else 0 (a selection: an inf or NaN in dy where x <= 0 gives 0); x may
+    also be relu's output (positive at the same places). A new array, or written into `out`
+    (may be dy itself)."""
     dy = np.asarray(dy)
     x = np.asarray(x)
     if dy.shape != x.shape:
         raise ValueError(f"dy must have x's shape {x.shape}, got {dy.shape}")
-    return np.where(x > 0, dy, np.zeros((), dy.dtype))
+    if out is None:
+        out = np.empty_like(dy, order="C")
+    elif out.shape != dy.shape or out.dtype != dy.dtype:
+        raise ValueError(f"out must have dy's shape {dy.shape} and dtype {dy.dtype}, got "
+                         f"{out.shape} {out.dtype}")
+    flat = _flat_floats(dy, x, out)
+    if flat is None:
+        np.copyto(out, np.where(x > 0, dy, np.zeros((), dy.dtype)))
+    else:
+        _dense().relu_backward(*flat, get_num_threads())
+    return out
 
 
 _BLAS_INT_MAX = 2 ** 31 - 1

@@ -12,6 +12,10 @@ OpenBLAS rounds an element differently depending on the shape of the call it is 
 blocks depend only on the matrix sizes, never on the thread count: results are identical at any
 thread count.
 
+`relu` / `relu_backward`: the ReLU layer's two passes over a flat activation, in blocks over the
+threads (NumPy's in-place maximum plus a boolean mask and a masked copy ran on one thread, 2 ms
+of a 85 ms ResNet training step per ReLU at 64 x 16 x 28 x 28).
+
 `channel_sum`: db[k] = sum of dy[:, k] over the batch and the image (a conv layer's bias
 gradient), one output channel per task, accumulated in double in 8 independent partial sums
 (a single chain ran at one add per FP-add latency); numpy's multi-axis reduction runs on one
@@ -96,3 +100,33 @@ def channel_sum(const floating[:, :, ::1] dy, floating[::1] out, int nthreads):
                 for p in range(P8, P):
                     s0 = s0 + row[p]
             out[kk] = <floating> (((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)))
+
+
+DEF RELU_BLOCK = 16384  # elements per task: 64 KiB of floats, enough to amortise the scheduling
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def relu(const floating[::1] x, floating[::1] y, int nthreads):
+    """y = x where x > 0 or x is NaN, else 0 (y may be x): functional.relu's values."""
+    cdef Py_ssize_t n = x.shape[0], blocks = (n + RELU_BLOCK - 1) // RELU_BLOCK, t, i, hi
+    cdef floating v
+    with nogil:
+        for t in prange(blocks, num_threads=fc_team(nthreads, blocks), schedule="static"):
+            hi = min(n, (t + 1) * RELU_BLOCK)
+            for i in range(t * RELU_BLOCK, hi):
+                v = x[i]
+                y[i] = v if (v > 0 or v != v) else 0
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+def relu_backward(const floating[::1] dy, const floating[::1] y, floating[::1] dx, int nthreads):
+    """dx = dy where y > 0, else 0 (a selection; dx may be dy): y is the ReLU's output (or its
+    input: both are > 0 at the same places)."""
+    cdef Py_ssize_t n = dy.shape[0], blocks = (n + RELU_BLOCK - 1) // RELU_BLOCK, t, i, hi
+    with nogil:
+        for t in prange(blocks, num_threads=fc_team(nthreads, blocks), schedule="static"):
+            hi = min(n, (t + 1) * RELU_BLOCK)
+            for i in range(t * RELU_BLOCK, hi):
+                dx[i] = dy[i] if y[i] > 0 else 0

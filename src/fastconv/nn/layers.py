@@ -252,28 +252,31 @@ class ReLU(Layer):
         #: MaxPool2D after it, or the BatchNorm before it): forward and backward then pass their
         #: argument through.
         self.fused = False
-        self._mask = None
+        self._out = None
+
+    @property
+    def keeps_output(self):
+        """Backward reads the output's signs (so a following layer must not overwrite it)."""
+        return not self.fused
 
     def forward(self, x, training=True):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"ReLU: x must be a numpy array, got {type(x).__name__}")
         if self.fused:
             return x
-        out = np.maximum(x, 0, out=x if self.inplace else None)
-        self._mask = (out > 0) if training else None  # NaN outputs pass no gradient
+        out = F.relu(x, out=x if self.inplace else None)
+        self._out = out if training else None
         return out
 
     def backward(self, dout):
         if self.fused:
             return dout
-        if self._mask is None:
+        if self._out is None:
             raise RuntimeError("ReLU.backward called without a forward(training=True) first")
-        mask, self._mask = self._mask, None
-        # A selection, not a product: an inf or NaN in dout where the ReLU was off gives 0.
-        if self.inplace:
-            np.copyto(dout, 0, where=~mask)
-            return dout
-        return np.where(mask, dout, np.zeros((), dout.dtype))
+        out, self._out = self._out, None
+        # A selection, not a product: an inf or NaN in dout where the ReLU was off gives 0; a
+        # NaN output passes no gradient (NaN > 0 is false).
+        return F.relu_backward(dout, out, out=dout if self.inplace else None)
 
 
 class Flatten(Layer):

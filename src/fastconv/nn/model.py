@@ -88,15 +88,18 @@ class Sequential:
             for layer, following in zip(self.layers, self.layers[1:]):
                 if type(layer) is ReLU and not layer.fused and type(following) is MaxPool2D:
                     layer.fused = following.fuse_relu = True
-        fresh, prev = False, None
+        # kept: the array flowing here is (a view of) an output some layer keeps for backward
+        fresh, kept = False, False
         for i, layer in enumerate(self.layers):
             layer.needs_input_grad = self.input_grad if i == 0 else True
             if isinstance(layer, (ReLU, Dropout)):
-                layer.inplace = fresh and not prev.keeps_output
+                layer.inplace = fresh and not kept
             aliases = (isinstance(layer, (Flatten, Dropout)) or getattr(layer, "inplace", False)
                        or getattr(layer, "fused", False))
-            fresh = fresh if aliases else True
-            prev = layer
+            if aliases:  # the output is the input, or a view of it
+                kept = kept or layer.keeps_output
+            else:
+                fresh, kept = True, layer.keeps_output
 
     # ------------------------------------------------------------ passes
     @property
