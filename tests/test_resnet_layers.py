@@ -227,3 +227,96 @@ def test_a_damaged_residual_file_is_refused(tmp_path):
     np.savez(bad, **arrays)
     with pytest.raises(ValueError, match=r"body\.0\.w: shape \(1, 2, 3, 3\), expected \(2, 2, 3, 3\)"):
         nn.Sequential.load(bad)
+
+
+def test_relu_out_argument_and_kernel_match_numpy():
+    from fastconv import functional as F
+    rng = np.random.default_rng(10)
+    for dtype in (np.float32, np.float64):
+        x = rng.standard_normal(40003).astype(dtype)  # several kernel blocks and a ragged end
+        x[:3] = [np.nan, -0.0, np.inf]
+        dy = rng.standard_normal(x.shape).astype(dtype)
+        want = np.where((x > 0) | np.isnan(x), x, 0)
+        np.testing.assert_array_equal(F.relu(x), want)
+        keep = x.copy()
+        np.testing.assert_array_equal(F.relu_backward(dy, x), np.where(x > 0, dy, 0))
+        np.testing.assert_array_equal(x, keep)
+        buf = x.copy()
+        assert F.relu(buf, out=buf) is buf
+        np.testing.assert_array_equal(buf, want)
+        g = dy.copy()
+        assert F.relu_backward(g, buf, out=g) is g
+        np.testing.assert_array_equal(g, np.where(x > 0, dy, 0))
+    strided = rng.standard_normal((6, 8))[:, ::2]  # not contiguous: the NumPy path
+    np.testing.assert_array_equal(F.relu(strided), np.maximum(strided, 0))
+    with pytest.raises(ValueError, match="out must have x's shape"):
+        F.relu(np.ones(3), out=np.ones(4))
+
+
+def test_a_relu_after_a_relu_does_not_overwrite_the_output_the_first_keeps():
+    """A kept output (the ReLU's mask source) must not be written by the next in-place layer."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((4, 2, 5, 5))
+    y = np.array([0, 1, 2, 1])
+    make = lambda: nn.Sequential([nn.Conv2D(2, 3, 3, seed=1), nn.ReLU(), nn.Flatten(),  # noqa: E731
+                                  nn.Dropout(0.5, seed=2), nn.Dense(27, 3, seed=3)]).astype(np.float64)
+    model = make()
+    assert not model.layers[3].inplace  # the Flatten view of the ReLU's kept output
+    check_model_gradients(model, x, y)
+
+
+def test_random_shift_flip_moves_and_mirrors_images():
+    from fastconv.datasets import random_shift_flip
+    x = np.arange(2 * 1 * 5 * 6, dtype=np.float32).reshape(2, 1, 5, 6) + 1
+    keep = x.copy()
+    rng = np.random.default_rng(12)
+    seen_flip = seen_shift = False
+    for _ in range(20):
+        out = random_shift_flip(x, rng, max_shift=2)
+        assert out.shape == x.shape and out.dtype == x.dtype
+        for i in range(2):
+            img = out[i, 0]
+            flipped = img[:, ::-1]
+            # every output is a window of the zero-padded image, possibly mirrored
+            padded = np.pad(x[i, 0], 2)
+            windows = [padded[a:a + 5, b:b + 6] for a in range(5) for b in range(5)]
+            match = [w for w in windows if np.array_equal(w, img) or np.array_equal(w, flipped)]
+            assert match
+            seen_flip |= not any(np.array_equal(w, img) for w in windows)
+            seen_shift |= not np.array_equal(img, x[i, 0]) and not np.array_equal(flipped, x[i, 0])
+    assert seen_flip and seen_shift
+    np.testing.assert_array_equal(x, keep)
+    np.testing.assert_array_equal(random_shift_flip(x, rng, max_shift=0, flip=False), x)
+
+
+def test_fit_augments_training_batches_only_and_keeps_the_shuffling():
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((40, 1, 6, 6)).astype(np.float32)
+    y = rng.integers(0, 3, 40)
+    seen = []
+
+    def augment(batch, rng):
+        seen.append(len(batch))
+        return batch[:, :, :, ::-1].copy()
+
+    model = nn.Sequential([nn.Flatten(), nn.Dense(36, 3, seed=0)])
+    model.fit(x, y, epochs=2, batch_size=16, seed=0, verbose=False, augment=augment,
+              validation_data=(x, y))
+    assert seen == [16, 16, 8] * 2
+    with pytest.raises(TypeError, match="augment must be callable"):
+        model.fit(x, y, augment="flip", verbose=False)
+
+
+def test_training_command_recipes_fill_only_the_options_left_unset(tmp_path):
+    from fastconv import train
+    args = train.parse_args(["--model", "resnet", "--out", str(tmp_path)])
+    assert (args.epochs, args.optimizer, args.weight_decay, args.augment) == \
+        (15, "sgd", 5e-4, "shift-flip")
+    args = train.parse_args(["--model", "resnet", "--optimizer", "adam", "--epochs", "2",
+                             "--augment", "none", "--weight-decay", "0", "--out", str(tmp_path)])
+    assert (args.epochs, args.optimizer, args.weight_decay, args.augment) == (2, "adam", 0, "none")
+    args = train.parse_args(["--out", str(tmp_path)])
+    assert (args.model, args.epochs, args.optimizer, args.augment) == ("cnn", 8, "adam", "none")
+    model = train.resnet(0)
+    assert model.num_params == 78090
+    assert model.layer_shapes((1, 28, 28))[-1][1] == (10,)

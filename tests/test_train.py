@@ -116,3 +116,18 @@ def test_cli_without_data_says_how_to_get_it(tmp_path):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert "apt-get install dataset-fashion-mnist" in stderr
+
+
+def test_cli_trains_and_saves_the_resnet(fashion, tmp_path):
+    out = tmp_path / "resnet"
+    proc = run_cli(["--model", "resnet", "--subset", "128", "--test-subset", "64", "--epochs", "1",
+                    "--threads", "1", "--no-plots", "--quiet", "--out", str(out)])
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert "Total params: 78,090" in stdout and "  shortcut.conv2d_1" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["args"]["augment"] == "shift-flip" and metrics["args"]["optimizer"] == "sgd"
+    model = nn.Sequential.load(out / "model.npz")
+    assert any(isinstance(layer, nn.Residual) for layer in model.layers)
+    x_test, y_test = fashion[1][0][:64], fashion[1][1][:64]
+    assert np.isclose(model.evaluate(x_test, y_test)[1], metrics["final_test_accuracy"])

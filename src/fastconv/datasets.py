@@ -96,3 +96,25 @@ def load_fashion_mnist(path=None):
     folder = data_dir(path)
     return (_load_split(folder, "train_images", "train_labels"),
             _load_split(folder, "test_images", "test_labels"))
+
+
+def random_shift_flip(x, rng, max_shift=2, flip=True):
+    """A training batch x (N, C, H, W) augmented the usual way for small images: each image moved
+    by up to `max_shift` pixels in each direction (the uncovered border filled with zeros, i.e.
+    a random crop of the zero-padded image) and, with `flip`, mirrored left-right with
+    probability 1/2. Returns a new array; x is not modified. rng: a numpy Generator."""
+    x = np.asarray(x)
+    if x.ndim != 4:
+        raise ValueError(f"x must be a batch of images (N, C, H, W), got shape {x.shape}")
+    n, _, h, w = x.shape
+    s = int(max_shift)
+    padded = np.zeros(x.shape[:2] + (h + 2 * s, w + 2 * s), x.dtype)
+    padded[:, :, s:s + h, s:s + w] = x
+    offsets = rng.integers(0, 2 * s + 1, size=(n, 2))
+    out = np.empty_like(x)
+    for i, (dy, dx) in enumerate(offsets):
+        out[i] = padded[i, :, dy:dy + h, dx:dx + w]
+    if flip:
+        mirrored = rng.random(n) < 0.5
+        out[mirrored] = out[mirrored, :, :, ::-1]
+    return out

@@ -1,5 +1,6 @@
 """`Sequential`: a stack of layers with training (`fit`), evaluation, a summary table and
 save/load to a pickle-free .npz."""
+import functools
 import json
 import math
 import numbers
@@ -199,7 +200,7 @@ class Sequential:
     # ------------------------------------------------------------ training
     def fit(self, x, y, epochs=1, batch_size=64, optimizer=None, validation_data=None,
             shuffle=True, seed=None, lr_schedule=None, verbose=True, on_epoch_end=None,
-            initial_epoch=0, history=None):
+            initial_epoch=0, history=None, augment=None):
         """Train for `epochs` passes over (x, y) in minibatches; returns the history dict.
 
         With a `fastconv.distributed.DistributedOptimizer`, every rank draws the same shuffled
@@ -213,6 +214,9 @@ class Sequential:
         "val_accuracy" (when validation_data=(x_val, y_val) is given), "lr", "seconds",
         "images_per_s". lr_schedule(epoch) -> lr sets the optimiser's rate before each epoch.
         verbose shows a tqdm bar per epoch. on_epoch_end(epoch, history) runs after each epoch.
+        augment(x_batch, rng) -> a new batch transforms each training batch (e.g.
+        `fastconv.datasets.random_shift_flip`), drawing from its own generator (seeded from
+        `seed`, and the rank under MPI), so the shuffling order stays every rank's.
 
         On KeyboardInterrupt the parameters are put back to the end of the last complete epoch
         (``self.history`` holds that epoch's metrics) and the interrupt is re-raised. A loss that
@@ -231,8 +235,14 @@ class Sequential:
             validation_data = _check_xy(*validation_data, what="validation_data x")
         if lr_schedule is not None and not callable(lr_schedule):
             raise TypeError("lr_schedule must be callable as lr_schedule(epoch) -> lr")
+        if augment is not None and not callable(augment):
+            raise TypeError("augment must be callable as augment(x_batch, rng) -> x_batch")
         rng = make_rng(seed)
         world = optimizer if hasattr(optimizer, "sum_over_ranks") else None
+        if augment is not None:
+            aug_rng = np.random.default_rng([int(rng.integers(2**62)),
+                                             0 if world is None else world.rank])
+            augment = functools.partial(augment, rng=aug_rng)
         keys = ["loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_s"]
         if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral) \
                 or not 0 <= initial_epoch <= epochs:
@@ -247,7 +257,8 @@ class Sequential:
                 if lr_schedule is not None:
                     optimizer.lr = float(lr_schedule(epoch))
                 loss, acc, seconds = self._epoch(x, y, batch_size, optimizer, rng, shuffle,
-                                                 verbose, f"epoch {epoch + 1}/{epochs}", world)
+                                                 verbose, f"epoch {epoch + 1}/{epochs}", world,
+                                                 augment)
                 record = {"loss": loss, "accuracy": acc, "lr": optimizer.lr, "seconds": seconds,
                           "images_per_s": len(x) / seconds if seconds > 0 else float("inf")}
                 if validation_data is not None:
@@ -264,7 +275,8 @@ class Sequential:
             raise
         return history
 
-    def _epoch(self, x, y, batch_size, optimizer, rng, shuffle, verbose, desc, world=None):
+    def _epoch(self, x, y, batch_size, optimizer, rng, shuffle, verbose, desc, world=None,
+               augment=None):
         from tqdm.auto import tqdm  # a declared dependency; imported late to keep import light
 
         n = len(x)
@@ -287,7 +299,8 @@ class Sequential:
                         world.sum_over_ranks([0.0])  # the finite-loss vote below
                         bar.update(b)
                         continue
-                loss, logits = self.train_step(x[idx], y[idx], optimizer, scale)
+                batch = x[idx] if augment is None else augment(x[idx])
+                loss, logits = self.train_step(batch, y[idx], optimizer, scale)
                 finite = math.isfinite(loss)
                 if world is not None:  # every rank stops at the same batch, or none does
                     finite = world.sum_over_ranks([0.0 if finite else 1.0])[0] == 0
