@@ -8,6 +8,8 @@ import fastconv
 from fastconv import functional as F
 from fastconv import reference as R
 
+from test_nn import numeric_grad
+
 SHAPES = [(1, 1, 1, 2), (1, 3, 1, 1), (2, 1, 1, 1), (4, 3, 5, 7), (3, 5, 13, 11), (2, 17, 7, 3),
           (7, 5), (1, 4), (5, 1), (2, 16, 28, 28)]
 DTYPES = [np.float32, np.float64]
@@ -66,19 +68,6 @@ def test_a_hand_checked_example():
     dx, dgamma, dbeta = F.batch_norm2d_backward(np.ones_like(x), x, mean, var, np.array([2.0]))
     np.testing.assert_allclose(dx, 0, atol=1e-12)  # a constant gradient is removed by the mean
     assert dbeta[0] == 4.0 and abs(dgamma[0]) < 1e-12
-
-
-def numeric_grad(f, a, eps=1e-6):
-    grad = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + eps
-        plus = f()
-        a[i] = old - eps
-        minus = f()
-        a[i] = old
-        grad[i] = (plus - minus) / (2 * eps)
-    return grad
 
 
 @pytest.mark.parametrize("shape", [(3, 2, 3, 4), (1, 3, 2, 5), (6, 4)])
