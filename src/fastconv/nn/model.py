@@ -141,7 +141,7 @@ class Sequential:
     def _writes_incoming_gradient(self):
         """Whether backward would write into the array it is given: an in-place ReLU or Dropout
         reached from the end through layers that hand the gradient on unchanged (Flatten's view,
-        a ReLU fused into the next layer, a Dropout that is the identity)."""
+        a ReLU that a neighbour applies, a Dropout that is the identity)."""
         for layer in reversed(self.layers):
             if isinstance(layer, Flatten) or getattr(layer, "fused", False):
                 continue
