@@ -19,20 +19,18 @@ PASSES = ("forward", "backward-data", "backward-weights")
 
 
 def _passes(case, x, w, dy, algorithm):
-    stride, padding = (case.stride, case.stride), (case.pad, case.pad)
-    return (F.conv2d(x, w, None, stride, padding, algorithm=algorithm),
-            F.conv2d_backward_data(dy, x.shape, w, stride, padding, algorithm=algorithm),
-            F.conv2d_backward_weights(dy, x, w.shape, stride, padding, algorithm=algorithm))
+    stride, padding, kw = (case.stride, case.stride), (case.pad, case.pad), case.conv_kwargs
+    return (F.conv2d(x, w, None, stride, padding, algorithm=algorithm, **kw),
+            F.conv2d_backward_data(dy, x.shape, w, stride, padding, algorithm=algorithm, **kw),
+            F.conv2d_backward_weights(dy, x, w.shape, stride, padding, algorithm=algorithm, **kw))
 
 
 def relative_errors(case, algorithm, seed=0):
     rng = np.random.default_rng(seed)
-    n, c, h, wd, k, r = case.n, case.c, case.h, case.w, case.k, case.r
-    ho = (h - r + 2 * case.pad) // case.stride + 1
-    wo = (wd - r + 2 * case.pad) // case.stride + 1
-    x = rng.standard_normal((n, c, h, wd)).astype(np.float32)
-    w = (rng.standard_normal((k, c, r, r)) * np.sqrt(2.0 / (c * r * r))).astype(np.float32)
-    dy = rng.standard_normal((n, k, ho, wo)).astype(np.float32)
+    k, cg, r, _ = case.w_shape
+    x = rng.standard_normal(case.x_shape).astype(np.float32)
+    w = (rng.standard_normal(case.w_shape) * np.sqrt(2.0 / (cg * r * r))).astype(np.float32)
+    dy = rng.standard_normal(case.y_shape).astype(np.float32)
     exact = _passes(case, x.astype(np.float64), w.astype(np.float64), dy.astype(np.float64),
                     "im2col")
     approx = _passes(case, x, w, dy, algorithm)

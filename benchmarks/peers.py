@@ -69,7 +69,8 @@ def kernel_module(algorithm):
 
 def conv_geometry(layer, threads=None):
     return _dispatch.geometry(layer.x_shape, layer.w_shape, (layer.stride,) * 2, (layer.pad,) * 2,
-                              np.float32, threads or fastconv.get_num_threads())
+                              np.float32, threads or fastconv.get_num_threads(),
+                              (layer.dilation,) * 2, layer.groups)
 
 
 def resolved_algorithm(layer, pass_):
@@ -81,6 +82,7 @@ def conv_call(ops, layer, pass_, data, **kw):
     """A zero-argument call of `pass_` through a functional-style namespace (fastconv or reference)."""
     s, p = layer.stride, layer.pad
     x, w, b, dy = data["x"], data["w"], data["b"], data["dy"]
+    kw = {**layer.conv_kwargs, **kw}
     if pass_ == "forward":
         return lambda: ops.conv2d(x, w, b, s, p, **kw)
     if pass_ == "backward_data":
@@ -223,15 +225,15 @@ class Torch(Peer):
 
     @staticmethod
     def _conv(layer, pass_, t):
-        s, p = layer.stride, layer.pad
+        s, p, d, g = layer.stride, layer.pad, layer.dilation, layer.groups
         if pass_ == "forward":
             def forward():
                 with torch.inference_mode():
-                    return torch_F.conv2d(t["x"], t["w"], t["b"], s, p)
+                    return torch_F.conv2d(t["x"], t["w"], t["b"], s, p, d, g)
             return forward
         if pass_ == "backward_data":
-            return lambda: torch_grad.conv2d_input(t["x"].shape, t["w"], t["dy"], s, p)
-        return lambda: torch_grad.conv2d_weight(t["x"], t["w"].shape, t["dy"], s, p)
+            return lambda: torch_grad.conv2d_input(t["x"].shape, t["w"], t["dy"], s, p, d, g)
+        return lambda: torch_grad.conv2d_weight(t["x"], t["w"].shape, t["dy"], s, p, d, g)
 
     @staticmethod
     def _pool(case, pass_, t):

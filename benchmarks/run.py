@@ -38,7 +38,8 @@ def parse_args(argv):
     p.add_argument("--layers", type=_names, metavar="A,B",
                    help="cases to run by name (conv layers, pooling cases, train_step); "
                         f"known: {', '.join(suite.ALL_CASES)}")
-    p.add_argument("--custom", action="append", default=[], metavar="[NAME=]N,C,H,W,K,R,STRIDE,PAD",
+    p.add_argument("--custom", action="append", default=[],
+                   metavar="[NAME=]N,C,H,W,K,R,STRIDE,PAD[,DILATION[,GROUPS]]",
                    help="an extra conv layer (repeatable); alone (without --layers) only these run")
     p.add_argument("--passes", type=_names, metavar="A,B",
                    help=f"passes to run; known: {', '.join(suite.ALL_PASSES)}")

@@ -17,8 +17,8 @@ STEP_PASSES = ("step",)
 ALL_PASSES = ("forward", "backward_data", "backward_weights", "backward", "step")
 
 
-def _out(size, window, stride, pad):
-    return (size + 2 * pad - window) // stride + 1
+def _out(size, window, stride, pad, dilation=1):
+    return (size + 2 * pad - (window - 1) * dilation - 1) // stride + 1
 
 
 def _rng(name, pass_):
@@ -37,6 +37,8 @@ class ConvLayer:
     r: int  # square kernel: R = S
     stride: int
     pad: int
+    dilation: int = 1
+    groups: int = 1  # w is (K, C // groups, R, R); groups = C: depthwise
 
     kind = "conv"
     passes = CONV_PASSES
@@ -47,33 +49,46 @@ class ConvLayer:
 
     @property
     def w_shape(self):
-        return (self.k, self.c, self.r, self.r)
+        return (self.k, self.c // self.groups, self.r, self.r)
 
     @property
     def y_shape(self):
-        return (self.n, self.k, _out(self.h, self.r, self.stride, self.pad),
-                _out(self.w, self.r, self.stride, self.pad))
+        return (self.n, self.k, _out(self.h, self.r, self.stride, self.pad, self.dilation),
+                _out(self.w, self.r, self.stride, self.pad, self.dilation))
+
+    @property
+    def conv_kwargs(self):
+        """dilation / groups for the conv calls (empty for a plain layer)."""
+        kw = {}
+        if self.dilation != 1:
+            kw["dilation"] = self.dilation
+        if self.groups != 1:
+            kw["groups"] = self.groups
+        return kw
 
     def flops(self, pass_):
         """Direct-convolution FLOPs, the same for every pass (each is one multiply-add per tap)."""
         n, k, ho, wo = self.y_shape
-        return 2 * n * k * self.c * self.r * self.r * ho * wo
+        return 2 * n * k * (self.c // self.groups) * self.r * self.r * ho * wo
 
     def nbytes(self, pass_):
         return None
 
     def describe(self):
+        extra = (f" d{self.dilation}" if self.dilation != 1 else "") + \
+                (f" g{self.groups}" if self.groups != 1 else "")
         return (f"N{self.n} C{self.c} {self.h}x{self.w} -> K{self.k} {self.r}x{self.r} "
-                f"s{self.stride} p{self.pad}")
+                f"s{self.stride} p{self.pad}{extra}")
 
     def shape_dict(self):
         return {"N": self.n, "C": self.c, "H": self.h, "W": self.w, "K": self.k, "R": self.r,
-                "S": self.r, "stride": self.stride, "pad": self.pad}
+                "S": self.r, "stride": self.stride, "pad": self.pad, "dilation": self.dilation,
+                "groups": self.groups}
 
     def inputs(self, pass_):
         """float32 x, w, b, dy scaled like a trained layer's (He-style weights)."""
         rng = _rng(self.name, pass_)
-        fan_in = self.c * self.r * self.r
+        fan_in = self.c // self.groups * self.r * self.r
         return {
             "x": rng.standard_normal(self.x_shape, dtype=np.float32),
             "w": rng.standard_normal(self.w_shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in)),
@@ -176,6 +191,10 @@ CONV_LAYERS = [
     ConvLayer("pointwise", 8, 256, 28, 28, 128, 1, 1, 0),
     ConvLayer("alexnet_c1", 8, 3, 227, 227, 96, 11, 4, 0),
     ConvLayer("vgg_c3", 4, 256, 56, 56, 256, 3, 1, 1),
+    # grouped, depthwise and dilated layers (docs/algorithms.md)
+    ConvLayer("mobilenet_dw", 8, 256, 28, 28, 256, 3, 1, 1, groups=256),
+    ConvLayer("resnext_grouped", 8, 256, 14, 14, 256, 3, 1, 1, groups=32),
+    ConvLayer("dilated", 4, 256, 28, 28, 256, 3, 1, 2, dilation=2),
 ]
 
 POOL_CASES = [
@@ -203,15 +222,18 @@ def select(names=None, quick=False):
 
 
 def parse_custom(spec):
-    """A ConvLayer from "N,C,H,W,K,R,stride,pad" (optionally "name=N,C,..."), for ad-hoc layers."""
+    """A ConvLayer from "N,C,H,W,K,R,stride,pad[,dilation[,groups]]" (optionally
+    "name=N,C,..."), for ad-hoc layers."""
     name, _, numbers = spec.rpartition("=")
     try:
         values = [int(v) for v in numbers.split(",")]
     except ValueError:
         raise ValueError(f"custom layer must be N,C,H,W,K,R,stride,pad integers, got {spec!r}") from None
-    if len(values) != 8 or min(values[:7]) < 1 or values[7] < 0:
+    if (len(values) not in (8, 9, 10) or min(values[:7] + values[8:]) < 1 or values[7] < 0):
         raise ValueError(f"custom layer must be 8 integers N,C,H,W,K,R,stride,pad "
-                         f"(positive, pad >= 0), got {spec!r}")
+                         f"(positive, pad >= 0), then optionally dilation and groups, got {spec!r}")
+    if len(values) == 10 and (values[1] % values[9] or values[4] % values[9]):
+        raise ValueError(f"custom layer {spec!r}: groups must divide C and K")
     layer = ConvLayer(name or "custom_" + "_".join(map(str, values)), *values)
     if min(layer.y_shape[2:]) < 1:
         raise ValueError(f"custom layer {spec!r} has an empty output")

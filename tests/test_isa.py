@@ -20,7 +20,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RUNNABLE = _isa.runnable_targets()
 # The test modules that exercise the kernels; the other targets run them in a subprocess.
 KERNEL_TESTS = ("test_conv.py", "test_conv_im2col.py", "test_conv_winograd.py", "test_polyphase.py",
-                "test_pool.py", "test_dense.py", "test_nn.py")
+                "test_pool.py", "test_dense.py", "test_nn.py", "test_grouped.py")
 
 ZEN3 = {"sse2": True, "avx": True, "avx2": True, "fma": True, "avx512f": False,
         "avx512vl": False, "avx512bw": False, "avx512dq": False}

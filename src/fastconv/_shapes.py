@@ -133,15 +133,19 @@ def shape4(shape, name):
 
 
 class ConvArgs:
-    """Validated convolution arguments: contiguous arrays, (sh, sw), (ph, pw) and output size.
+    """Validated convolution arguments: contiguous arrays, (sh, sw), (ph, pw), (dh, dw), groups
+    and output size.
 
     `x` or `w` may be None when only its shape is known (`x_shape` / `w_shape`, for the backward
-    passes that do not read it); the corresponding attribute is then None.
+    passes that do not read it); the corresponding attribute is then None. w has shape
+    (K, C // groups, R, S), as in PyTorch; its effective extent is (R - 1) * dh + 1 rows.
     """
 
-    __slots__ = ("x", "w", "b", "x_shape", "w_shape", "stride", "padding", "out_hw", "dtype")
+    __slots__ = ("x", "w", "b", "x_shape", "w_shape", "stride", "padding", "out_hw", "dtype",
+                 "dilation", "groups")
 
-    def __init__(self, x, w, b, stride, padding, op, x_shape=None, w_shape=None, dtype=None):
+    def __init__(self, x, w, b, stride, padding, op, x_shape=None, w_shape=None, dtype=None,
+                 dilation=1, groups=1):
         self.x = as_float_array(x, "x", 4, dtype) if x_shape is None else None
         dtype = dtype if self.x is None else self.x.dtype
         self.w = as_float_array(w, "w", 4, dtype) if w_shape is None else None
@@ -150,9 +154,15 @@ class ConvArgs:
         self.w_shape = self.w.shape if self.w is not None else w_shape
         n, c, h, wd = self.x_shape
         k, cw, r, s = self.w_shape
-        if cw != c:
-            raise ValueError(f"{op}: w has {cw} input channels (w.shape[1]) but x has {c} "
-                             f"(x.shape[1]); expected w of shape (K, {c}, R, S)")
+        self.groups = check_groups(groups, c, k, op, self.x_shape, self.w_shape)
+        if cw * self.groups != c:
+            if self.groups == 1:
+                raise ValueError(f"{op}: w has {cw} input channels (w.shape[1]) but x has {c} "
+                                 f"(x.shape[1]); expected w of shape (K, {c}, R, S)")
+            raise ValueError(f"{op}: w has {cw} input channels per group (w.shape[1]) but x's {c} "
+                             f"channels (x.shape[1]) in groups={self.groups} make "
+                             f"{c // self.groups}; expected w of shape (K, {c // self.groups}, R, S), "
+                             f"got {tuple(self.w_shape)}")
         if b is not None:
             self.b = as_float_array(b, "b", 1, self.dtype)
             if self.b.shape != (k,):
@@ -161,9 +171,13 @@ class ConvArgs:
             self.b = None
         self.stride = pair(stride, "stride", 1)
         self.padding = pair(padding, "padding", 0)
+        self.dilation = pair(dilation, "dilation", 1)
         check_padded_extent(self.x_shape, self.padding, op)
-        self.out_hw = (output_size(h, r, self.stride[0], self.padding[0], f"{op} height", "w.shape[2]"),
-                       output_size(wd, s, self.stride[1], self.padding[1], f"{op} width", "w.shape[3]"))
+        (dh, dw) = self.dilation
+        self.out_hw = (output_size(h, (r - 1) * dh + 1, self.stride[0], self.padding[0],
+                                   f"{op} height", _extent_name(2, dh)),
+                       output_size(wd, (s - 1) * dw + 1, self.stride[1], self.padding[1],
+                                   f"{op} width", _extent_name(3, dw)))
 
     @property
     def y_shape(self):
@@ -176,25 +190,52 @@ class ConvArgs:
         return dy
 
 
-def conv_args(x, w, b, stride, padding, op="conv2d"):
-    return ConvArgs(x, w, b, stride, padding, op)
+def _extent_name(axis, dilation):
+    """How an output-size error names the kernel's extent along w's `axis` (2 or 3)."""
+    if dilation == 1:
+        return f"w.shape[{axis}]"
+    return f"(w.shape[{axis}] - 1) * dilation[{axis - 2}] + 1"
 
 
-def conv_backward_args(dy, x, w, stride, padding, op="conv2d_backward"):
+def check_groups(groups, c, k, op, x_shape, w_shape):
+    """`groups` as a Python int that divides both the input channels c and the filters k."""
+    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
+        raise TypeError(f"{op}: groups must be an int, got {groups!r}")
+    if groups < 1:
+        raise ValueError(f"{op}: groups must be >= 1, got {groups!r}")
+    if groups > MAX_EXTENT:
+        raise ValueError(f"{op}: groups must be <= {MAX_EXTENT} (2**31 - 1), got {groups!r}")
+    groups = int(groups)
+    if c % groups or k % groups:
+        raise ValueError(f"{op}: groups={groups} must divide both x's {c} input channels "
+                         f"(x.shape[1], x of shape {tuple(x_shape)}) and w's {k} filters "
+                         f"(w.shape[0], w of shape {tuple(w_shape)})")
+    return groups
+
+
+def conv_args(x, w, b, stride, padding, op="conv2d", dilation=1, groups=1):
+    return ConvArgs(x, w, b, stride, padding, op, dilation=dilation, groups=groups)
+
+
+def conv_backward_args(dy, x, w, stride, padding, op="conv2d_backward", dilation=1, groups=1):
     """Validated arguments of a convolution backward pass; also checks dy's shape."""
-    args = ConvArgs(x, w, None, stride, padding, op)
+    args = ConvArgs(x, w, None, stride, padding, op, dilation=dilation, groups=groups)
     return args, args.checked_dy(dy)
 
 
-def conv_backward_data_args(dy, x_shape, w, stride, padding, op="conv2d_backward_data"):
+def conv_backward_data_args(dy, x_shape, w, stride, padding, op="conv2d_backward_data",
+                            dilation=1, groups=1):
     """Like `conv_backward_args` when only x's shape is known (args.x is None)."""
-    args = ConvArgs(None, w, None, stride, padding, op, x_shape=shape4(x_shape, "x_shape"))
+    args = ConvArgs(None, w, None, stride, padding, op, x_shape=shape4(x_shape, "x_shape"),
+                    dilation=dilation, groups=groups)
     return args, args.checked_dy(dy)
 
 
-def conv_backward_weights_args(dy, x, w_shape, stride, padding, op="conv2d_backward_weights"):
+def conv_backward_weights_args(dy, x, w_shape, stride, padding, op="conv2d_backward_weights",
+                               dilation=1, groups=1):
     """Like `conv_backward_args` when only w's shape is known (args.w is None)."""
-    args = ConvArgs(x, None, None, stride, padding, op, w_shape=shape4(w_shape, "w_shape"))
+    args = ConvArgs(x, None, None, stride, padding, op, w_shape=shape4(w_shape, "w_shape"),
+                    dilation=dilation, groups=groups)
     return args, args.checked_dy(dy)
 
 

@@ -8,7 +8,7 @@ import functools
 
 import numpy as np
 
-from . import _dispatch, _isa, _polyphase, config
+from . import _dispatch, _grouped, _isa, _polyphase, config
 from ._shapes import (BatchNormArgs, as_float_array, conv_args, conv_backward_args,
                       conv_backward_data_args, conv_backward_weights_args, empty, pool_args,
                       pool_backward_args)
@@ -46,14 +46,26 @@ def _target_kernel(algorithm, pass_, target):
     return fn
 
 
+def _conv_kernel(algorithm, pass_, g):
+    """`_kernel(algorithm, pass_)` for geometry g's dilation and groups: "direct" on a grouped
+    layer is the grouped direct kernel (_kernels/depthwise.pyx, dilation included); every other
+    case with groups or dilation runs the plain kernel through the rewrites of _grouped."""
+    if g.groups == 1 and g.dh == 1 and g.dw == 1:
+        return _kernel(algorithm, pass_)
+    if algorithm == "direct" and g.groups > 1:
+        return functools.partial(getattr(_isa.kernels("depthwise"), pass_),
+                                 dilation=(g.dh, g.dw), groups=g.groups)
+    return _grouped.composed(pass_, _kernel(algorithm, pass_), (g.dh, g.dw), g.groups)
+
+
 def _run_conv(pass_, algorithm, g, inputs, out_shape, dtype, what):
     """Allocate the output, resolve the algorithm and run the kernel for one pass."""
     out = empty(out_shape, dtype, what)
     stride, padding = (g.sh, g.sw), (g.ph, g.pw)
 
     def run(name):
-        return _kernel(name, pass_)(*inputs, out, *stride, *padding, g.threads,
-                                    config.get_workspace_limit())
+        return _conv_kernel(name, pass_, g)(*inputs, out, *stride, *padding, g.threads,
+                                            config.get_workspace_limit())
 
     chosen = _dispatch.resolve(algorithm, g, pass_, run)
     if algorithm != "auto" or chosen == "im2col":
@@ -71,41 +83,47 @@ def _run_conv(pass_, algorithm, g, inputs, out_shape, dtype, what):
     return out
 
 
-def _geometry(x_shape, w_shape, stride, padding, dtype):
-    return _dispatch.geometry(x_shape, w_shape, stride, padding, dtype, get_num_threads())
+def _geometry(x_shape, w_shape, stride, padding, dtype, dilation=(1, 1), groups=1):
+    return _dispatch.geometry(x_shape, w_shape, stride, padding, dtype, get_num_threads(),
+                              dilation, groups)
 
 
 # ---------------------------------------------------------------- convolution
-def conv2d(x, w, b=None, stride=1, padding=0, algorithm="auto"):
-    """2-D cross-correlation of x (N, C, H, W) with w (K, C, R, S), plus bias b (K,).
+def conv2d(x, w, b=None, stride=1, padding=0, algorithm="auto", *, dilation=1, groups=1):
+    """2-D cross-correlation of x (N, C, H, W) with w (K, C // groups, R, S), plus bias b (K,).
 
-    stride and padding are an int or an (h, w) pair; returns y (N, K, Ho, Wo) with
-    Ho = (H + 2*ph - R) // sh + 1. algorithm: "auto", "direct", "im2col", "winograd",
-    "winograd2" or "winograd4".
+    stride, padding and dilation are an int or an (h, w) pair; returns y (N, K, Ho, Wo) with
+    Ho = (H + 2*ph - (R - 1)*dh - 1) // sh + 1. groups splits the channels into independent
+    convolutions (C and K divisible by it; groups = C is a depthwise layer), as in PyTorch.
+    algorithm: "auto", "direct", "im2col", "winograd", "winograd2" or "winograd4".
     """
-    a = conv_args(x, w, b, stride, padding)
-    g = _geometry(a.x.shape, a.w.shape, a.stride, a.padding, a.dtype)
+    a = conv_args(x, w, b, stride, padding, dilation=dilation, groups=groups)
+    g = _geometry(a.x.shape, a.w.shape, a.stride, a.padding, a.dtype, a.dilation, a.groups)
     return _run_conv("forward", algorithm, g, (a.x, a.w, a.b), a.y_shape, a.dtype, "conv2d output")
 
 
-def conv2d_backward_data(dy, x_shape, w, stride=1, padding=0, algorithm="auto"):
+def conv2d_backward_data(dy, x_shape, w, stride=1, padding=0, algorithm="auto", *, dilation=1,
+                         groups=1):
     """dx of `conv2d` for an input of shape `x_shape`, given dy and w."""
-    a, dy = conv_backward_data_args(dy, x_shape, w, stride, padding)
-    g = _geometry(a.x_shape, a.w_shape, a.stride, a.padding, a.dtype)
+    a, dy = conv_backward_data_args(dy, x_shape, w, stride, padding, dilation=dilation,
+                                    groups=groups)
+    g = _geometry(a.x_shape, a.w_shape, a.stride, a.padding, a.dtype, a.dilation, a.groups)
     return _run_conv("backward_data", algorithm, g, (dy, a.w), a.x_shape, a.dtype, "dx")
 
 
-def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, algorithm="auto"):
+def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, algorithm="auto", *, dilation=1,
+                            groups=1):
     """dw of `conv2d` for filters of shape `w_shape`, given dy and x."""
-    a, dy = conv_backward_weights_args(dy, x, w_shape, stride, padding)
-    g = _geometry(a.x_shape, a.w_shape, a.stride, a.padding, a.dtype)
+    a, dy = conv_backward_weights_args(dy, x, w_shape, stride, padding, dilation=dilation,
+                                       groups=groups)
+    g = _geometry(a.x_shape, a.w_shape, a.stride, a.padding, a.dtype, a.dilation, a.groups)
     return _run_conv("backward_weights", algorithm, g, (dy, a.x), a.w_shape, a.dtype, "dw")
 
 
-def conv2d_backward(dy, x, w, stride=1, padding=0, algorithm="auto"):
+def conv2d_backward(dy, x, w, stride=1, padding=0, algorithm="auto", *, dilation=1, groups=1):
     """(dx, dw, db) of `conv2d` given the upstream gradient dy (N, K, Ho, Wo)."""
-    a, dy = conv_backward_args(dy, x, w, stride, padding)
-    g = _geometry(a.x.shape, a.w.shape, a.stride, a.padding, a.dtype)
+    a, dy = conv_backward_args(dy, x, w, stride, padding, dilation=dilation, groups=groups)
+    g = _geometry(a.x.shape, a.w.shape, a.stride, a.padding, a.dtype, a.dilation, a.groups)
     dx = _run_conv("backward_data", algorithm, g, (dy, a.w), a.x.shape, a.dtype, "dx")
     dw = _run_conv("backward_weights", algorithm, g, (dy, a.x), a.w.shape, a.dtype, "dw")
     return dx, dw, bias_backward(dy)

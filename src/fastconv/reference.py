@@ -1,16 +1,17 @@
 """The NumPy oracle: every op of `fastconv.functional`, same signatures, plain and obviously right.
 
 Convolution is cross-correlation (as in every DL framework):
-``y[n,k,i,j] = b[k] + sum_{c,r,s} x_pad[n,c,i*sh+r, j*sw+s] * w[k,c,r,s]``. The windows are a
+``y[n,k,i,j] = b[k] + sum_{c,r,s} x_pad[n,c,i*sh+r, j*sw+s] * w[k,c,r,s]``; with dilation
+(dh, dw) the taps are x_pad[n,c,i*sh+r*dh, j*sw+s*dw], and with `groups` filter k reads only the
+C // groups channels of its group, c = (k // (K // groups)) * (C // groups) + c'. The windows are a
 `sliding_window_view` of the padded input, so the sums are single tensordots (BLAS). The
 `algorithm` argument is accepted for signature compatibility and ignored.
 """
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ._shapes import (BatchNormArgs, as_float_array, conv_args, conv_backward_args,
-                      conv_backward_data_args, conv_backward_weights_args, pool_args,
-                      pool_backward_args)
+from ._shapes import (BatchNormArgs, as_float_array, conv_args, conv_backward_args, conv_backward_data_args,
+                      conv_backward_weights_args, pool_args, pool_backward_args)
 
 
 def _pad(x, padding, value=0.0):
@@ -18,64 +19,84 @@ def _pad(x, padding, value=0.0):
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
 
 
-def _windows(x_pad, window, stride, out_hw):
-    """View (N, C, Ho, Wo, R, S) of the windows each output sees."""
-    sh, sw = stride
-    ho, wo = out_hw
-    return sliding_window_view(x_pad, window, axis=(2, 3))[:, :, : ho * sh : sh, : wo * sw : sw]
+def _windows(x_pad, window, stride, out_hw, dilation=(1, 1)):
+    """View (N, C, Ho, Wo, R, S) of the windows each output sees: tap (r, s) of output (i, j) is
+    x_pad[:, :, i*sh + r*dh, j*sw + s*dw] (a window of the dilated extent, every dh-th row and
+    dw-th column of it, so no zero is ever multiplied in for the holes)."""
+    (sh, sw), (dh, dw), (ho, wo) = stride, dilation, out_hw
+    extent = ((window[0] - 1) * dh + 1, (window[1] - 1) * dw + 1)
+    view = sliding_window_view(x_pad, extent, axis=(2, 3))
+    return view[:, :, : ho * sh : sh, : wo * sw : sw, ::dh, ::dw]
 
 
-def _scatter_windows(per_offset, x_shape, window, stride, padding, out_hw, dtype):
+def _scatter_windows(per_offset, x_shape, window, stride, padding, out_hw, dtype, dilation=(1, 1)):
     """Sum window contributions back into an input-shaped array.
 
     `per_offset(r, s)` gives the (N, C, Ho, Wo) contribution of window offset (r, s); each lands
-    at x_pad[:, :, i*sh + r, j*sw + s]. The padding is cropped at the end.
+    at x_pad[:, :, i*sh + r*dh, j*sw + s*dw]. The padding is cropped at the end.
     """
     n, c, h, w = x_shape
-    (ph, pw), (sh, sw), (ho, wo) = padding, stride, out_hw
+    (ph, pw), (sh, sw), (ho, wo), (dh, dw) = padding, stride, out_hw, dilation
     dx_pad = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype)
     for r in range(window[0]):
         for s in range(window[1]):
-            dx_pad[:, :, r : r + ho * sh : sh, s : s + wo * sw : sw] += per_offset(r, s)
+            dx_pad[:, :, r * dh : r * dh + ho * sh : sh, s * dw : s * dw + wo * sw : sw] += per_offset(r, s)
     return dx_pad[:, :, ph : ph + h, pw : pw + w]
 
 
+def _groups(a):
+    """(channel slice of x, filter slice of w) per group: a grouped convolution is `groups`
+    independent convolutions, group g's filters reading only its C // groups input channels."""
+    cg, kg = a.x_shape[1] // a.groups, a.w_shape[0] // a.groups
+    return [(slice(g * cg, (g + 1) * cg), slice(g * kg, (g + 1) * kg)) for g in range(a.groups)]
+
+
 # ---------------------------------------------------------------- convolution
-def conv2d(x, w, b=None, stride=1, padding=0, algorithm="auto"):
-    a = conv_args(x, w, b, stride, padding)
-    win = _windows(_pad(a.x, a.padding), a.w_shape[2:], a.stride, a.out_hw)
-    y = np.tensordot(win, a.w, axes=([1, 4, 5], [1, 2, 3])).transpose(0, 3, 1, 2)
+def conv2d(x, w, b=None, stride=1, padding=0, algorithm="auto", *, dilation=1, groups=1):
+    a = conv_args(x, w, b, stride, padding, dilation=dilation, groups=groups)
+    win = _windows(_pad(a.x, a.padding), a.w_shape[2:], a.stride, a.out_hw, a.dilation)
+    y = np.concatenate([np.tensordot(win[:, cs], a.w[ks], axes=([1, 4, 5], [1, 2, 3]))
+                        for cs, ks in _groups(a)], axis=3).transpose(0, 3, 1, 2)
     if a.b is not None:
         y = y + a.b[None, :, None, None]
     return np.ascontiguousarray(y, dtype=a.dtype)
 
 
 def _conv_dw(dy, a):
-    win = _windows(_pad(a.x, a.padding), a.w_shape[2:], a.stride, a.out_hw)
-    return np.ascontiguousarray(np.tensordot(dy, win, axes=([0, 2, 3], [0, 2, 3])), dtype=a.dtype)
+    win = _windows(_pad(a.x, a.padding), a.w_shape[2:], a.stride, a.out_hw, a.dilation)
+    dw = np.concatenate([np.tensordot(dy[:, ks], win[:, cs], axes=([0, 2, 3], [0, 2, 3]))
+                         for cs, ks in _groups(a)], axis=0)
+    return np.ascontiguousarray(dw, dtype=a.dtype)
 
 
 def _conv_dx(dy, a):
+    def per_offset(r, s):
+        return np.concatenate([np.einsum("nkij,kc->ncij", dy[:, ks], a.w[ks, :, r, s])
+                               for _, ks in _groups(a)], axis=1)
+
     return np.ascontiguousarray(_scatter_windows(
-        lambda r, s: np.einsum("nkij,kc->ncij", dy, a.w[:, :, r, s]),
-        a.x_shape, a.w_shape[2:], a.stride, a.padding, a.out_hw, a.dtype))
+        per_offset, a.x_shape, a.w_shape[2:], a.stride, a.padding, a.out_hw, a.dtype, a.dilation))
 
 
-def conv2d_backward(dy, x, w, stride=1, padding=0, algorithm="auto"):
+def conv2d_backward(dy, x, w, stride=1, padding=0, algorithm="auto", *, dilation=1, groups=1):
     """(dx, dw, db) of `conv2d` given the upstream gradient dy."""
-    a, dy = conv_backward_args(dy, x, w, stride, padding)
+    a, dy = conv_backward_args(dy, x, w, stride, padding, dilation=dilation, groups=groups)
     return _conv_dx(dy, a), _conv_dw(dy, a), dy.sum(axis=(0, 2, 3)).astype(a.dtype)
 
 
-def conv2d_backward_data(dy, x_shape, w, stride=1, padding=0, algorithm="auto"):
+def conv2d_backward_data(dy, x_shape, w, stride=1, padding=0, algorithm="auto", *, dilation=1,
+                         groups=1):
     """dx of `conv2d` for an input of shape `x_shape`, given dy and w."""
-    a, dy = conv_backward_data_args(dy, x_shape, w, stride, padding)
+    a, dy = conv_backward_data_args(dy, x_shape, w, stride, padding, dilation=dilation,
+                                    groups=groups)
     return _conv_dx(dy, a)
 
 
-def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, algorithm="auto"):
+def conv2d_backward_weights(dy, x, w_shape, stride=1, padding=0, algorithm="auto", *, dilation=1,
+                            groups=1):
     """dw of `conv2d` for filters of shape `w_shape`, given dy and x."""
-    a, dy = conv_backward_weights_args(dy, x, w_shape, stride, padding)
+    a, dy = conv_backward_weights_args(dy, x, w_shape, stride, padding, dilation=dilation,
+                                       groups=groups)
     return _conv_dw(dy, a)
 
 

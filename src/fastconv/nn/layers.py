@@ -99,11 +99,15 @@ class Layer:
 class Conv2D(Layer):
     """2-D convolution (cross-correlation) of NCHW input with K filters of size kernel_size.
 
-    params: "w" (out_channels, in_channels, R, S), He-initialised; "b" (out_channels,), zeros.
+    params: "w" (out_channels, in_channels // groups, R, S), He-initialised (fan-in
+    in_channels // groups * R * S); "b" (out_channels,), zeros. dilation spaces the kernel's taps
+    (extent (R - 1) * dilation + 1); groups splits the channels into independent convolutions
+    (groups = in_channels: depthwise), as in PyTorch.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 algorithm="auto", init="he", seed=None, dtype=np.float32):
+                 algorithm="auto", init="he", seed=None, dtype=np.float32, *, dilation=1,
+                 groups=1):
         super().__init__()
         name = "Conv2D"
         self.in_channels = _positive_int(in_channels, "in_channels", name)
@@ -111,12 +115,14 @@ class Conv2D(Layer):
         self.kernel_size = pair(kernel_size, "kernel_size", 1)
         self.stride = pair(stride, "stride", 1)
         self.padding = pair(padding, "padding", 0)
+        self.dilation = pair(dilation, "dilation", 1)
+        self.groups = _conv_groups(groups, self.in_channels, self.out_channels)
         if algorithm not in ALGORITHMS:
             raise ValueError(f"{name}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
         self.algorithm = algorithm
         self.init = init
         dtype = check_dtype(dtype)
-        shape = self.param_shapes(in_channels, out_channels, kernel_size)["w"]
+        shape = self.param_shapes(in_channels, out_channels, kernel_size, groups=groups)["w"]
         self.params = {"w": initializer(init)(shape, make_rng(seed), dtype),
                        "b": np.zeros(self.out_channels, dtype)}
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
@@ -129,7 +135,7 @@ class Conv2D(Layer):
                              f"got x of shape {x.shape}")
         self._x = x if training else None
         return F.conv2d(x, self.params["w"], self.params["b"], self.stride, self.padding,
-                        self.algorithm)
+                        self.algorithm, dilation=self.dilation, groups=self.groups)
 
     def backward(self, dout):
         if self._x is None:
@@ -137,12 +143,14 @@ class Conv2D(Layer):
         w = self.params["w"]
         if self.needs_input_grad:
             dx, dw, db = F.conv2d_backward(dout, self._x, w, self.stride, self.padding,
-                                           self.algorithm)
+                                           self.algorithm, dilation=self.dilation,
+                                           groups=self.groups)
         else:
             # A first layer: its dx would be thrown away, so skip the backward-data pass.
             dx = None
             dw = F.conv2d_backward_weights(dout, self._x, w.shape, self.stride, self.padding,
-                                           self.algorithm)
+                                           self.algorithm, dilation=self.dilation,
+                                           groups=self.groups)
             db = F.bias_backward(dout)
         self.grads["w"], self.grads["b"] = dw, db.astype(w.dtype, copy=False)
         self._x = None
@@ -153,19 +161,34 @@ class Conv2D(Layer):
         if c != self.in_channels:
             raise ValueError(f"Conv2D expects {self.in_channels} input channels, got shape {input_shape}")
         (r, s), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        return (self.out_channels, output_size(h, r, sh, ph, "Conv2D height", "kernel_size[0]"),
-                output_size(w, s, sw, pw, "Conv2D width", "kernel_size[1]"))
+        (dh, dw) = self.dilation
+        return (self.out_channels,
+                output_size(h, (r - 1) * dh + 1, sh, ph, "Conv2D height",
+                            "kernel_size[0]" if dh == 1 else "(kernel_size[0] - 1) * dilation[0] + 1"),
+                output_size(w, (s - 1) * dw + 1, sw, pw, "Conv2D width",
+                            "kernel_size[1]" if dw == 1 else "(kernel_size[1] - 1) * dilation[1] + 1"))
 
     @classmethod
-    def param_shapes(cls, in_channels, out_channels, kernel_size, **_):
+    def param_shapes(cls, in_channels, out_channels, kernel_size, groups=1, **_):
         k = _positive_int(out_channels, "out_channels", "Conv2D")
         c = _positive_int(in_channels, "in_channels", "Conv2D")
-        return {"w": (k, c) + pair(kernel_size, "kernel_size", 1), "b": (k,)}
+        groups = _conv_groups(groups, c, k)
+        return {"w": (k, c // groups) + pair(kernel_size, "kernel_size", 1), "b": (k,)}
 
     def config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
-                "padding": list(self.padding), "algorithm": self.algorithm, "init": self.init}
+                "padding": list(self.padding), "algorithm": self.algorithm, "init": self.init,
+                "dilation": list(self.dilation), "groups": self.groups}
+
+
+def _conv_groups(groups, in_channels, out_channels):
+    """Conv2D's groups: a positive int dividing both channel counts."""
+    groups = _positive_int(groups, "groups", "Conv2D")
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"Conv2D: groups={groups} must divide in_channels={in_channels} and "
+                         f"out_channels={out_channels}")
+    return groups
 
 
 class _Pool2D(Layer):
