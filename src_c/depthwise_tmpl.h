@@ -414,6 +414,13 @@ void SFX(fc_dw_task)(const fc_dwplan *p, ptrdiff_t task, const REAL *src, const 
     for (ptrdiff_t q0 = 0; q0 < Q; q0 += p->qchunk) {
         const ptrdiff_t nq = FC_DW_MIN(p->qchunk, Q - q0);
         const int load = q0 > 0;
+        /* the next task's source planes (the next group's, when a task is a whole group of an
+         * image), fetched while this one computes: the packing otherwise waits on memory */
+        if (p->nbands == 1 && p->nog == 1 && q0 + p->qchunk >= Q && n * p->G + g + 1 < p->N * p->G) {
+            const char *next = (const char *)(src_g + Q * p->IH * p->IW);
+            const size_t bytes = (size_t)(Q * p->IH * p->IW) * sizeof(REAL);
+            for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(next + off, 0, 3);
+        }
         if (p->mode == FC_DW_FORWARD) {
             SFX(dw_pack_x)(p, src_g + q0 * p->IH * p->IW, nq, h0, h1, panel, 0);
             for (ptrdiff_t r = 0; r < R; r++)

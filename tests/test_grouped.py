@@ -30,7 +30,7 @@ CASES = [
     (2, 3, 11, 13, 6, (3, 3), 1, 1, 1, 3),              # depthwise, multiplier 2 (K = 2C), primes
     (2, 6, 9, 9, 6, (3, 3), 1, 2, 2, 6),                # depthwise, dilation 2
     (1, 5, 13, 11, 10, (5, 3), (2, 1), (3, 1), (1, 2), 5),  # depthwise x2, strided, rectangular
-    (2, 8, 10, 10, 8, (3, 3), 2, 1, 1, 8),              # depthwise stride 2 (MobileNet downsampling)
+    (2, 8, 10, 10, 8, (3, 3), 2, 1, 1, 8),              # depthwise stride 2 (MobileNet)
     (1, 16, 9, 9, 16, (3, 3), 1, 1, 1, 16),             # depthwise, more channels
     (1, 3, 40, 37, 3, (3, 3), 1, 1, 1, 3),              # depthwise, rows of more than 4 vectors
     (2, 8, 14, 14, 8, (3, 3), 1, 1, 1, 2),              # two groups

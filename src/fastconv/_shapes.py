@@ -159,10 +159,10 @@ class ConvArgs:
             if self.groups == 1:
                 raise ValueError(f"{op}: w has {cw} input channels (w.shape[1]) but x has {c} "
                                  f"(x.shape[1]); expected w of shape (K, {c}, R, S)")
+            cg = c // self.groups
             raise ValueError(f"{op}: w has {cw} input channels per group (w.shape[1]) but x's {c} "
-                             f"channels (x.shape[1]) in groups={self.groups} make "
-                             f"{c // self.groups}; expected w of shape (K, {c // self.groups}, R, S), "
-                             f"got {tuple(self.w_shape)}")
+                             f"channels (x.shape[1]) in groups={self.groups} make {cg}; expected "
+                             f"w of shape (K, {cg}, R, S), got {tuple(self.w_shape)}")
         if b is not None:
             self.b = as_float_array(b, "b", 1, self.dtype)
             if self.b.shape != (k,):

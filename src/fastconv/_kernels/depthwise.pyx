@@ -7,7 +7,12 @@ a call, allocates per-thread scratch with the GIL held (so running out of memory
 MemoryError, not a crash) for at most fc_budget_threads() threads, and runs the plan's
 independent tasks with OpenMP: forward and backward-data over (image, group, band of output
 rows), backward-weights over groups (each dw element is summed by one task, in one order). The
-cuts depend on the layer alone, so results are bit-identical at any thread count.
+cuts depend on the layer alone, so results are bit-identical at any thread count. Tasks are
+scheduled "guided": each thread walks mostly consecutive planes (the hardware prefetcher follows,
+and each task prefetches the next one's planes) while the last, small chunks still balance a
+thread slowed by other load. Against "dynamic" (one task at a time) and no prefetch, the
+depthwise forward and backward-data measured 22 % faster at 2 threads (mobilenet_dw, 2.3 ->
+1.8 ms; the prefetch alone about 3 %).
 
 Every function takes x (N, C, H, W), w (K, C // groups, R, S), y / dy (N, K, Ho, Wo), all
 C-contiguous and validated by fastconv._shapes, and the contract's arguments followed by
@@ -76,7 +81,7 @@ cdef int _run_forward_form(fc_dwplan *plan, const floating *src, const floating 
             with parallel(num_threads=team):
                 tid = threadid()
                 fp = fc_ftz_enter()
-                for t in prange(plan.ntasks, schedule="dynamic"):
+                for t in prange(plan.ntasks, schedule="guided"):
                     if floating is float:
                         fc_dw_task_f32(plan, t, src, wp, bias, out, buf + tid * per_thread)
                     else:
@@ -159,7 +164,7 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
         with nogil, parallel(num_threads=team):
             tid = threadid()
             fp = fc_ftz_enter()
-            for t in prange(plan.ntasks, schedule="dynamic"):
+            for t in prange(plan.ntasks, schedule="guided"):
                 if floating is float:
                     fc_dw_bw_task_f32(&plan, t, &dy[0, 0, 0, 0], &x[0, 0, 0, 0], &dw[0, 0, 0, 0],
                                       buf + tid * per_thread)
