@@ -14,8 +14,10 @@ from test_nn import check_model_gradients, rel_error
 
 
 def block(c_in, c_out, stride, rng):
-    body = [nn.Conv2D(c_in, c_out, 3, stride, 1, seed=rng), nn.BatchNorm2D(c_out), nn.ReLU(),
-            nn.Conv2D(c_out, c_out, 3, 1, 1, seed=rng), nn.BatchNorm2D(c_out)]
+    # bias-free convolutions before the batch norms, as in PyTorch's ResNets (the stem and the
+    # shortcut keep theirs, so that both kinds are checked and folded)
+    body = [nn.Conv2D(c_in, c_out, 3, stride, 1, seed=rng, bias=False), nn.BatchNorm2D(c_out),
+            nn.ReLU(), nn.Conv2D(c_out, c_out, 3, 1, 1, seed=rng, bias=False), nn.BatchNorm2D(c_out)]
     shortcut = None
     if stride != 1 or c_in != c_out:
         shortcut = [nn.Conv2D(c_in, c_out, 1, stride, seed=rng), nn.BatchNorm2D(c_out)]
@@ -29,7 +31,7 @@ def tiny_resnet(seed=0, fuse=True, input_grad=True):
         block(3, 3, 1, rng), nn.ReLU(),
         block(3, 4, 2, rng), nn.ReLU(),
         nn.Residual([nn.Residual([nn.Conv2D(4, 4, 1, seed=rng)]), nn.BatchNorm2D(4, affine=False)]),
-        nn.GlobalAvgPool2D(), nn.Dense(4, 5, seed=rng), nn.BatchNorm1D(5), nn.ReLU(),
+        nn.GlobalAvgPool2D(), nn.Dense(4, 5, seed=rng, bias=False), nn.BatchNorm1D(5), nn.ReLU(),
         nn.Dense(5, 3, seed=rng),
     ], input_grad=input_grad, fuse=fuse)
 
@@ -117,6 +119,38 @@ def test_fold_batch_norm_gives_the_same_evaluation_outputs():
             np.testing.assert_array_equal(layer.params[k], v)
 
 
+def test_bias_free_layers_hold_no_bias_and_compute_without_one():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 4, 6, 5))
+    conv = nn.Conv2D(4, 6, 3, 2, 1, seed=1, bias=False, dtype=np.float64)
+    with_bias = nn.Conv2D(4, 6, 3, 2, 1, seed=1, dtype=np.float64)
+    assert set(conv.params) == set(conv.grads) == {"w"} and conv.num_params == 6 * 4 * 9
+    assert nn.Conv2D.param_shapes(**conv.config()) == {"w": (6, 4, 3, 3)}
+    np.testing.assert_array_equal(conv.params["w"], with_bias.params["w"])
+    out = conv.forward(x)
+    np.testing.assert_allclose(out, fastconv.reference.conv2d(x, conv.params["w"], None, 2, 1),
+                               rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(out.shape)
+    dx = conv.backward(dy)
+    with_bias.forward(x)
+    np.testing.assert_array_equal(dx, with_bias.backward(dy))
+    np.testing.assert_array_equal(conv.grads["w"], with_bias.grads["w"])
+    assert set(conv.grads) == {"w"}
+    dense = nn.Dense(5, 3, seed=2, bias=False, dtype=np.float64)
+    assert set(dense.params) == {"w"} and nn.Dense.param_shapes(**dense.config()) == {"w": (5, 3)}
+    h = rng.standard_normal((4, 5))
+    np.testing.assert_allclose(dense.forward(h), h @ dense.params["w"], rtol=1e-12)
+    dense.backward(np.ones((4, 3)))
+    assert set(dense.grads) == {"w"}
+    copy = nn.Conv2D.from_config(conv.config(), np.float64)
+    assert not copy.bias and set(copy.params) == {"w"}
+    for layer_cls, args in ((nn.Conv2D, (4, 6, 3)), (nn.Dense, (5, 3))):
+        with pytest.raises(TypeError, match="bias must be True or False"):
+            layer_cls(*args, bias="no")
+    with pytest.raises(TypeError, match="affine must be True or False"):
+        nn.BatchNorm2D(3, affine=1)
+
+
 def test_save_load_and_checkpoint_round_trip_residual_networks(tmp_path):
     model = tiny_resnet(seed=6)
     rng = np.random.default_rng(6)
@@ -149,7 +183,7 @@ def test_summary_lists_the_branches_and_counts_parameters_once():
     assert f"Total params: {model.num_params:,}" in text
     res = model.layers[5]
     own = sum(p.size for p in res.params.values())
-    convs = (3 * 4 * 9 + 4) + (4 * 4 * 9 + 4) + (3 * 4 + 4)
+    convs = (3 * 4 * 9) + (4 * 4 * 9) + (3 * 4 + 4)  # the body's two convolutions bias-free
     assert res.num_params == own == convs + 3 * (4 + 4)  # and three batch norms' gamma, beta
     assert model.layer_shapes((2, 8, 8))[5][1] == (4, 4, 4)
 

@@ -23,6 +23,12 @@ def _positive_int(value, name, owner):
     return int(value)
 
 
+def _flag(value, name, owner):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def _check_input(x, ndim, what, owner):
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{owner}: x must be a numpy array, got {type(x).__name__}")
@@ -100,14 +106,16 @@ class Conv2D(Layer):
     """2-D convolution (cross-correlation) of NCHW input with K filters of size kernel_size.
 
     params: "w" (out_channels, in_channels // groups, R, S), He-initialised (fan-in
-    in_channels // groups * R * S); "b" (out_channels,), zeros. dilation spaces the kernel's taps
-    (extent (R - 1) * dilation + 1); groups splits the channels into independent convolutions
-    (groups = in_channels: depthwise), as in PyTorch.
+    in_channels // groups * R * S); "b" (out_channels,), zeros, unless bias=False (the usual
+    choice before a batch norm, whose mean subtraction cancels a bias: no bias is added or
+    differentiated). dilation spaces the kernel's taps (extent (R - 1) * dilation + 1); groups
+    splits the channels into independent convolutions (groups = in_channels: depthwise), as in
+    PyTorch.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  algorithm="auto", init="he", seed=None, dtype=np.float32, *, dilation=1,
-                 groups=1):
+                 groups=1, bias=True):
         super().__init__()
         name = "Conv2D"
         self.in_channels = _positive_int(in_channels, "in_channels", name)
@@ -121,10 +129,12 @@ class Conv2D(Layer):
             raise ValueError(f"{name}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
         self.algorithm = algorithm
         self.init = init
+        self.bias = _flag(bias, "bias", name)
         dtype = check_dtype(dtype)
         shape = self.param_shapes(in_channels, out_channels, kernel_size, groups=groups)["w"]
-        self.params = {"w": initializer(init)(shape, make_rng(seed), dtype),
-                       "b": np.zeros(self.out_channels, dtype)}
+        self.params = {"w": initializer(init)(shape, make_rng(seed), dtype)}
+        if self.bias:
+            self.params["b"] = np.zeros(self.out_channels, dtype)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self._x = None
 
@@ -134,25 +144,21 @@ class Conv2D(Layer):
             raise ValueError(f"Conv2D: expected {self.in_channels} input channels (x.shape[1]), "
                              f"got x of shape {x.shape}")
         self._x = x if training else None
-        return F.conv2d(x, self.params["w"], self.params["b"], self.stride, self.padding,
+        return F.conv2d(x, self.params["w"], self.params.get("b"), self.stride, self.padding,
                         self.algorithm, dilation=self.dilation, groups=self.groups)
 
     def backward(self, dout):
         if self._x is None:
             raise RuntimeError("Conv2D.backward called without a forward(training=True) first")
         w = self.params["w"]
-        if self.needs_input_grad:
-            dx, dw, db = F.conv2d_backward(dout, self._x, w, self.stride, self.padding,
-                                           self.algorithm, dilation=self.dilation,
-                                           groups=self.groups)
-        else:
-            # A first layer: its dx would be thrown away, so skip the backward-data pass.
-            dx = None
-            dw = F.conv2d_backward_weights(dout, self._x, w.shape, self.stride, self.padding,
-                                           self.algorithm, dilation=self.dilation,
-                                           groups=self.groups)
-            db = F.bias_backward(dout)
-        self.grads["w"], self.grads["b"] = dw, db.astype(w.dtype, copy=False)
+        geometry = dict(stride=self.stride, padding=self.padding, algorithm=self.algorithm,
+                        dilation=self.dilation, groups=self.groups)
+        # A first layer's dx would be thrown away, so it skips the backward-data pass.
+        dx = (F.conv2d_backward_data(dout, self._x.shape, w, **geometry)
+              if self.needs_input_grad else None)
+        self.grads["w"] = F.conv2d_backward_weights(dout, self._x, w.shape, **geometry)
+        if self.bias:
+            self.grads["b"] = F.bias_backward(dout).astype(w.dtype, copy=False)
         self._x = None
         return dx
 
@@ -169,17 +175,20 @@ class Conv2D(Layer):
                             "kernel_size[1]" if dw == 1 else "(kernel_size[1] - 1) * dilation[1] + 1"))
 
     @classmethod
-    def param_shapes(cls, in_channels, out_channels, kernel_size, groups=1, **_):
+    def param_shapes(cls, in_channels, out_channels, kernel_size, groups=1, bias=True, **_):
         k = _positive_int(out_channels, "out_channels", "Conv2D")
         c = _positive_int(in_channels, "in_channels", "Conv2D")
         groups = _conv_groups(groups, c, k)
-        return {"w": (k, c // groups) + pair(kernel_size, "kernel_size", 1), "b": (k,)}
+        shapes = {"w": (k, c // groups) + pair(kernel_size, "kernel_size", 1)}
+        if _flag(bias, "bias", "Conv2D"):
+            shapes["b"] = (k,)
+        return shapes
 
     def config(self):
         return {"in_channels": self.in_channels, "out_channels": self.out_channels,
                 "kernel_size": list(self.kernel_size), "stride": list(self.stride),
                 "padding": list(self.padding), "algorithm": self.algorithm, "init": self.init,
-                "dilation": list(self.dilation), "groups": self.groups}
+                "dilation": list(self.dilation), "groups": self.groups, "bias": self.bias}
 
 
 def _conv_groups(groups, in_channels, out_channels):
@@ -324,17 +333,21 @@ class Flatten(Layer):
 
 
 class Dense(Layer):
-    """Fully connected: y = x @ w + b with w (in_features, out_features), b (out_features,)."""
+    """Fully connected: y = x @ w + b with w (in_features, out_features), b (out_features,)
+    (no b with bias=False, as before a BatchNorm1D)."""
 
-    def __init__(self, in_features, out_features, init="he", seed=None, dtype=np.float32):
+    def __init__(self, in_features, out_features, init="he", seed=None, dtype=np.float32, *,
+                 bias=True):
         super().__init__()
         self.in_features = _positive_int(in_features, "in_features", "Dense")
         self.out_features = _positive_int(out_features, "out_features", "Dense")
         self.init = init
+        self.bias = _flag(bias, "bias", "Dense")
         dtype = check_dtype(dtype)
         self.params = {"w": initializer(init)((self.in_features, self.out_features),
-                                              make_rng(seed), dtype),
-                       "b": np.zeros(self.out_features, dtype)}
+                                              make_rng(seed), dtype)}
+        if self.bias:
+            self.params["b"] = np.zeros(self.out_features, dtype)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self._x = None
 
@@ -344,13 +357,15 @@ class Dense(Layer):
             raise ValueError(f"Dense: expected {self.in_features} input features (x.shape[1]), "
                              f"got x of shape {x.shape}")
         self._x = x if training else None
-        return F.linear(x, self.params["w"], self.params["b"])
+        return F.linear(x, self.params["w"], self.params.get("b"))
 
     def backward(self, dout):
         if self._x is None:
             raise RuntimeError("Dense.backward called without a forward(training=True) first")
         x, self._x = self._x, None
-        dx, self.grads["w"], self.grads["b"] = F.linear_backward(dout, x, self.params["w"])
+        dx, self.grads["w"], db = F.linear_backward(dout, x, self.params["w"])
+        if self.bias:
+            self.grads["b"] = db
         return dx if self.needs_input_grad else None
 
     def output_shape(self, input_shape):
@@ -359,14 +374,17 @@ class Dense(Layer):
         return (self.out_features,)
 
     @classmethod
-    def param_shapes(cls, in_features, out_features, **_):
+    def param_shapes(cls, in_features, out_features, bias=True, **_):
         d_in = _positive_int(in_features, "in_features", "Dense")
         d_out = _positive_int(out_features, "out_features", "Dense")
-        return {"w": (d_in, d_out), "b": (d_out,)}
+        shapes = {"w": (d_in, d_out)}
+        if _flag(bias, "bias", "Dense"):
+            shapes["b"] = (d_out,)
+        return shapes
 
     def config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
-                "init": self.init}
+                "init": self.init, "bias": self.bias}
 
 
 class Dropout(Layer):
@@ -426,7 +444,8 @@ class _BatchNorm(Layer):
                     or (what == "eps" and value == 0):
                 bound = "in (0, 1]" if what == "eps" else "in [0, 1]"
                 raise ValueError(f"{name}: {what} must be a number {bound}, got {value!r}")
-        self.eps, self.momentum, self.affine = float(eps), float(momentum), bool(affine)
+        self.eps, self.momentum = float(eps), float(momentum)
+        self.affine = _flag(affine, "affine", name)
         #: Set by `Sequential` when a ReLU follows: forward returns relu(bn(x)) in the same pass
         #: and backward takes the ReLU's gradient too (its mask recomputed from x), the ReLU
         #: passing its argument through.

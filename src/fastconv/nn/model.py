@@ -678,8 +678,10 @@ def _fold_batch_norm(layers):
                                 else _fold_batch_norm(layer.shortcut.layers)))
         elif isinstance(layer, (Conv2D, Dense)) and isinstance(following, _BatchNorm):
             scale, shift = following.scale_shift()
-            folded = _clone(layer)
-            w, b = layer.params["w"].astype(np.float64), layer.params["b"].astype(np.float64)
+            # The folded layer has a bias even where the original had none (bias=False).
+            folded = type(layer).from_config({**layer.config(), "bias": True}, layer.dtype)
+            w = layer.params["w"].astype(np.float64)
+            b = layer.params["b"].astype(np.float64) if layer.bias else 0.0
             w = w * (scale[:, None, None, None] if isinstance(layer, Conv2D) else scale[None, :])
             folded.params["w"] = w.astype(layer.dtype)
             folded.params["b"] = (b * scale + shift).astype(layer.dtype)
