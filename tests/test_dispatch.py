@@ -44,6 +44,18 @@ def test_auto_only_picks_algorithms_that_can_do_the_shape(case, pass_, threads):
     ((8, 3, 227, 227, 96, 11, 11, 4, 0), "backward_weights", "winograd4"),
     ((8, 1, 64, 64, 32, 5, 5, 2, 2), "forward", "im2col"),          # 4 phase channels: too few
     ((8, 128, 28, 28, 256, 3, 3, 2, 1), "forward", "im2col"),       # 2 taps per phase
+    # outputs under 8x8: the Winograd tile whose tiles waste fewer multiplies
+    ((64, 64, 7, 7, 64, 3, 3, 1, 1), "forward", "winograd4"),
+    ((64, 64, 7, 7, 64, 3, 3, 1, 1), "backward_weights", "winograd4"),
+    ((32, 128, 5, 5, 128, 3, 3, 1, 1), "forward", "winograd2"),
+    ((32, 128, 6, 6, 128, 3, 3, 1, 1), "backward_data", "winograd2"),  # a tie: F(2x2)
+    ((32, 128, 3, 3, 128, 3, 3, 1, 1), "forward", "winograd4"),
+    ((32, 128, 3, 3, 128, 3, 3, 1, 1), "backward_weights", "winograd2"),  # 4x4 tile 9/16 full
+    ((32, 128, 2, 2, 128, 3, 3, 1, 1), "forward", "winograd2"),
+    ((32, 64, 9, 9, 64, 3, 3, 1, 0), "forward", "winograd4"),       # a 7x7 output
+    # strided tiny layers: direct's backward-data loses to im2col's GEMM, its backward-weights not
+    ((64, 16, 28, 28, 32, 3, 3, 2, 1), "backward_data", "im2col"),
+    ((64, 16, 28, 28, 32, 3, 3, 2, 1), "backward_weights", "direct"),
 ])
 def test_auto_follows_the_measured_rules(case, pass_, expected):
     assert _dispatch.resolve("auto", geometry(case), pass_) == expected

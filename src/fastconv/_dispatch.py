@@ -111,6 +111,34 @@ GROUPED_DIRECT_SMALL = (144, 20 * 20)
 GROUPED_DIRECT_MAX_CRS_BW = 288
 
 
+def _tile_cost(m, h, w):
+    """Winograd F(m x m, 3x3)'s transform-domain multiplies per useful output on an h x w
+    output: ((m + 2) / m)**2, divided by the fraction of its m x m tiles' outputs that fall
+    inside the image."""
+    covered = -(-h // m) * m * (-(-w // m) * m)
+    return ((m + 2) / m) ** 2 * covered / (h * w)
+
+
+def winograd_tile(s1, pass_):
+    """F(4x4) or F(2x2) for the stride-1 3x3 layer s1: F(4x4) on outputs of 8x8 and more (4x4
+    tiles waste little there); on smaller ones, F(4x4) only where its tiles still cost fewer
+    multiplies per useful output than F(2x2)'s (7x7, 4x4, 3x3), and for backward-weights only
+    where they also cover the output at least 3/4 full (7x7, 4x4). Measured (2 threads, ms,
+    medians of three runs, F(4x4) / F(2x2), forward, backward-data, backward-weights):
+    N=64 C=K=64 7x7 1.25 / 1.82, 1.65 / 2.08, 2.39 / 3.37; N=32 C=K=128 5x5 2.08 / 1.88,
+    2.33 / 2.14, 3.96 / 3.25; 6x6 1.41 / 1.55, 1.46 / 1.60, 2.77 / 2.11 (a tie by this count,
+    given to F(2x2)); 3x3 0.49 / 0.72, 0.52 / 0.78, 1.72 / 1.23; 2x2 0.42 / 0.26 (docs/architecture.md).
+    """
+    h, w = s1.h + 2 * s1.ph - s1.r + 1, s1.w + 2 * s1.pw - s1.s + 1
+    if min(h, w) >= 8:
+        return "winograd4"
+    cost4, cost2 = _tile_cost(4, h, w), _tile_cost(2, h, w)
+    full4 = h * w / (-(-h // 4) * 4 * (-(-w // 4) * 4))
+    if cost4 < cost2 and (pass_ != "backward_weights" or full4 >= 0.75):
+        return "winograd4"
+    return "winograd2"
+
+
 def heuristic(g, pass_):
     """The measured rule of thumb for "auto" (docs/architecture.md lists the measurements).
 
@@ -132,13 +160,12 @@ def heuristic(g, pass_):
     if winograd_unsupported_reason(g) is None and config.winograd_enabled():
         s1 = _polyphase.stride1_geometry(g)
         if min(s1.c, s1.k) >= WINOGRAD_MIN_CHANNELS:
-            if min(s1.h, s1.w) < 8:
-                return "winograd2"
             if pass_ == "backward_weights" and s1.c * s1.k >= 1 << 15 and s1.h * s1.w <= 28 * 28:
                 return "winograd2"
-            return "winograd4"
+            return winograd_tile(s1, pass_)
+    strided = g.sh > 1 or g.sw > 1
     if (g.c * g.r * g.s <= DIRECT_MAX_CRS and not (pass_ == "forward" and g.k >= IM2COL_FORWARD_MIN_K)
-            and g.sh <= g.r and g.sw <= g.s):
+            and not (pass_ == "backward_data" and strided) and g.sh <= g.r and g.sw <= g.s):
         return "direct"
     return "im2col"
 
@@ -169,8 +196,7 @@ def resolve(algorithm, g, pass_, run_candidate=None):
         if reason is not None:
             raise ValueError(f"algorithm={algorithm!r} cannot do this layer: {reason}")
         if algorithm == "winograd":
-            s1 = _polyphase.stride1_geometry(_grouped.inner_geometry(g))
-            return "winograd4" if min(s1.h, s1.w) >= 8 else "winograd2"
+            return winograd_tile(_polyphase.stride1_geometry(_grouped.inner_geometry(g)), pass_)
         return algorithm
     if algorithm != "auto":
         return algorithm
