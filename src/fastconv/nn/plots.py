@@ -30,6 +30,7 @@ def _save(fig, path):
 def plot_history(history, path, title=""):
     """Loss and accuracy per epoch, training and test side by side."""
     plt = require_matplotlib()
+    from matplotlib.ticker import MaxNLocator
     epochs = np.arange(1, len(history["loss"]) + 1)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
@@ -38,7 +39,7 @@ def plot_history(history, path, title=""):
             ax.plot(epochs, history["val_" + key], "s-", label=f"test {label}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
-        ax.set_xticks(epochs)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=15, integer=True))  # whole epochs, legible
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title or "Fashion-MNIST training")
