@@ -88,7 +88,7 @@ MODELS = {"cnn": cnn, "lenet5": lenet5, "resnet": resnet}
 RECIPES = {
     "cnn": {"epochs": 8, "optimizer": "adam", "weight_decay": 0.0, "augment": "none"},
     "lenet5": {"epochs": 8, "optimizer": "adam", "weight_decay": 0.0, "augment": "none"},
-    "resnet": {"epochs": 15, "optimizer": "sgd", "weight_decay": 5e-4, "augment": "shift-flip"},
+    "resnet": {"epochs": 30, "optimizer": "sgd", "weight_decay": 5e-4, "augment": "shift-flip"},
 }
 
 
@@ -142,7 +142,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", choices=sorted(MODELS), default="cnn")
     p.add_argument("--epochs", type=_positive_int, default=None,
-                   help="passes over the training set (default: the model's recipe: 8, resnet 15)")
+                   help="passes over the training set (default: the model's recipe: 8, resnet 30)")
     p.add_argument("--batch-size", type=_positive_int, default=64)
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=None,
                    help="default: the model's recipe (adam; resnet: sgd)")
