@@ -345,7 +345,7 @@ def test_training_command_recipes_fill_only_the_options_left_unset(tmp_path):
     from fastconv import train
     args = train.parse_args(["--model", "resnet", "--out", str(tmp_path)])
     assert (args.epochs, args.optimizer, args.weight_decay, args.augment) == \
-        (15, "sgd", 5e-4, "shift-flip")
+        (30, "sgd", 5e-4, "shift-flip")
     args = train.parse_args(["--model", "resnet", "--optimizer", "adam", "--epochs", "2",
                              "--augment", "none", "--weight-decay", "0", "--out", str(tmp_path)])
     assert (args.epochs, args.optimizer, args.weight_decay, args.augment) == (2, "adam", 0, "none")
