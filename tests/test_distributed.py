@@ -237,13 +237,15 @@ def test_the_training_command_under_mpiexec(tmp_path):
     assert abs(m2["final_test_accuracy"] - m1["final_test_accuracy"]) <= 0.03
 
 
-@pytest.mark.parametrize("ranks", [None, 2])
-def test_kill_and_resume_gives_the_uninterrupted_result(tmp_path, ranks):
+@pytest.mark.parametrize("ranks, augment", [(None, "none"), (2, "none"), (None, "shift-flip"),
+                                            (2, "shift-flip")])
+def test_kill_and_resume_gives_the_uninterrupted_result(tmp_path, ranks, augment):
     """A run killed (SIGKILL) after its first checkpoint, resumed from it, ends with the
-    parameters of a run that was never interrupted, bit for bit."""
+    parameters of a run that was never interrupted, bit for bit (augmenting too: each rank's
+    augmentation generator is in the checkpoint)."""
     _fashion_mnist_or_skip()
     launcher = [MPIEXEC, "-n", str(ranks)] if ranks else []
-    common = COMMON[:5] + ["4"] + COMMON[6:]  # 4 epochs
+    common = COMMON[:5] + ["4"] + COMMON[6:] + ["--augment", augment]  # 4 epochs
     whole = subprocess.run(launcher + [sys.executable, "-m", "fastconv.train", *common, "--out",
                                        str(tmp_path / "whole")], capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr

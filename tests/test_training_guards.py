@@ -96,3 +96,38 @@ def test_an_unwritable_output_folder_is_a_usage_error_before_training(capsys, tm
         train.parse_args(["--out", str(not_a_folder / "run")])
     assert info.value.code == 2
     assert "cannot write to the output folder" in capsys.readouterr().err
+
+
+def test_fit_augments_from_the_generator_it_is_given(tmp_path):
+    from fastconv.checkpoint import load_augment_rng, save_checkpoint
+    from fastconv.datasets import random_shift_flip
+    x, y = data()
+    x = np.repeat(np.repeat(x, 6, axis=2), 6, axis=3)[:, :, :28, :28]  # 28x28 images
+    model = lambda: nn.Sequential([nn.Conv2D(1, 2, 3, padding=1, seed=0), nn.ReLU(), nn.Flatten(),
+                                   nn.Dense(2 * 28 * 28, 3, seed=1)])
+    runs = []
+    for explicit in (False, True):  # fit's own choice, then the same one made by the caller
+        rng = np.random.default_rng(5)
+        aug = nn.augmentation_rng(rng) if explicit else None
+        m = model()
+        m.fit(x, y, epochs=1, batch_size=4, optimizer=nn.SGD(0.1), seed=rng, verbose=False,
+              augment=random_shift_flip, augment_rng=aug)
+        runs.append(m.layers[0].params["w"].copy())
+    np.testing.assert_array_equal(runs[0], runs[1])
+    m = model()  # another augmentation generator: other images, other weights
+    m.fit(x, y, epochs=1, batch_size=4, optimizer=nn.SGD(0.1), seed=np.random.default_rng(5),
+          verbose=False, augment=random_shift_flip, augment_rng=np.random.default_rng(99))
+    assert not np.array_equal(m.layers[0].params["w"], runs[0])
+    with pytest.raises(TypeError, match="augment_rng must be a numpy Generator"):
+        model().fit(x, y, augment=random_shift_flip, augment_rng=5, verbose=False)
+    # checkpoints keep each rank's generator and refuse another number of ranks
+    gens = [np.random.default_rng([1, r]) for r in range(2)]
+    path = tmp_path / "ck.npz"
+    m = model()
+    save_checkpoint(path, m, nn.SGD(0.1), 1, np.random.default_rng(0), {"loss": [1.0]},
+                    [g.bit_generator.state for g in gens])
+    assert load_augment_rng(path, 1, 2).integers(1 << 30) == gens[1].integers(1 << 30)
+    with pytest.raises(ValueError, match="written by 2 rank"):
+        load_augment_rng(path, 0, 1)
+    save_checkpoint(path, m, nn.SGD(0.1), 1, np.random.default_rng(0), {"loss": [1.0]})
+    assert load_augment_rng(path) is None

@@ -2,8 +2,9 @@
 
 A checkpoint is a model file (`Sequential.load` reads it as one) with three more kinds of entry:
 the optimiser's state (`optimizer.*`: step count, learning rate, Adam's moments), and one JSON
-entry with the number of completed epochs, the shuffling generator's state and the history.
-Written atomically, like every file fastconv writes.
+entry with the number of completed epochs, the shuffling generator's state, the augmentation
+generators' states (one per rank, when the run augments) and the history. Written atomically,
+like every file fastconv writes.
 """
 import json
 
@@ -15,11 +16,14 @@ _META = "checkpoint"
 _OPTIMIZER = "optimizer."
 
 
-def save_checkpoint(path, model, optimizer, epoch, rng, history):
+def save_checkpoint(path, model, optimizer, epoch, rng, history, augment_states=None):
     """Write `model`, `optimizer`'s state, the completed `epoch` count, the generator `rng`'s
-    state and `history` to `path`."""
+    state, `history` and, when the run augments, `augment_states`: each rank's augmentation
+    generator's `bit_generator.state`, in rank order, to `path`."""
     meta = {"epoch": int(epoch), "rng": rng.bit_generator.state,
             "history": {k: v for k, v in history.items() if isinstance(v, list)}}
+    if augment_states is not None:
+        meta["augment_rngs"] = list(augment_states)
     extra = {_OPTIMIZER + k: v for k, v in optimizer.state_dict(model).items()}
     extra[_META] = np.array(json.dumps(meta))
     model.save(path, extra)
@@ -34,10 +38,33 @@ def load_checkpoint(path):
             raise ValueError(f"{path}: a model, not a checkpoint (no {_META!r} entry)")
         try:
             meta = json.loads(str(data[_META]))
-            rng = np.random.Generator(getattr(np.random, meta["rng"]["bit_generator"])())
-            rng.bit_generator.state = meta["rng"]
+            rng = _generator(meta["rng"])
             epoch, history = int(meta["epoch"]), dict(meta["history"])
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{path}: damaged checkpoint entry ({type(exc).__name__}: {exc})") from None
         state = {k[len(_OPTIMIZER):]: data[k] for k in data.files if k.startswith(_OPTIMIZER)}
     return model, state, epoch, rng, history
+
+
+def load_augment_rng(path, rank=0, ranks=1):
+    """The augmentation generator of `rank` (of `ranks`) as the checkpoint saved it, or None
+    when it saved none (a run without augmentation). A ValueError names the file when it was
+    written by a different number of ranks or its entry is damaged."""
+    with np.load(path, allow_pickle=False) as data:
+        try:
+            states = json.loads(str(data[_META])).get("augment_rngs")
+            if states is None:
+                return None
+            if len(states) != ranks:
+                raise ValueError(f"written by {len(states)} rank(s), resumed on {ranks}")
+            return _generator(states[rank])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path}: cannot restore the augmentation generator "
+                             f"({type(exc).__name__}: {exc})") from None
+
+
+def _generator(state):
+    """A numpy Generator in the `bit_generator.state` `state`."""
+    rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
+    rng.bit_generator.state = state
+    return rng

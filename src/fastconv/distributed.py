@@ -117,6 +117,12 @@ def allreduce(array, op="mean"):
     return float(buf) if scalar else buf
 
 
+def gather_states(state, root=0):
+    """Every rank's `state` (a small JSON-able object, e.g. a generator's state), as a list in
+    rank order on `root`, None elsewhere (pickled: for a few bytes of metadata, not arrays)."""
+    return _require().gather(state, root=root)
+
+
 def _sum_in_place(buf, comm):
     comm.Allreduce(_mpi().IN_PLACE, buf, op=_mpi().SUM)
 

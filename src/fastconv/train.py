@@ -20,10 +20,10 @@ from . import __version__, get_num_threads, set_num_threads
 from .threads import MAX_THREADS, usable_cores
 from ._dispatch import ALGORITHMS
 from ._files import atomic_write
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_augment_rng, load_checkpoint, save_checkpoint
 from .datasets import CLASS_NAMES, load_fashion_mnist, random_shift_flip
 from .nn import (SGD, Adam, BatchNorm2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D,
-                 ReLU, Residual, Sequential, make_rng)
+                 ReLU, Residual, Sequential, augmentation_rng, make_rng)
 
 
 def cnn(rng=None, algorithm="auto"):
@@ -282,10 +282,15 @@ def main(argv=None):
 
     optimizer = make_optimizer(args)
     schedule = cosine_schedule(optimizer.lr, args.epochs) if args.lr_schedule == "cosine" else None
+    rank, nranks = (0, 1) if dist is None else (dist.rank(), dist.size())
+    augment = random_shift_flip if args.augment == "shift-flip" else None
+    aug_rng = None
     if args.resume:
         try:
             model, state, done, rng, history = load_checkpoint(args.resume)
             optimizer.load_state_dict(model, state)
+            if augment is not None:
+                aug_rng = load_augment_rng(args.resume, rank, nranks)
         except (FileNotFoundError, ValueError) as exc:
             print(f"error: --resume: {exc}", file=sys.stderr)
             return 2
@@ -293,6 +298,10 @@ def main(argv=None):
     else:
         model = MODELS[args.model](np.random.default_rng(args.seed), args.algorithm)
         rng, done, history = np.random.default_rng(args.seed), 0, None
+    if augment is not None and aug_rng is None:
+        # fit's own choice, made here so that checkpoints can save (and resume) its state; a
+        # checkpoint of a run that did not augment has none, and this starts one
+        aug_rng = augmentation_rng(rng, rank)
     ranks = f", {dist.size()} ranks" if dist is not None else ""
     log(f"fastconv {__version__}, {get_num_threads()} thread(s){ranks}; {args.model} on "
         f"{len(x_train)} training and {len(x_test)} test images")
@@ -305,9 +314,14 @@ def main(argv=None):
 
     def on_epoch_end(epoch, h):
         log(_epoch_line(epoch, args.epochs, h), flush=True)
-        if args.checkpoint_every and (epoch + 1) % args.checkpoint_every == 0 and rank0:
-            save_checkpoint(os.path.join(args.out, "checkpoint.npz"), model, optimizer, epoch + 1,
-                            rng, h)
+        if args.checkpoint_every and (epoch + 1) % args.checkpoint_every == 0:
+            states = None
+            if aug_rng is not None:  # every rank's, gathered on rank 0 (a collective: all call it)
+                state = aug_rng.bit_generator.state
+                states = [state] if dist is None else dist.gather_states(state)
+            if rank0:
+                save_checkpoint(os.path.join(args.out, "checkpoint.npz"), model, optimizer,
+                                epoch + 1, rng, h, states)
 
     interrupted, failed_status = False, 130  # 130: stopped by Ctrl-C (SIGINT), 1: a NaN loss
     start = time.perf_counter()
@@ -316,7 +330,7 @@ def main(argv=None):
                   optimizer=optimizer, validation_data=(x_test, y_test), seed=rng,
                   lr_schedule=schedule, verbose=not args.quiet and rank0,
                   on_epoch_end=on_epoch_end, initial_epoch=min(done, args.epochs), history=history,
-                  augment=random_shift_flip if args.augment == "shift-flip" else None)
+                  augment=augment, augment_rng=aug_rng)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: keeping the model of the last complete epoch", file=sys.stderr)

@@ -39,6 +39,13 @@ def _check_xy(x, y, what="x"):
     return x, y
 
 
+def augmentation_rng(rng, rank=0):
+    """The generator `Sequential.fit` gives its `augment` function unless told otherwise: seeded
+    by one draw from the shuffling generator `rng` and by the MPI rank (each rank augments its
+    own share of a batch differently; the shuffling order, drawn from `rng`, stays common)."""
+    return np.random.default_rng([int(rng.integers(2**62)), int(rank)])
+
+
 class Sequential:
     """Layers applied in order. The loss is softmax cross-entropy over the last layer's output.
 
@@ -200,7 +207,7 @@ class Sequential:
     # ------------------------------------------------------------ training
     def fit(self, x, y, epochs=1, batch_size=64, optimizer=None, validation_data=None,
             shuffle=True, seed=None, lr_schedule=None, verbose=True, on_epoch_end=None,
-            initial_epoch=0, history=None, augment=None):
+            initial_epoch=0, history=None, augment=None, augment_rng=None):
         """Train for `epochs` passes over (x, y) in minibatches; returns the history dict.
 
         With a `fastconv.distributed.DistributedOptimizer`, every rank draws the same shuffled
@@ -215,8 +222,9 @@ class Sequential:
         "images_per_s". lr_schedule(epoch) -> lr sets the optimiser's rate before each epoch.
         verbose shows a tqdm bar per epoch. on_epoch_end(epoch, history) runs after each epoch.
         augment(x_batch, rng) -> a new batch transforms each training batch (e.g.
-        `fastconv.datasets.random_shift_flip`), drawing from its own generator (seeded from
-        `seed`, and the rank under MPI), so the shuffling order stays every rank's.
+        `fastconv.datasets.random_shift_flip`), drawing from its own generator, so the shuffling
+        order stays every rank's: `augment_rng` when given (a resumed run passes the one it
+        saved), else `augmentation_rng(seed's generator, rank)`, one draw from it.
 
         On KeyboardInterrupt the parameters are put back to the end of the last complete epoch
         (``self.history`` holds that epoch's metrics) and the interrupt is re-raised. A loss that
@@ -239,10 +247,12 @@ class Sequential:
             raise TypeError("augment must be callable as augment(x_batch, rng) -> x_batch")
         rng = make_rng(seed)
         world = optimizer if hasattr(optimizer, "sum_over_ranks") else None
+        if augment_rng is not None and not isinstance(augment_rng, np.random.Generator):
+            raise TypeError(f"augment_rng must be a numpy Generator, got {type(augment_rng).__name__}")
         if augment is not None:
-            aug_rng = np.random.default_rng([int(rng.integers(2**62)),
-                                             0 if world is None else world.rank])
-            augment = functools.partial(augment, rng=aug_rng)
+            if augment_rng is None:
+                augment_rng = augmentation_rng(rng, 0 if world is None else world.rank)
+            augment = functools.partial(augment, rng=augment_rng)
         keys = ["loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_s"]
         if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral) \
                 or not 0 <= initial_epoch <= epochs:
