@@ -111,12 +111,16 @@ GROUPED_DIRECT_SMALL = (144, 20 * 20)
 GROUPED_DIRECT_MAX_CRS_BW = 288
 
 
+def _tile_fill(m, h, w):
+    """The fraction of the outputs of the m x m tiles covering an h x w output that fall inside
+    it."""
+    return h * w / (-(-h // m) * m * (-(-w // m) * m))
+
+
 def _tile_cost(m, h, w):
     """Winograd F(m x m, 3x3)'s transform-domain multiplies per useful output on an h x w
-    output: ((m + 2) / m)**2, divided by the fraction of its m x m tiles' outputs that fall
-    inside the image."""
-    covered = -(-h // m) * m * (-(-w // m) * m)
-    return ((m + 2) / m) ** 2 * covered / (h * w)
+    output: ((m + 2) / m)**2 per tile output, over the tiles' fill."""
+    return ((m + 2) / m) ** 2 / _tile_fill(m, h, w)
 
 
 def winograd_tile(s1, pass_):
@@ -132,9 +136,8 @@ def winograd_tile(s1, pass_):
     h, w = s1.h + 2 * s1.ph - s1.r + 1, s1.w + 2 * s1.pw - s1.s + 1
     if min(h, w) >= 8:
         return "winograd4"
-    cost4, cost2 = _tile_cost(4, h, w), _tile_cost(2, h, w)
-    full4 = h * w / (-(-h // 4) * 4 * (-(-w // 4) * 4))
-    if cost4 < cost2 and (pass_ != "backward_weights" or full4 >= 0.75):
+    if _tile_cost(4, h, w) < _tile_cost(2, h, w) and (pass_ != "backward_weights"
+                                                      or _tile_fill(4, h, w) >= 0.75):
         return "winograd4"
     return "winograd2"
 
