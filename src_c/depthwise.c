@@ -28,19 +28,44 @@ static ptrdiff_t fc_dw_clamp(ptrdiff_t v, ptrdiff_t lo, ptrdiff_t hi) { return v
 static size_t fc_dw_round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
 /* Register tiles. Forward form: KB out channels x NR rows x NC vectors of accumulators, at most
- * FC_DW_ACC (12: with the NR*NC source vectors and one broadcast weight they fit 16 registers,
- * AVX2's and SSE2's file); NC <= 4, KB <= 6, NR a power of two <= 8. Backward-weights: KB
- * filters x TB taps, KB <= 4. The switches in depthwise_tmpl.h instantiate exactly these. */
+ * FC_DW_ACC (12: with one broadcast weight they fit 16 registers, AVX2's and SSE2's file, the
+ * source vectors being the FMAs' memory operands); NC <= 4, KB <= 6, NR a power of two <= 8
+ * (3-row tiles measured no faster than 2-row ones on 28-wide depthwise planes).
+ * Backward-weights: KB filters x TB taps, KB <= 4. The switches in depthwise_tmpl.h
+ * instantiate exactly these. */
 #define FC_DW_ACC 12
 #define FC_DW_KB_MAX 6
 #define FC_DW_NC_MAX 4
 #define FC_DW_NR_MAX 8
 #define FC_DW_KBW_MAX 4
 
+/* The forward-form tile shapes (KB, NR, NC) compiled: X(kb, nr, nc) for each. fc_dw_plan picks
+ * only heights whose tiles (with every smaller block and vector count) are all here. */
+#define FC_DW_TILE_SHAPES(X)                                                                       \
+    X(1, 1, 1) X(1, 1, 2) X(1, 1, 3) X(1, 1, 4)                                                    \
+    X(2, 1, 1) X(2, 1, 2) X(2, 1, 3) X(2, 1, 4)                                                    \
+    X(3, 1, 1) X(3, 1, 2) X(3, 1, 3) X(3, 1, 4)                                                    \
+    X(4, 1, 1) X(4, 1, 2) X(4, 1, 3)                                                               \
+    X(5, 1, 1) X(5, 1, 2)                                                                          \
+    X(6, 1, 1) X(6, 1, 2)                                                                          \
+    X(1, 2, 1) X(1, 2, 2) X(1, 2, 3) X(1, 2, 4)                                                    \
+    X(2, 2, 1) X(2, 2, 2) X(2, 2, 3)                                                               \
+    X(3, 2, 1) X(3, 2, 2)                                                                          \
+    X(4, 2, 1) X(5, 2, 1) X(6, 2, 1)                                                               \
+    X(1, 4, 1) X(1, 4, 2) X(1, 4, 3)                                                               \
+    X(2, 4, 1) X(3, 4, 1)                                                                          \
+    X(1, 8, 1)
+
 /* Each task's panel (its packed source rows) stays within this many bytes when the layer
  * allows: more source channels than fit are split into passes over the output, a taller plane
  * into bands of output rows. Half of Zen 3's 512 KiB L2. */
 #define FC_DW_PANEL_BYTES (256 * 1024)
+
+/* One tap of a forward-form tile: its source offset in the panel and its weight (r*S + s), side
+ * by side so the tap loop reads one table. */
+typedef struct {
+    ptrdiff_t x, w;
+} fc_dwtap;
 
 /* Integer vectors the size of one register, for the tail masks. */
 typedef int fc_dw_vfi __attribute__((vector_size(FC_VBYTES)));

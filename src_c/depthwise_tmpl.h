@@ -90,6 +90,20 @@ FC_INLINE void SFX(dw_zero)(REAL *dst, ptrdiff_t n) {
     const VEC z = SFX(vset1)((REAL)0);
     for (ptrdiff_t m = 0; m < n; m += VLEN) ST(dst + m, z);
 }
+/* One padded row of L (a multiple of VLEN): d[lo .. hi) = s[0 .. hi - lo), zeros elsewhere.
+ * Only the vectors that hold padding are zeroed, before the copy overwrites what they cover of
+ * [lo, hi): zeroing whole rows was ~570 of the ~8,800 instructions per 28x28 depthwise plane.
+ * With `check`, adds v - v of every value copied to *z (see dw_copy). */
+FC_INLINE void SFX(dw_pad_row)(REAL *FC_RESTRICT d, const REAL *FC_RESTRICT s, ptrdiff_t lo,
+                               ptrdiff_t hi, ptrdiff_t L, int check, VEC *z) {
+    const VEC zero = SFX(vset1)((REAL)0);
+    for (ptrdiff_t m = 0; m < lo; m += VLEN) ST(d + m, zero);
+    for (ptrdiff_t m = hi / VLEN * VLEN; m < L; m += VLEN) ST(d + m, zero);
+    if (check)
+        SFX(dw_copy)(d + lo, s, hi - lo, z);
+    else
+        SFX(dw_copy_plain)(d + lo, s, hi - lo);
+}
 
 /* First item of block b when `total` items are cut into `nblocks` blocks (sizes differ by <= 1). */
 static ptrdiff_t SFX(dw_block_start)(ptrdiff_t b, ptrdiff_t total, ptrdiff_t nblocks) {
@@ -103,36 +117,51 @@ static ptrdiff_t SFX(dw_block_start)(ptrdiff_t b, ptrdiff_t total, ptrdiff_t nbl
  * vc*VLEN, the last at column `last`: (NC-1)*VLEN, or less to end exactly at the row's end,
  * recomputing a few outputs bit for bit instead of storing a part of a vector).
  * src: the panel at the tile's first source element (channel q at src + q*qs); tap t reads
- *   src + toff[t] (+ xrow per tile row, + VLEN per vector) with weight twi[t] (= r*S + s);
+ *   src + tap[t].x (+ xrow per tile row, + VLEN per vector) with weight tap[t].w (= r*S + s);
  * wblk: the block's packed weights from the pass's first channel, [q][r*S+s][KB];
  * out0: the tile's first output of its first channel (channels `plane` apart, rows `orow`,
  *   columns `ocol`); nvalid: outputs left in the row from the tile's start. The tile starts
  *   from the bias (or zero), or from the outputs when `load` (a later pass over channels).
  * ntiles tiles run one after the other, each NR rows further on (one call per run of rows). */
 FC_INLINE void SFX(dw_tile)(const REAL *FC_RESTRICT src, ptrdiff_t nq, ptrdiff_t qs,
-                            const ptrdiff_t *FC_RESTRICT toff, const int *FC_RESTRICT twi,
-                            ptrdiff_t ntaps, const REAL *FC_RESTRICT wblk, ptrdiff_t RS,
+                            const fc_dwtap *FC_RESTRICT tap, ptrdiff_t ntaps,
+                            const REAL *FC_RESTRICT wblk, ptrdiff_t RS,
                             REAL *FC_RESTRICT out0, ptrdiff_t plane, ptrdiff_t ocol,
                             ptrdiff_t nvalid, const REAL *FC_RESTRICT bias, int load,
                             ptrdiff_t xrow, ptrdiff_t orow, ptrdiff_t last, ptrdiff_t ntiles,
                             const int KB, const int NR, const int NC) {
     ptrdiff_t col[FC_DW_NC_MAX]; /* vector vc's first column; the last one may overlap */
     for (int vc = 0; vc < NC; vc++) col[vc] = vc == NC - 1 ? last : vc * VLEN;
+    /* Every vector of the tile a whole, unit-stride one: the accumulators load from and store
+     * to the outputs. Else they go through `edge`, filled and emptied lane by lane: with the
+     * lane checks in the accumulators' own loops, GCC kept the tile on the stack (about 110
+     * more instructions per 2x4 depthwise tile, callgrind). */
+    const int whole = ocol == 1 && nvalid - last >= VLEN;
+    REAL edge[FC_DW_KB_MAX * FC_DW_ACC * VLEN];
     for (ptrdiff_t tile = 0; tile < ntiles; tile++, src += NR * xrow, out0 += NR * orow) {
+    if (!whole && load)
+        for (int kb = 0; kb < KB; kb++)
+            for (int vr = 0; vr < NR; vr++)
+                for (int vc = 0; vc < NC; vc++)
+                    ST(edge + (kb * FC_DW_ACC + vr * NC + vc) * VLEN,
+                       SFX(dw_load_out)(out0 + kb * plane + vr * orow + col[vc] * ocol, ocol,
+                                        nvalid - col[vc]));
     VEC acc[FC_DW_KB_MAX][FC_DW_ACC];
-    for (int kb = 0; kb < KB; kb++)
+    for (int kb = 0; kb < KB; kb++) {
+        const VEC b = SFX(vset1)(bias && !load ? bias[kb] : (REAL)0);
         for (int vr = 0; vr < NR; vr++)
             for (int vc = 0; vc < NC; vc++) {
-                REAL *o = out0 + kb * plane + vr * orow + col[vc] * ocol;
-                acc[kb][vr * NC + vc] = load ? SFX(dw_load_out)(o, ocol, nvalid - col[vc])
-                                             : SFX(vset1)(bias ? bias[kb] : (REAL)0);
+                const REAL *o = whole ? out0 + kb * plane + vr * orow + col[vc]
+                                      : edge + (kb * FC_DW_ACC + vr * NC + vc) * VLEN;
+                acc[kb][vr * NC + vc] = load ? LD(o) : b;
             }
+    }
     for (ptrdiff_t q = 0; q < nq; q++) {
         const REAL *sq = src + q * qs;
         const REAL *wq = wblk + q * RS * KB;
         for (ptrdiff_t t = 0; t < ntaps; t++) {
-            const REAL *xs = sq + toff[t];
-            const REAL *wt = wq + (ptrdiff_t)twi[t] * KB;
+            const REAL *xs = sq + tap[t].x;
+            const REAL *wt = wq + tap[t].w * KB;
             VEC xv[FC_DW_ACC];
             for (int vr = 0; vr < NR; vr++)
                 for (int vc = 0; vc < NC; vc++) xv[vr * NC + vc] = LD(xs + vr * xrow + col[vc]);
@@ -145,40 +174,54 @@ FC_INLINE void SFX(dw_tile)(const REAL *FC_RESTRICT src, ptrdiff_t nq, ptrdiff_t
     for (int kb = 0; kb < KB; kb++)
         for (int vr = 0; vr < NR; vr++)
             for (int vc = 0; vc < NC; vc++)
-                SFX(dw_store_out)(out0 + kb * plane + vr * orow + col[vc] * ocol, ocol,
-                                  acc[kb][vr * NC + vc], nvalid - col[vc]);
+                ST(whole ? out0 + kb * plane + vr * orow + col[vc]
+                         : edge + (kb * FC_DW_ACC + vr * NC + vc) * VLEN,
+                   acc[kb][vr * NC + vc]);
+    if (!whole)
+        for (int kb = 0; kb < KB; kb++)
+            for (int vr = 0; vr < NR; vr++)
+                for (int vc = 0; vc < NC; vc++)
+                    SFX(dw_store_out)(out0 + kb * plane + vr * orow + col[vc] * ocol, ocol,
+                                      LD(edge + (kb * FC_DW_ACC + vr * NC + vc) * VLEN),
+                                      nvalid - col[vc]);
     }
 }
 
-/* dw_tile with KB, NR, NC as compile-time constants: every shape with KB <= 6, NC <= 4,
- * NR in {1, 2, 4, 8} and KB*NR*NC <= 12 (what fc_dw_plan and the row loops ask for). */
-static void SFX(dw_tile_any)(const REAL *src, ptrdiff_t nq, ptrdiff_t qs, const ptrdiff_t *toff,
-                             const int *twi, ptrdiff_t ntaps, const REAL *wblk, ptrdiff_t RS,
+/* dw_tile with KB, NR, NC as compile-time constants, for each shape of FC_DW_TILE_SHAPES. */
+static void SFX(dw_tile_any)(const REAL *src, ptrdiff_t nq, ptrdiff_t qs, const fc_dwtap *tap,
+                             ptrdiff_t ntaps, const REAL *wblk, ptrdiff_t RS,
                              REAL *out0, ptrdiff_t plane, ptrdiff_t ocol, ptrdiff_t nvalid,
                              const REAL *bias, int load, ptrdiff_t xrow, ptrdiff_t orow,
                              ptrdiff_t last, ptrdiff_t ntiles, int KB, int NR, int NC) {
 #define FC_DW_CASE(kb, nr, nc)                                                                     \
     case ((kb) * 16 + (nr)) * 8 + (nc):                                                            \
-        SFX(dw_tile)(src, nq, qs, toff, twi, ntaps, wblk, RS, out0, plane, ocol, nvalid, bias,      \
-                     load, xrow, orow, last, ntiles, kb, nr, nc);                                  \
+        SFX(dw_tile)(src, nq, qs, tap, ntaps, wblk, RS, out0, plane, ocol, nvalid, bias, load,     \
+                     xrow, orow, last, ntiles, kb, nr, nc);                                        \
         break;
     switch ((KB * 16 + NR) * 8 + NC) {
-        FC_DW_CASE(1, 1, 1) FC_DW_CASE(1, 1, 2) FC_DW_CASE(1, 1, 3) FC_DW_CASE(1, 1, 4)
-        FC_DW_CASE(2, 1, 1) FC_DW_CASE(2, 1, 2) FC_DW_CASE(2, 1, 3) FC_DW_CASE(2, 1, 4)
-        FC_DW_CASE(3, 1, 1) FC_DW_CASE(3, 1, 2) FC_DW_CASE(3, 1, 3) FC_DW_CASE(3, 1, 4)
-        FC_DW_CASE(4, 1, 1) FC_DW_CASE(4, 1, 2) FC_DW_CASE(4, 1, 3)
-        FC_DW_CASE(5, 1, 1) FC_DW_CASE(5, 1, 2)
-        FC_DW_CASE(6, 1, 1) FC_DW_CASE(6, 1, 2)
-        FC_DW_CASE(1, 2, 1) FC_DW_CASE(1, 2, 2) FC_DW_CASE(1, 2, 3) FC_DW_CASE(1, 2, 4)
-        FC_DW_CASE(2, 2, 1) FC_DW_CASE(2, 2, 2) FC_DW_CASE(2, 2, 3)
-        FC_DW_CASE(3, 2, 1) FC_DW_CASE(3, 2, 2)
-        FC_DW_CASE(4, 2, 1) FC_DW_CASE(5, 2, 1) FC_DW_CASE(6, 2, 1)
-        FC_DW_CASE(1, 4, 1) FC_DW_CASE(1, 4, 2) FC_DW_CASE(1, 4, 3)
-        FC_DW_CASE(2, 4, 1) FC_DW_CASE(3, 4, 1)
-        FC_DW_CASE(1, 8, 1)
-        default: break; /* unreachable: the plan only makes the shapes above */
+        FC_DW_TILE_SHAPES(FC_DW_CASE)
+        default: break; /* not reached: fc_dw_plan checks its shapes with dw_tile_known */
     }
 #undef FC_DW_CASE
+}
+
+/* Whether dw_tile_any has the shape (KB, NR, NC). */
+static int SFX(dw_tile_known)(int KB, int NR, int NC) {
+#define FC_DW_KNOWN(kb, nr, nc) if (KB == (kb) && NR == (nr) && NC == (nc)) return 1;
+    FC_DW_TILE_SHAPES(FC_DW_KNOWN)
+#undef FC_DW_KNOWN
+    return 0;
+}
+
+/* Whether every tile that tiles of KB x NR x NC lead to exists: blocks of KB or fewer out
+ * channels, NC or fewer vectors (a row's end, a backward-data phase), and the heights dw_rows
+ * steps down to for the rows left over. */
+static int SFX(dw_heights_known)(int KB, int NR, int NC) {
+    for (int kb = 1; kb <= KB; kb++)
+        for (int nc = 1; nc <= NC; nc++)
+            for (int nr = NR; nr >= 1; nr /= 2)
+                if (!SFX(dw_tile_known)(kb, nr, nc)) return 0;
+    return 1;
 }
 
 /* Panel rows a band of `band` output rows reads (an upper bound for backward-data). */
@@ -230,8 +273,11 @@ void SFX(fc_dw_plan)(fc_dwplan *p, int mode, ptrdiff_t N, ptrdiff_t G, ptrdiff_t
     } else {
         p->nc = FC_DW_MIN(p->nvec, FC_DW_NC_MAX);
         p->kb = FC_DW_MIN(FC_DW_MIN(p->O, FC_DW_KB_MAX), FC_DW_ACC / p->nc);
+        /* the tallest tile that fits the registers and whose shapes are all compiled */
         p->nr = FC_DW_NR_MAX;
-        while (p->nr > 1 && p->kb * p->nc * p->nr > FC_DW_ACC) p->nr /= 2;
+        while (p->nr > 1 && (p->kb * p->nc * p->nr > FC_DW_ACC ||
+                             !SFX(dw_heights_known)((int)p->kb, (int)p->nr, (int)p->nc)))
+            p->nr /= 2;
         p->nblocks = (p->O + p->kb - 1) / p->kb;
     }
     /* Bands and channel chunks: the whole plane and every channel when the panel fits, else
@@ -280,8 +326,7 @@ void SFX(fc_dw_plan)(fc_dwplan *p, int mode, ptrdiff_t N, ptrdiff_t G, ptrdiff_t
     p->scratch_bytes = (mode == FC_DW_BACKWARD_WEIGHTS
                             ? p->bw_panel_bytes
                             : fc_dw_round64((size_t)p->qchunk * (size_t)p->qs * sizeof(REAL))) +
-                       fc_dw_round64((size_t)RS * sizeof(ptrdiff_t)) +
-                       fc_dw_round64((size_t)RS * sizeof(int));
+                       fc_dw_round64((size_t)RS * sizeof(fc_dwtap));
     p->wpack_elems = mode == FC_DW_BACKWARD_WEIGHTS ? 0 : (size_t)(G * p->O * Q * RS);
 }
 
@@ -316,21 +361,23 @@ static int SFX(dw_pack_x)(const fc_dwplan *p, const REAL *x_q0, ptrdiff_t nq, pt
     VEC z = SFX(vset1)((REAL)0);
     const ptrdiff_t rows = (h1 - h0 - 1) * p->sh + (p->R - 1) * p->dh + 1;
     const ptrdiff_t sw = p->sw, pw = p->pw, L = p->L, W = p->W;
+    const ptrdiff_t H = p->H, qs = p->qs, rs = p->rs, row0 = h0 * p->sh - p->ph;
     for (ptrdiff_t f = 0; f < sw; f++) {
         const ptrdiff_t lo = fc_dw_clamp(fc_dw_ceil_div(pw - f, sw), 0, L);
         const ptrdiff_t hi = fc_dw_clamp(fc_dw_floor_div(W - 1 + pw - f, sw) + 1, lo, L);
         for (ptrdiff_t q = 0; q < nq; q++)
             for (ptrdiff_t t = 0; t < rows; t++) {
-                REAL *d = panel + q * p->qs + t * p->rs + f * L;
-                const ptrdiff_t row = h0 * p->sh + t - p->ph;
-                SFX(dw_zero)(d, L);
-                if (row < 0 || row >= p->H) continue;
-                const REAL *s = x_q0 + (q * p->H + row) * W + f - pw;
-                if (sw == 1 && !check) {
-                    SFX(dw_copy_plain)(d + lo, s + lo, hi - lo);
-                } else if (sw == 1) {
-                    SFX(dw_copy)(d + lo, s + lo, hi - lo, &z);
+                REAL *d = panel + q * qs + t * rs + f * L;
+                const ptrdiff_t row = row0 + t;
+                if (row < 0 || row >= H) {
+                    SFX(dw_zero)(d, L);
+                    continue;
+                }
+                if (sw == 1) {
+                    SFX(dw_pad_row)(d, x_q0 + (q * H + row) * W + lo - pw, lo, hi, L, check, &z);
                 } else {
+                    const REAL *s = x_q0 + (q * H + row) * W + f - pw;
+                    SFX(dw_zero)(d, L);
                     REAL zs = 0;
                     for (ptrdiff_t m = lo; m < hi; m++) {
                         d[m] = s[m * sw];
@@ -359,8 +406,10 @@ static void SFX(dw_pack_dy)(const fc_dwplan *p, const REAL *dy_q0, ptrdiff_t nq,
         for (ptrdiff_t t = 0; t < rows; t++) {
             REAL *dst = panel + q * p->qs + t * rs;
             const ptrdiff_t i = first + t;
-            SFX(dw_zero)(dst, rs);
-            if (i >= 0 && i < Ho) SFX(dw_copy_plain)(dst + lp, dy_q0 + (q * Ho + i) * Wo, Wo);
+            if (i >= 0 && i < Ho)
+                SFX(dw_pad_row)(dst, dy_q0 + (q * Ho + i) * Wo, lp, lp + Wo, rs, 0, NULL);
+            else
+                SFX(dw_zero)(dst, rs);
         }
 }
 
@@ -372,17 +421,17 @@ static ptrdiff_t SFX(dw_last)(ptrdiff_t nc, ptrdiff_t nvalid, int overlap) {
     return last;
 }
 
-/* dw_tile_any over `rows` rows: runs of nr-row tiles, then the rest in tiles of the powers of
- * two below nr (the plan's shapes). Rows are xrow apart in the panel and orow in the output. */
-static void SFX(dw_rows)(const REAL *src, ptrdiff_t nq, ptrdiff_t qs, const ptrdiff_t *toff,
-                         const int *twi, ptrdiff_t ntaps, const REAL *wblk, ptrdiff_t RS,
+/* dw_tile_any over `rows` rows: runs of NR-row tiles, then the rest in tiles of the powers of
+ * two below NR (the plan's shapes). Rows are xrow apart in the panel and orow in the output. */
+static void SFX(dw_rows)(const REAL *src, ptrdiff_t nq, ptrdiff_t qs, const fc_dwtap *tap,
+                         ptrdiff_t ntaps, const REAL *wblk, ptrdiff_t RS,
                          REAL *out0, ptrdiff_t plane, ptrdiff_t ocol, ptrdiff_t nvalid,
                          const REAL *bias, int load, ptrdiff_t xrow, ptrdiff_t orow, ptrdiff_t last,
                          ptrdiff_t rows, int KB, int NR, int NC) {
     for (int nr = NR; nr >= 1 && rows > 0; nr /= 2) {
         const ptrdiff_t ntiles = rows / nr;
         if (ntiles == 0) continue;
-        SFX(dw_tile_any)(src, nq, qs, toff, twi, ntaps, wblk, RS, out0, plane, ocol, nvalid, bias,
+        SFX(dw_tile_any)(src, nq, qs, tap, ntaps, wblk, RS, out0, plane, ocol, nvalid, bias,
                          load, xrow, orow, last, ntiles, KB, nr, NC);
         src += ntiles * nr * xrow;
         out0 += ntiles * nr * orow;
@@ -406,9 +455,8 @@ void SFX(fc_dw_task)(const fc_dwplan *p, ptrdiff_t task, const REAL *src, const 
     const REAL *wp_g = wp + g * O * Q * RS;
     const REAL *bias_g = bias ? bias + g * O : NULL;
     REAL *panel = (REAL *)scratch;
-    ptrdiff_t *toff = (ptrdiff_t *)((char *)scratch +
-                                    fc_dw_round64((size_t)p->qchunk * (size_t)p->qs * sizeof(REAL)));
-    int *twi = (int *)((char *)toff + fc_dw_round64((size_t)RS * sizeof(ptrdiff_t)));
+    fc_dwtap *tap = (fc_dwtap *)((char *)scratch +
+                                 fc_dw_round64((size_t)p->qchunk * (size_t)p->qs * sizeof(REAL)));
 
     const int single = p->qchunk == Q; /* one pass: the last vector of a row may overlap */
     for (ptrdiff_t q0 = 0; q0 < Q; q0 += p->qchunk) {
@@ -425,8 +473,8 @@ void SFX(fc_dw_task)(const fc_dwplan *p, ptrdiff_t task, const REAL *src, const 
             SFX(dw_pack_x)(p, src_g + q0 * p->IH * p->IW, nq, h0, h1, panel, 0);
             for (ptrdiff_t r = 0; r < R; r++)
                 for (ptrdiff_t s = 0; s < S; s++) {
-                    toff[r * S + s] = r * dh * rs + (s * dw % sw) * L + s * dw / sw;
-                    twi[r * S + s] = (int)(r * S + s);
+                    tap[r * S + s].x = r * dh * rs + (s * dw % sw) * L + s * dw / sw;
+                    tap[r * S + s].w = r * S + s;
                 }
             for (ptrdiff_t b = b0; b < b1; b++) {
                 const ptrdiff_t o0 = SFX(dw_block_start)(b, O, p->nblocks);
@@ -435,7 +483,7 @@ void SFX(fc_dw_task)(const fc_dwplan *p, ptrdiff_t task, const REAL *src, const 
                 const REAL *bias_b = (bias_g && !load) ? bias_g + o0 : NULL;
                 for (ptrdiff_t jv = 0; jv < p->nvec; jv += p->nc) {
                     const ptrdiff_t nc = FC_DW_MIN(p->nc, p->nvec - jv), j0 = jv * V;
-                    SFX(dw_rows)(panel + j0, nq, p->qs, toff, twi, RS, wblk, RS,
+                    SFX(dw_rows)(panel + j0, nq, p->qs, tap, RS, wblk, RS,
                                  out_g + o0 * plane + h0 * OW + j0, plane, 1, OW - j0, bias_b,
                                  load, sh * rs, OW, SFX(dw_last)(nc, OW - j0, single), h1 - h0,
                                  (int)kb, (int)p->nr, (int)nc);
@@ -459,8 +507,8 @@ void SFX(fc_dw_task)(const fc_dwplan *p, ptrdiff_t task, const REAL *src, const 
                     const ptrdiff_t prow = fc_dw_floor_div(hs + ph - r * dh, sh) - first;
                     for (ptrdiff_t s = 0; s < S; s++) {
                         if (s * dw % sw != f) continue;
-                        toff[ntaps] = prow * rs - (s * dw - f) / sw;
-                        twi[ntaps] = (int)(r * S + s);
+                        tap[ntaps].x = prow * rs - (s * dw - f) / sw;
+                        tap[ntaps].w = r * S + s;
                         ntaps++;
                     }
                 }
@@ -474,7 +522,7 @@ void SFX(fc_dw_task)(const fc_dwplan *p, ptrdiff_t task, const REAL *src, const 
                     for (ptrdiff_t jv = 0; jv < nvec; jv += p->nc) {
                         const ptrdiff_t nc = FC_DW_MIN(p->nc, nvec - jv), t0 = jv * V;
                         REAL *o = out_g + o0 * plane + hs * W + (tlo + t0) * sw + f - pw;
-                        SFX(dw_rows)(row + t0, nq, p->qs, toff, twi, ntaps, wblk, RS, o, plane,
+                        SFX(dw_rows)(row + t0, nq, p->qs, tap, ntaps, wblk, RS, o, plane,
                                      sw, nt - t0, NULL, load, rs, sh * W,
                                      SFX(dw_last)(nc, nt - t0, single && sw == 1), rows, (int)kb,
                                      (int)p->nr, (int)nc);

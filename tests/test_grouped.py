@@ -47,6 +47,7 @@ CASES = [
     (1, 3, 9, 7, 2, (3, 2), (3, 2), (4, 3), (2, 3), 1),  # dilation and stride > 1, padding > half
     (1, 16, 12, 12, 16, (3, 3), 1, 2, 2, 1),            # dilated, enough channels for Winograd
     (2, 32, 8, 8, 32, (3, 3), 1, 1, 1, 2),              # 16 channels per group
+    (1, 600, 12, 13, 4, (3, 3), 1, 1, 1, 2),            # channels in passes (the panel's limit)
     (1, 1, 1, 1, 1, (1, 1), 1, 0, 1, 1),                # everything 1
 ]
 
