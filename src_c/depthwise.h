@@ -52,6 +52,9 @@ typedef struct {
     ptrdiff_t nimg;                     /* backward-weights: images packed at once */
     size_t bw_panel_bytes;              /* backward-weights: their x panels and dy rows */
     int bw_pack_dy;                     /* backward-weights: dy packed whole (else its row tails) */
+    int bw_flat;                        /* backward-weights: x panel rows as long as dy's packed
+                                           ones, so a tile runs an image's rows as one loop */
+    ptrdiff_t bw_slack;                 /* backward-weights: zeros after the x panels (flat) */
     ptrdiff_t L, rs, prows, qs, lp;     /* panel: phase length, row stride, rows, channel stride, left pad */
     ptrdiff_t ntasks;
     size_t scratch_bytes;               /* per thread */

@@ -270,6 +270,18 @@ void SFX(fc_dw_plan)(fc_dwplan *p, int mode, ptrdiff_t N, ptrdiff_t G, ptrdiff_t
         p->ntb = (RS + tbmax - 1) / tbmax;
         p->tb = (RS + p->ntb - 1) / p->ntb;
         p->nblocks = (Kg + p->kb - 1) / p->kb;
+        /* dy is packed whole when more than one tile reads it (see fc_dw_bw_task) */
+        p->bw_pack_dy = Cg > 1 || p->ntb > 1;
+        /* Flat: at stride 1, when a padded x row fits the nvec vectors of a packed dy row, the
+         * panel's rows are made that long, so one loop runs over an image's rows (a lane past
+         * a row's end, where dy is zero, reads the next row's first x values or the zeros
+         * after the panels). On ResNeXt's 14-wide rows (two vectors) the row-by-row loop spent
+         * about a third of the tile's instructions on its seven row pointers (callgrind). */
+        p->bw_flat = p->bw_pack_dy && sh == 1 && sw == 1 && Wo + (S - 1) * dw <= p->nvec * VLEN;
+        if (p->bw_flat) {
+            p->L = p->rs = p->nvec * VLEN;
+            p->bw_slack = ((S - 1) * dw + VLEN - 1) / VLEN * VLEN;
+        }
     } else {
         p->nc = FC_DW_MIN(p->nvec, FC_DW_NC_MAX);
         p->kb = FC_DW_MIN(FC_DW_MIN(p->O, FC_DW_KB_MAX), FC_DW_ACC / p->nc);
@@ -308,13 +320,12 @@ void SFX(fc_dw_plan)(fc_dwplan *p, int mode, ptrdiff_t N, ptrdiff_t G, ptrdiff_t
      * tile sums a block of images before its lanes are added up (and dw read and written). */
     p->nimg = 1;
     if (mode == FC_DW_BACKWARD_WEIGHTS) {
-        /* dy is packed whole when more than one tile reads it (see fc_dw_bw_task) */
-        p->bw_pack_dy = Cg > 1 || p->ntb > 1;
         const size_t img_bytes = ((size_t)p->qchunk * (size_t)p->qs +
                                   (p->bw_pack_dy ? (size_t)Kg * (size_t)p->band * (size_t)(p->nvec * VLEN)
                                                  : 0)) * sizeof(REAL);
         p->nimg = FC_DW_MAX(1, FC_DW_MIN(N, (ptrdiff_t)(B / img_bytes)));
-        p->bw_panel_bytes = fc_dw_round64((size_t)p->nimg * img_bytes);
+        p->bw_panel_bytes = fc_dw_round64((size_t)p->nimg * img_bytes +
+                                          (size_t)p->bw_slack * sizeof(REAL));
     }
     /* Tasks: (image, group, band) for the forward form, groups for backward-weights (each dw
      * element is one task's, summed in one order); split further into blocks of out channels
@@ -355,9 +366,9 @@ void SFX(fc_dw_pack_weights)(const fc_dwplan *p, const REAL *w, REAL *wp) {
  * channel q is padded row h0*sh + t, split into sw phases of L: phase f holds x_pad[m*sw + f]
  * for m < L, zero outside x (phase f's x columns are m in [lo[f], hi[f])). With `check`,
  * returns whether every value copied is finite (v - v is 0 for a finite v, NaN for Inf and
- * NaN); else 1. */
+ * NaN); else 1. `after` zeros follow each channel's rows (flat backward-weights, sw = 1). */
 static int SFX(dw_pack_x)(const fc_dwplan *p, const REAL *x_q0, ptrdiff_t nq, ptrdiff_t h0,
-                          ptrdiff_t h1, REAL *panel, int check) {
+                          ptrdiff_t h1, REAL *panel, int check, ptrdiff_t after) {
     VEC z = SFX(vset1)((REAL)0);
     const ptrdiff_t rows = (h1 - h0 - 1) * p->sh + (p->R - 1) * p->dh + 1;
     const ptrdiff_t sw = p->sw, pw = p->pw, L = p->L, W = p->W;
@@ -365,7 +376,7 @@ static int SFX(dw_pack_x)(const fc_dwplan *p, const REAL *x_q0, ptrdiff_t nq, pt
     for (ptrdiff_t f = 0; f < sw; f++) {
         const ptrdiff_t lo = fc_dw_clamp(fc_dw_ceil_div(pw - f, sw), 0, L);
         const ptrdiff_t hi = fc_dw_clamp(fc_dw_floor_div(W - 1 + pw - f, sw) + 1, lo, L);
-        for (ptrdiff_t q = 0; q < nq; q++)
+        for (ptrdiff_t q = 0; q < nq; q++) {
             for (ptrdiff_t t = 0; t < rows; t++) {
                 REAL *d = panel + q * qs + t * rs + f * L;
                 const ptrdiff_t row = row0 + t;
@@ -386,6 +397,10 @@ static int SFX(dw_pack_x)(const fc_dwplan *p, const REAL *x_q0, ptrdiff_t nq, pt
                     z += zs;
                 }
             }
+            /* zeros for the reads a flat backward-weights tile makes past the channel's rows
+             * (the next channel, packed after this one, overwrites them) */
+            for (ptrdiff_t m = 0; m < after; m++) panel[q * qs + rows * rs + m] = 0;
+        }
     }
     return !check || SFX(dw_vsum)(z) == 0;
 }
@@ -470,7 +485,7 @@ void SFX(fc_dw_task)(const fc_dwplan *p, ptrdiff_t task, const REAL *src, const 
             for (size_t off = 0; off < bytes; off += 64) __builtin_prefetch(next + off, 0, 3);
         }
         if (p->mode == FC_DW_FORWARD) {
-            SFX(dw_pack_x)(p, src_g + q0 * p->IH * p->IW, nq, h0, h1, panel, 0);
+            SFX(dw_pack_x)(p, src_g + q0 * p->IH * p->IW, nq, h0, h1, panel, 0, 0);
             for (ptrdiff_t r = 0; r < R; r++)
                 for (ptrdiff_t s = 0; s < S; s++) {
                     tap[r * S + s].x = r * dh * rs + (s * dw % sw) * L + s * dw / sw;
@@ -581,13 +596,26 @@ FC_INLINE void SFX(dw_bw_tile)(const REAL *FC_RESTRICT dy0, ptrdiff_t dks, ptrdi
                                const ptrdiff_t *FC_RESTRICT toff, ptrdiff_t xrow, ptrdiff_t nvec,
                                ptrdiff_t tail, int packed, int mask, const REAL *dy_end,
                                ptrdiff_t nimg, ptrdiff_t dimg, ptrdiff_t ximg,
-                               REAL *FC_RESTRICT dw0, ptrdiff_t dwk, int first, const int KB,
-                               const int TB) {
+                               REAL *FC_RESTRICT dw0, ptrdiff_t dwk, int first, int flat,
+                               const int KB, const int TB) {
     VEC acc[FC_DW_KBW_MAX][FC_DW_ACC];
     for (int kb = 0; kb < KB; kb++)
         for (int t = 0; t < TB; t++) acc[kb][t] = SFX(vset1)((REAL)0);
     /* plain vectors per row: all (packed, finite), or all but a last, partial one */
     const ptrdiff_t nplain = tail && (!packed || mask) ? nvec - 1 : nvec;
+    if (flat) { /* x and dy rows both nvec vectors long (packed, finite): one loop per image */
+        const ptrdiff_t n = nrows * nvec * VLEN;
+        for (ptrdiff_t m = 0; m < nimg; m++) {
+            const REAL *xr = xq + m * ximg, *dr = dy0 + m * dimg;
+            const REAL *xs[FC_DW_ACC];
+            for (int t = 0; t < TB; t++) xs[t] = xr + toff[t];
+            for (ptrdiff_t j = 0; j < n; j += VLEN) {
+                const VI vm = {0}; /* unused: no masks */
+                (void)vm;
+                FC_DW_BW_STEP(dr + j, 0, j, 0);
+            }
+        }
+    } else
     for (ptrdiff_t m = 0; m < nimg; m++)
         for (ptrdiff_t i = 0; i < nrows; i++) {
             const REAL *xr = xq + m * ximg + i * xrow;
@@ -622,11 +650,11 @@ static void SFX(dw_bw_tile_any)(const REAL *dy0, ptrdiff_t dks, ptrdiff_t drow, 
                                 const REAL *xq, const ptrdiff_t *toff, ptrdiff_t xrow,
                                 ptrdiff_t nvec, ptrdiff_t tail, int packed, int mask,
                                 const REAL *dy_end, ptrdiff_t nimg, ptrdiff_t dimg, ptrdiff_t ximg,
-                                REAL *dw0, ptrdiff_t dwk, int first, int KB, int TB) {
+                                REAL *dw0, ptrdiff_t dwk, int first, int flat, int KB, int TB) {
 #define FC_DW_BCASE(kb, tb)                                                                        \
     case (kb) * 16 + (tb):                                                                         \
         SFX(dw_bw_tile)(dy0, dks, drow, nrows, xq, toff, xrow, nvec, tail, packed, mask, dy_end,    \
-                        nimg, dimg, ximg, dw0, dwk, first, kb, tb);                                \
+                        nimg, dimg, ximg, dw0, dwk, first, flat, kb, tb);                          \
         break;
     switch (KB * 16 + TB) {
         FC_DW_BCASE(1, 1) FC_DW_BCASE(1, 2) FC_DW_BCASE(1, 3) FC_DW_BCASE(1, 4) FC_DW_BCASE(1, 5)
@@ -661,7 +689,7 @@ void SFX(fc_dw_bw_task)(const fc_dwplan *p, ptrdiff_t task, const REAL *dy, cons
     const ptrdiff_t ximg = p->qchunk * p->qs;
     const REAL *dy_end = dy + p->N * K * Ho * Wo;
     REAL *panel = (REAL *)scratch;
-    REAL *dyp = panel + p->nimg * ximg;
+    REAL *dyp = panel + p->nimg * ximg + p->bw_slack; /* the slack: see dw_pack_x's `after` */
     ptrdiff_t *toff = (ptrdiff_t *)((char *)scratch + p->bw_panel_bytes);
     for (ptrdiff_t r = 0; r < R; r++)
         for (ptrdiff_t s = 0; s < S; s++)
@@ -685,7 +713,8 @@ void SFX(fc_dw_bw_task)(const fc_dwplan *p, ptrdiff_t task, const REAL *dy, cons
                 int finite = 1;
                 for (ptrdiff_t m = 0; m < nimg; m++)
                     finite &= SFX(dw_pack_x)(p, x + (((n0 + m) * p->G + g) * Cg + c0) * p->H * p->W,
-                                             nq, i0, i1, panel + m * ximg, packed && tail);
+                                             nq, i0, i1, panel + m * ximg, packed && tail,
+                                             p->bw_slack);
                 for (ptrdiff_t b = b0; b < b1; b++) {
                     const ptrdiff_t k0 = SFX(dw_block_start)(b, Kg, p->nblocks);
                     const ptrdiff_t kb = SFX(dw_block_start)(b + 1, Kg, p->nblocks) - k0;
@@ -699,7 +728,7 @@ void SFX(fc_dw_bw_task)(const fc_dwplan *p, ptrdiff_t task, const REAL *dy, cons
                             SFX(dw_bw_tile_any)(dy0, dks, drow, nrows, panel + c * p->qs,
                                                 toff + t0, p->sh * rs, nvec, tail, packed,
                                                 !finite, dy_end, nimg, dimg, ximg, dw0, Cg * RS,
-                                                first, (int)kb, (int)tb);
+                                                first, p->bw_flat && finite, (int)kb, (int)tb);
                         }
                 }
             }
