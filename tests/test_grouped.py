@@ -269,7 +269,8 @@ def test_grouped_direct_kernel_is_identical_at_any_thread_count(case):
     assert_close(results[0][0], y_ref, np.float32, rtol=check, atol=check, what="forward")
 
 
-def test_backward_weights_past_a_row_end_reads_no_stale_infinity():
+@pytest.mark.parametrize("groups", [2, 32], ids=["grouped", "depthwise"])
+def test_backward_weights_past_a_row_end_reads_no_stale_infinity(groups):
     """The grouped kernel's flat backward-weights loop (stride 1, rows padded to whole vectors)
     lets a lane past a row's end, where dy is zero, read the next panel row's first values.
     An inf at x's first column is read only by the taps s = 0 and 1 (pad 1), never by s = 2;
@@ -277,21 +278,24 @@ def test_backward_weights_past_a_row_end_reads_no_stale_infinity():
     band packed later reuses the panel, and a stale inf must not meet its zero lanes)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((1, 32, 300, 22)).astype(np.float32)
-    w_shape = (32, 16, 3, 3)
+    w_shape = (32, 32 // groups, 3, 3)
     dy = rng.standard_normal((1, 32, 300, 22)).astype(np.float32)
-    finite = F.conv2d_backward_weights(dy, x, w_shape, 1, 1, "direct", groups=2)
+    finite = F.conv2d_backward_weights(dy, x, w_shape, 1, 1, "direct", groups=groups)
     check = tolerance("direct", np.float32)
     assert_close(finite, R.conv2d_backward(dy, x, np.zeros(w_shape, np.float32), 1, 1,
-                                           groups=2)[1],
+                                           groups=groups)[1],
                  np.float32, rtol=check, atol=check, what="dw, all finite")
+    per_group = 32 // groups
+    group, channel = divmod(21, per_group)  # x channel 21: its group and its index there
+    reached = np.zeros(w_shape, bool)
+    reached[group * per_group:(group + 1) * per_group, channel, :, :2] = True
     for row in range(0, 300, 7):
         xi = x.copy()
-        xi[0, 21, row, 0] = np.inf  # group 1, its channel 5
-        dw = F.conv2d_backward_weights(dy, xi, w_shape, 1, 1, "direct", groups=2)
-        bad = ~np.isfinite(dw)
-        assert bad[16:, 5, :, :2].any(), f"row {row}: the inf reached no tap"
-        assert not bad[:, :, :, 2].any(), f"row {row}: a tap s = 2 met the inf"
-        assert not bad[:16].any() and not bad[16:, np.arange(16) != 5].any(), f"row {row}"
+        xi[0, 21, row, 0] = np.inf
+        bad = ~np.isfinite(F.conv2d_backward_weights(dy, xi, w_shape, 1, 1, "direct",
+                                                     groups=groups))
+        assert bad[reached].any(), f"row {row}: the inf reached no tap"
+        assert not bad[~reached].any(), f"row {row}: a tap that cannot read the inf met it"
 
 
 # ---------------------------------------------------------------- bad input
