@@ -21,7 +21,9 @@
  * Backward-weights: dw[g*Kg+k, c, r, s] = sum_{n,i,j} dy[n, g*Kg+k, i, j] * x_pad[...]: a task
  * owns a block of a group's filters (disjoint rows of dw), packs x as the forward pass does,
  * and keeps KB filters x TB taps of lane accumulators over a band of rows; the lanes are summed
- * in a fixed order and added to dw band after band, image after image.
+ * in a fixed order and added to dw band after band, image after image. At stride 1, when a
+ * padded x row fits a packed dy row's whole vectors, both are packed with that row length and
+ * a tile runs an image's rows as one loop ("flat", see fc_dw_plan).
  *
  * Bands and channel chunks depend on the layer alone (never on the thread count), so every sum
  * runs in the same order at any thread count: results are bit-identical. */
