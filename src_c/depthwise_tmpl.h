@@ -270,18 +270,17 @@ void SFX(fc_dw_plan)(fc_dwplan *p, int mode, ptrdiff_t N, ptrdiff_t G, ptrdiff_t
         p->ntb = (RS + tbmax - 1) / tbmax;
         p->tb = (RS + p->ntb - 1) / p->ntb;
         p->nblocks = (Kg + p->kb - 1) / p->kb;
-        /* dy is packed whole when more than one tile reads it (see fc_dw_bw_task), or when
-         * that allows the flat loop below (a depthwise 28x28 layer: -15 % instructions, the
-         * packing included; mobilenet_dw backward-weights 0.94 -> 0.81 ms, medians of four
-         * alternating pairs, 2 threads) */
-        p->bw_pack_dy = Cg > 1 || p->ntb > 1 ||
-                        (sh == 1 && sw == 1 && Wo + (S - 1) * dw <= p->nvec * VLEN);
         /* Flat: at stride 1, when a padded x row fits the nvec vectors of a packed dy row, the
          * panel's rows are made that long, so one loop runs over an image's rows (a lane past
          * a row's end, where dy is zero, reads the next row's first x values or the zeros
          * after the panels). On ResNeXt's 14-wide rows (two vectors) the row-by-row loop spent
          * about a third of the tile's instructions on its seven row pointers (callgrind). */
-        p->bw_flat = p->bw_pack_dy && sh == 1 && sw == 1 && Wo + (S - 1) * dw <= p->nvec * VLEN;
+        p->bw_flat = sh == 1 && sw == 1 && Wo + (S - 1) * dw <= p->nvec * VLEN;
+        /* dy is packed whole when more than one tile reads it (see fc_dw_bw_task), or when
+         * that allows the flat loop (a depthwise 28x28 layer: -15 % instructions, the packing
+         * included; mobilenet_dw backward-weights 0.94 -> 0.81 ms, medians of four alternating
+         * pairs, 2 threads) */
+        p->bw_pack_dy = Cg > 1 || p->ntb > 1 || p->bw_flat;
         if (p->bw_flat) {
             p->L = p->rs = p->nvec * VLEN;
             p->bw_slack = ((S - 1) * dw + VLEN - 1) / VLEN * VLEN;
@@ -607,7 +606,10 @@ FC_INLINE void SFX(dw_bw_tile)(const REAL *FC_RESTRICT dy0, ptrdiff_t dks, ptrdi
         for (int t = 0; t < TB; t++) acc[kb][t] = SFX(vset1)((REAL)0);
     /* plain vectors per row: all (packed, finite), or all but a last, partial one */
     const ptrdiff_t nplain = tail && (!packed || mask) ? nvec - 1 : nvec;
-    if (flat) { /* x and dy rows both nvec vectors long (packed, finite): one loop per image */
+    /* x and dy rows both nvec vectors long (packed, finite): one loop per image. Its own loop:
+     * the row loop below, given one row of nrows*nvec vectors, sets up its seven pointers
+     * less cheaply and measured 3-7 % slower (resnext_grouped, mobilenet_dw). */
+    if (flat) {
         const ptrdiff_t n = nrows * nvec * VLEN;
         for (ptrdiff_t m = 0; m < nimg; m++) {
             const REAL *xr = xq + m * ximg, *dr = dy0 + m * dimg;
