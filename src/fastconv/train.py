@@ -263,7 +263,8 @@ def main(argv=None):
     except ImportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    rank0 = dist is None or dist.rank() == 0
+    rank, nranks = (0, 1) if dist is None else (dist.rank(), dist.size())
+    rank0 = rank == 0
     log = print if rank0 else (lambda *a, **k: None)
     if args.threads is not None:
         set_num_threads(args.threads)
@@ -282,7 +283,6 @@ def main(argv=None):
 
     optimizer = make_optimizer(args)
     schedule = cosine_schedule(optimizer.lr, args.epochs) if args.lr_schedule == "cosine" else None
-    rank, nranks = (0, 1) if dist is None else (dist.rank(), dist.size())
     augment = random_shift_flip if args.augment == "shift-flip" else None
     aug_rng = None
     if args.resume:
@@ -302,7 +302,7 @@ def main(argv=None):
         # fit's own choice, made here so that checkpoints can save (and resume) its state; a
         # checkpoint of a run that did not augment has none, and this starts one
         aug_rng = augmentation_rng(rng, rank)
-    ranks = f", {dist.size()} ranks" if dist is not None else ""
+    ranks = f", {nranks} ranks" if dist is not None else ""
     log(f"fastconv {__version__}, {get_num_threads()} thread(s){ranks}; {args.model} on "
         f"{len(x_train)} training and {len(x_test)} test images")
     if rank0:
