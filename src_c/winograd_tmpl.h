@@ -320,14 +320,16 @@ FC_INLINE void SFX(gather_bands)(int alpha, const REAL *band, ptrdiff_t PW, cons
                                  int nl, REAL *FC_RESTRICT d)
 {
     const ptrdiff_t bs = (ptrdiff_t)alpha * PW;
-#if FC_REAL_IS_FLOAT && defined(__AVX__) && FC_WL == 8
-    /* A full group of float lanes: for each window row, one 8-float load per lane and an 8x8
-     * transpose (columns alpha.. of the result are past the window and dropped) instead of 8
-     * scalar loads and stores per element. The loads read up to 8 - alpha values past a window:
-     * the band buffer has FC_WL values of (zeroed) slack at its end. */
-    if (nl == FC_WL) {
-        const float *p[FC_WL];
-        for (int l = 0; l < FC_WL; l++) p[l] = (const float *)band + ti[l].band * bs + ti[l].p0;
+    int l = 0;
+#if FC_REAL_IS_FLOAT && defined(__AVX__) && FC_WL % 8 == 0
+    /* Each full group of 8 float lanes (one group under AVX2, two under AVX-512): for each window
+     * row, one 8-float load per lane and an 8x8 transpose (columns alpha.. of the result are past
+     * the window and dropped) instead of 8 scalar loads and stores per element. The loads read
+     * up to 8 - alpha values past a window: the band buffer has FC_WL values of (zeroed) slack at
+     * its end. */
+    for (; l + 8 <= nl; l += 8) {
+        const float *p[8];
+        for (int j = 0; j < 8; j++) p[j] = (const float *)band + ti[l + j].band * bs + ti[l + j].p0;
         for (int i = 0; i < alpha; i++) {
             const ptrdiff_t o = (ptrdiff_t)i * PW;
             __m256 r0 = _mm256_loadu_ps(p[0] + o), r1 = _mm256_loadu_ps(p[1] + o);
@@ -342,7 +344,7 @@ FC_INLINE void SFX(gather_bands)(int alpha, const REAL *band, ptrdiff_t PW, cons
             __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
             __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
             __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-            float *q = (float *)d + (ptrdiff_t)i * alpha * FC_WL;
+            float *q = (float *)d + (ptrdiff_t)i * alpha * FC_WL + l;
             _mm256_storeu_ps(q + 0 * FC_WL, _mm256_permute2f128_ps(s0, s4, 0x20));
             _mm256_storeu_ps(q + 1 * FC_WL, _mm256_permute2f128_ps(s1, s5, 0x20));
             _mm256_storeu_ps(q + 2 * FC_WL, _mm256_permute2f128_ps(s2, s6, 0x20));
@@ -352,10 +354,9 @@ FC_INLINE void SFX(gather_bands)(int alpha, const REAL *band, ptrdiff_t PW, cons
                 _mm256_storeu_ps(q + 5 * FC_WL, _mm256_permute2f128_ps(s1, s5, 0x31));
             }
         }
-        return;
     }
 #endif
-    for (int l = 0; l < FC_WL; l++) {
+    for (; l < FC_WL; l++) {
         if (l >= nl) {
             for (int e = 0; e < alpha * alpha; e++) d[e * FC_WL + l] = 0;
             continue;
@@ -477,34 +478,38 @@ static void SFX(describe_lanes)(SFX(lane_dst) *ld_, const SFX(tile_info) *ti, in
 FC_INLINE void SFX(store_tiles)(int mt, const REAL *FC_RESTRICT o, REAL bk, const SFX(lane_dst) *dl,
                                 int nl, ptrdiff_t Wo, REAL *FC_RESTRICT y_k)
 {
-#if FC_REAL_IS_FLOAT && defined(__AVX__) && FC_WL == 8
-    /* F(4x4) float: per tile row, a 4 x 8 transpose turns the four column vectors into each
-     * lane's four values, stored as one 128-bit vector (masked where the tile crosses the output's
-     * right edge) instead of four scalar stores. */
+#if FC_REAL_IS_FLOAT && defined(__AVX__) && FC_WL % 8 == 0
+    /* F(4x4) float: per tile row and group of 8 lanes, a 4 x 8 transpose turns the four column
+     * vectors into each lane's four values, stored as one 128-bit vector (masked where the tile
+     * crosses the output's right edge) instead of four scalar stores. */
     if (mt == 4) {
         const __m256 b = _mm256_set1_ps(bk);
         __m128i mask[FC_WL];
         for (int l = 0; l < nl; l++)
             mask[l] = _mm_cmpgt_epi32(_mm_set1_epi32(dl->cols[l]), _mm_setr_epi32(0, 1, 2, 3));
-        for (int i = 0; i < 4; i++) {
-            const float *r = o + i * 4 * FC_WL;
-            __m256 r0 = _mm256_add_ps(_mm256_loadu_ps(r), b);
-            __m256 r1 = _mm256_add_ps(_mm256_loadu_ps(r + FC_WL), b);
-            __m256 r2 = _mm256_add_ps(_mm256_loadu_ps(r + 2 * FC_WL), b);
-            __m256 r3 = _mm256_add_ps(_mm256_loadu_ps(r + 3 * FC_WL), b);
-            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-            __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-            __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-            __m128 lane[FC_WL] = {_mm256_castps256_ps128(s0), _mm256_castps256_ps128(s1),
+        for (int g = 0; g < nl; g += 8) {
+            const int ng = nl - g < 8 ? nl - g : 8;
+            for (int i = 0; i < 4; i++) {
+                const float *r = o + i * 4 * FC_WL + g;
+                __m256 r0 = _mm256_add_ps(_mm256_loadu_ps(r), b);
+                __m256 r1 = _mm256_add_ps(_mm256_loadu_ps(r + FC_WL), b);
+                __m256 r2 = _mm256_add_ps(_mm256_loadu_ps(r + 2 * FC_WL), b);
+                __m256 r3 = _mm256_add_ps(_mm256_loadu_ps(r + 3 * FC_WL), b);
+                __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+                __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+                __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+                __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+                __m128 lane[8] = {_mm256_castps256_ps128(s0), _mm256_castps256_ps128(s1),
                                   _mm256_castps256_ps128(s2), _mm256_castps256_ps128(s3),
                                   _mm256_extractf128_ps(s0, 1), _mm256_extractf128_ps(s1, 1),
                                   _mm256_extractf128_ps(s2, 1), _mm256_extractf128_ps(s3, 1)};
-            for (int l = 0; l < nl; l++) {
-                if (i >= dl->rows[l]) continue;
-                float *d = y_k + dl->off[l] + i * Wo;
-                if (dl->cols[l] == 4) _mm_storeu_ps(d, lane[l]);
-                else _mm_maskstore_ps(d, mask[l], lane[l]);
+                for (int j = 0; j < ng; j++) {
+                    const int l = g + j;
+                    if (i >= dl->rows[l]) continue;
+                    float *d = y_k + dl->off[l] + i * Wo;
+                    if (dl->cols[l] == 4) _mm_storeu_ps(d, lane[j]);
+                    else _mm_maskstore_ps(d, mask[l], lane[j]);
+                }
             }
         }
         return;
@@ -523,32 +528,36 @@ FC_INLINE void SFX(store_tiles)(int mt, const REAL *FC_RESTRICT o, REAL bk, cons
 FC_INLINE void SFX(load_tiles)(int mt, const SFX(lane_dst) *dl, int nl, ptrdiff_t Wo,
                                const REAL *FC_RESTRICT src_k, REAL *FC_RESTRICT u)
 {
-#if FC_REAL_IS_FLOAT && defined(__AVX__) && FC_WL == 8
-    if (mt == 4) { /* one (masked) 128-bit load per lane and tile row, then a 8 x 4 transpose */
+#if FC_REAL_IS_FLOAT && defined(__AVX__) && FC_WL % 8 == 0
+    if (mt == 4) { /* per group of 8 lanes: one (masked) 128-bit load per lane and tile row, then
+                    * an 8 x 4 transpose */
         __m128i mask[FC_WL];
         for (int l = 0; l < nl; l++)
             mask[l] = _mm_cmpgt_epi32(_mm_set1_epi32(dl->cols[l]), _mm_setr_epi32(0, 1, 2, 3));
-        for (int i = 0; i < 4; i++) {
-            __m128 lane[FC_WL];
-            for (int l = 0; l < FC_WL; l++) {
-                if (l >= nl || i >= dl->rows[l]) {
-                    lane[l] = _mm_setzero_ps();
-                    continue;
+        for (int g = 0; g < FC_WL; g += 8) {
+            for (int i = 0; i < 4; i++) {
+                __m128 lane[8];
+                for (int j = 0; j < 8; j++) {
+                    const int l = g + j;
+                    if (l >= nl || i >= dl->rows[l]) {
+                        lane[j] = _mm_setzero_ps();
+                        continue;
+                    }
+                    const float *p = src_k + dl->off[l] + i * Wo;
+                    lane[j] = dl->cols[l] == 4 ? _mm_loadu_ps(p) : _mm_maskload_ps(p, mask[l]);
                 }
-                const float *p = src_k + dl->off[l] + i * Wo;
-                lane[l] = dl->cols[l] == 4 ? _mm_loadu_ps(p) : _mm_maskload_ps(p, mask[l]);
+                __m256 a0 = _mm256_insertf128_ps(_mm256_castps128_ps256(lane[0]), lane[4], 1);
+                __m256 a1 = _mm256_insertf128_ps(_mm256_castps128_ps256(lane[1]), lane[5], 1);
+                __m256 a2 = _mm256_insertf128_ps(_mm256_castps128_ps256(lane[2]), lane[6], 1);
+                __m256 a3 = _mm256_insertf128_ps(_mm256_castps128_ps256(lane[3]), lane[7], 1);
+                __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
+                __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
+                float *q = u + i * 4 * FC_WL + g;
+                _mm256_storeu_ps(q, _mm256_shuffle_ps(t0, t2, 0x44));
+                _mm256_storeu_ps(q + FC_WL, _mm256_shuffle_ps(t0, t2, 0xEE));
+                _mm256_storeu_ps(q + 2 * FC_WL, _mm256_shuffle_ps(t1, t3, 0x44));
+                _mm256_storeu_ps(q + 3 * FC_WL, _mm256_shuffle_ps(t1, t3, 0xEE));
             }
-            __m256 a0 = _mm256_insertf128_ps(_mm256_castps128_ps256(lane[0]), lane[4], 1);
-            __m256 a1 = _mm256_insertf128_ps(_mm256_castps128_ps256(lane[1]), lane[5], 1);
-            __m256 a2 = _mm256_insertf128_ps(_mm256_castps128_ps256(lane[2]), lane[6], 1);
-            __m256 a3 = _mm256_insertf128_ps(_mm256_castps128_ps256(lane[3]), lane[7], 1);
-            __m256 t0 = _mm256_unpacklo_ps(a0, a1), t1 = _mm256_unpackhi_ps(a0, a1);
-            __m256 t2 = _mm256_unpacklo_ps(a2, a3), t3 = _mm256_unpackhi_ps(a2, a3);
-            float *q = u + i * 4 * FC_WL;
-            _mm256_storeu_ps(q, _mm256_shuffle_ps(t0, t2, 0x44));
-            _mm256_storeu_ps(q + FC_WL, _mm256_shuffle_ps(t0, t2, 0xEE));
-            _mm256_storeu_ps(q + 2 * FC_WL, _mm256_shuffle_ps(t1, t3, 0x44));
-            _mm256_storeu_ps(q + 3 * FC_WL, _mm256_shuffle_ps(t1, t3, 0xEE));
         }
         return;
     }
