@@ -78,6 +78,17 @@ def _grid(headers, rows, markdown=False, right=()):
 
 
 # ---------------------------------------------------------------- tables
+def _vectors(m):
+    """", 8-float vectors, micro-kernel 6 x 16" from the machine's isa_compiled_for (empty when
+    unknown), naming the table it was compiled with when that is not the target's own."""
+    built = m.get("isa_compiled_for")
+    if not built:
+        return ""
+    rows, cols = built["microkernel"]
+    return (f", {built['float_lanes']}-float vectors, micro-kernel {rows} x {cols}"
+            + (f", compiled as {built['isa']}" if built["isa"] != m.get("isa") else ""))
+
+
 def header_lines(doc):
     m, s, g = doc["machine"], doc["settings"], doc["sgemm"]
     built = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in m["kernels_built"].items())
@@ -86,7 +97,7 @@ def header_lines(doc):
         f"{' @ ' + m['fastconv_commit'] if m.get('fastconv_commit') else ''})",
         f"CPU: {m['cpu']}, {m['cores']} usable cores; {s['threads']} thread(s) for every peer "
         f"(OpenMP {'on' if m['openmp'] else 'OFF'})",
-        f"fastconv ISA target: {m.get('isa', '?')} (runnable here: "
+        f"fastconv ISA target: {m.get('isa', '?')}{_vectors(m)} (runnable here: "
         f"{', '.join(m.get('isa_runnable', [])) or '?'}; CPU features "
         f"{' '.join(m.get('cpu_features', [])) or '?'})",
         f"numpy {m['numpy']}, scipy {m['scipy']}, torch {m['torch'] or 'not installed'}, "

@@ -203,3 +203,18 @@ def test_the_kernel_suite_passes_under_every_other_target(target):
                          env=env, capture_output=True, text=True, timeout=1200, cwd=os.path.dirname(HERE))
     assert out.returncode == 0, f"FASTCONV_ISA={target}:\n{out.stdout[-6000:]}\n{out.stderr[-2000:]}"
     assert " passed" in out.stdout
+
+
+#: What src_c/fc_isa.h gives each target: floats per vector, float micro-kernel (rows, floats).
+COMPILED = {"baseline": (4, (6, 8)), "avx2": (8, (6, 16)), "avx512": (16, (12, 32))}
+
+
+def test_each_target_reports_the_vector_width_and_micro_kernel_it_was_compiled_for(each_target):
+    for target in each_target():
+        built = _isa.compiled_for()
+        assert built["isa"] == target, "a kernel build compiled with another target's table"
+        assert (built["float_lanes"], tuple(built["microkernel"])) == COMPILED[target]
+    buf = io.StringIO()
+    fastconv.show_config(file=buf)
+    lanes, (rows, cols) = COMPILED[_isa.active()]
+    assert f"vectors:        {lanes} floats, micro-kernel {rows} x {cols}" in buf.getvalue()

@@ -85,3 +85,10 @@ def use(target):
 def kernels(name):
     """The kernel module `name` ("direct", "winograd", ...) of the active target."""
     return importlib.import_module(f"fastconv._kernels.{_active}.{name}")
+
+
+def compiled_for():
+    """What the active target's kernels were compiled for: {"isa", "float_lanes",
+    "microkernel": (rows, floats)} from src_c/fc_isa.h. "isa" differs from active() only in a
+    development build that puts the AVX-512 table onto the avx2 target (FASTCONV_TUNE_AVX512)."""
+    return kernels("im2col_gemm").compiled_for()

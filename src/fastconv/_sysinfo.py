@@ -23,6 +23,7 @@ def config_info():
         "isa": _isa.active(),
         "isa_built": _isa.built_targets(),
         "isa_runnable": _isa.runnable_targets(),
+        "isa_compiled_for": _isa.compiled_for(),
         "openmp": threads.openmp_enabled(),
         "threads": threads.get_num_threads(),
         "blas": blas,
@@ -40,6 +41,11 @@ def show_config(file=None):
     print(f"  CPU features:   {' '.join(info['cpu_features']) or 'none detected'}", file=out)
     print(f"  ISA target:     {info['isa']} (built: {', '.join(info['isa_built'])}; "
           f"runnable here: {', '.join(info['isa_runnable'])})", file=out)
+    built = info["isa_compiled_for"]
+    rows, cols = built["microkernel"]
+    as_other = f"compiled as {built['isa']}: " if built["isa"] != info["isa"] else ""
+    print(f"  vectors:        {as_other}{built['float_lanes']} floats, "
+          f"micro-kernel {rows} x {cols}", file=out)
     print(f"  OpenMP:         {'yes' if info['openmp'] else 'no (single-threaded kernels)'}", file=out)
     print(f"  threads:        {info['threads']}", file=out)
     for lib in info["blas"]:

@@ -58,6 +58,7 @@ from cython cimport floating
 
 from fc_blas cimport gemm
 from fc_common cimport fc_budget_threads, fc_ftz_enter, fc_ftz_leave, fc_fpstate
+from fc_isa cimport FC_ISA_NAME, FC_MK_MR, FC_MK_NV_F32, FC_WL
 
 from fastconv.threads import blas_single_threaded
 
@@ -127,6 +128,13 @@ cdef fc_conv_geom _geom(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t R, 
     g.C = C; g.H = H; g.W = W; g.R = R; g.S = S
     g.sh = sh; g.sw = sw; g.ph = ph; g.pw = pw; g.Ho = Ho; g.Wo = Wo
     return g
+
+
+def compiled_for():
+    """What this build of the kernels was compiled for (src_c/fc_isa.h): the target's name, the
+    floats per vector register and the float micro-kernel's register tile (rows, floats)."""
+    return {"isa": FC_ISA_NAME.decode("ascii"), "float_lanes": FC_WL,
+            "microkernel": (FC_MK_MR, FC_MK_NV_F32 * FC_WL)}
 
 
 def _check_blas_ints(K, CRS, P):
