@@ -22,7 +22,7 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport free, malloc
 
-from fc_common cimport fc_budget_threads, fc_fpstate, fc_ftz_enter, fc_ftz_leave, fc_team
+from fc_common cimport fc_budgeted_team, fc_fpstate, fc_ftz_enter, fc_ftz_leave
 
 
 cdef size_t _round64(size_t n) nogil:
@@ -56,16 +56,10 @@ cdef tuple _dims(Py_ssize_t *shape):
     return (shape[0], shape[1], shape[2], shape[3])
 
 
-cdef int _team(int nthreads, Py_ssize_t ntasks) noexcept nogil:
-    """Threads that hold scratch: no more than the cores (fc_budget_threads) or the tasks."""
-    cdef int budget = fc_budget_threads()
-    return fc_team(nthreads if nthreads < budget else budget, ntasks)
-
-
 cdef int _run_forward_form(fc_dwplan *plan, const floating *src, const floating *w,
                            const floating *bias, floating *out, int nthreads) except -1:
     """Pack the weights once, then run the plan's tasks."""
-    cdef int team = _team(nthreads, plan.ntasks)
+    cdef int team = fc_budgeted_team(nthreads, plan.ntasks)
     cdef size_t per_thread = _round64(plan.scratch_bytes)
     cdef char *buf = _scratch(per_thread * team + plan.wpack_elems * sizeof(floating))
     cdef floating *wp = <floating *>(buf + per_thread * team)
@@ -157,7 +151,7 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
     _check(_dims(x.shape), _dims(dw.shape), _dims(dy.shape), groups, sh, sw, ph, pw, dh, dw_)
     _plan(&plan, FC_DW_BACKWARD_WEIGHTS, _dims(x.shape), _dims(dw.shape), _dims(dy.shape),
           groups, sh, sw, ph, pw, dh, dw_, nthreads, floating is float)
-    team = _team(nthreads, plan.ntasks)
+    team = fc_budgeted_team(nthreads, plan.ntasks)
     per_thread = _round64(plan.scratch_bytes)
     buf = _scratch(per_thread * team)
     try:

@@ -5,3 +5,4 @@ cdef extern from "fc_common.h" nogil:
     void fc_ftz_leave(fc_fpstate old)
     int fc_team(int nthreads, Py_ssize_t tasks)
     int fc_budget_threads()
+    int fc_budgeted_team(int nthreads, Py_ssize_t tasks)

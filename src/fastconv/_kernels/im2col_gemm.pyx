@@ -57,7 +57,7 @@ cimport cython
 from cython cimport floating
 
 from fc_blas cimport gemm
-from fc_common cimport fc_budget_threads, fc_ftz_enter, fc_ftz_leave, fc_fpstate
+from fc_common cimport fc_budget_threads, fc_budgeted_team, fc_ftz_enter, fc_ftz_leave, fc_fpstate
 from fc_isa cimport FC_ISA_NAME, FC_MK_MR, FC_MK_NV_F32, FC_WL
 
 from fastconv.threads import blas_single_threaded
@@ -226,15 +226,15 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
     cdef floating *ws = NULL
     cdef floating *cols
     cdef Py_ssize_t L, chunks, task, n, p0, p1, q0, q1, qb, qblocks, chunk
-    cdef int nt = min(nthreads, fc_budget_threads()), tid
+    cdef int nt, tid
     cdef fc_fpstate fp
     cdef int rc = 1
     if pointwise:  # without BLAS (1 when its buffers do not fit the workspace: BLAS below)
         with nogil:
             if floating is float:
-                rc = fc_conv_pointwise_bwd_weights_f32(xp, dyp, N, C, P, K, dwp, nt, workspace_bytes)
+                rc = fc_conv_pointwise_bwd_weights_f32(xp, dyp, N, C, P, K, dwp, nthreads, workspace_bytes)
             else:
-                rc = fc_conv_pointwise_bwd_weights_f64(xp, dyp, N, C, P, K, dwp, nt, workspace_bytes)
+                rc = fc_conv_pointwise_bwd_weights_f64(xp, dyp, N, C, P, K, dwp, nthreads, workspace_bytes)
         if rc == 0:
             return
         if rc < 0:
@@ -248,6 +248,7 @@ def backward_weights(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::
     qb = (CRS + qblocks - 1) // qblocks
     qblocks = (CRS + qb - 1) // qb
     L, chunks = _chunking(P, 0 if pointwise else qb, sizeof(floating), workspace_bytes)
+    nt = fc_budgeted_team(nthreads, qblocks)
     if not pointwise:
         ws = _alloc(nt * qb * L, ws)
     try:
@@ -285,7 +286,7 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
     cdef floating *ws = NULL
     cdef floating *cols
     cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, c0, c1, chunk, cb, cblocks
-    cdef int nt = min(nthreads, fc_budget_threads()), tid
+    cdef int nt, tid
     cdef fc_fpstate fp
     _check_blas_ints(K, CRS, P)
 
@@ -293,6 +294,7 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
         # dx_n is the column matrix itself (CRS = C rows of P = H*W): chunks write disjoint columns
         L, chunks = _chunking(P, 0, sizeof(floating), workspace_bytes, _min_chunks(N, P))
         ntasks = N * chunks
+        nt = fc_budgeted_team(nthreads, ntasks)
         with blas_single_threaded(), nogil, parallel(num_threads=nt):
             fp = fc_ftz_enter()
             for task in prange(ntasks, schedule="dynamic"):
@@ -311,6 +313,7 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
     cblocks = (C + cb - 1) // cb
     L, chunks = _chunking(P, cb * R * S, sizeof(floating), workspace_bytes)
     ntasks = N * cblocks
+    nt = fc_budgeted_team(nthreads, ntasks)
     ws = _alloc(nt * cb * R * S * L, ws)
     try:
         with blas_single_threaded(), nogil, parallel(num_threads=nt):
