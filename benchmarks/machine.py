@@ -36,15 +36,6 @@ def built_kernels():
     return out
 
 
-def compiled_for():
-    """The active target's vector width and micro-kernel (fastconv._isa.compiled_for), or None
-    when its im2col module is not built."""
-    try:
-        return _isa.compiled_for()
-    except ImportError:
-        return None
-
-
 def stale_kernels():
     """Built modules whose sources (src/fastconv/_kernels/NAME.pyx, src_c/NAME*.{c,h}, the
     shared src_c/fc_*.h) are newer than the active ISA target's compiled extension: the timings
@@ -113,7 +104,7 @@ def facts(threads, torch_module=None):
         "openmp": fastconv.openmp_enabled(),
         "isa": _isa.active(),
         "isa_runnable": _isa.runnable_targets(),
-        "isa_compiled_for": compiled_for(),
+        "isa_compiled_for": _isa.compiled_for(),
         "cpu_features": sorted(f for f, present in _isa.cpu_features().items() if present),
         "kernels_built": built_kernels(),
         "kernels_stale": stale_kernels(),

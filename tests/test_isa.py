@@ -218,3 +218,17 @@ def test_each_target_reports_the_vector_width_and_micro_kernel_it_was_compiled_f
     fastconv.show_config(file=buf)
     lanes, (rows, cols) = COMPILED[_isa.active()]
     assert f"vectors:        {lanes} floats, micro-kernel {rows} x {cols}" in buf.getvalue()
+
+
+def test_show_config_says_so_when_the_im2col_kernels_are_not_built(monkeypatch):
+    real = _isa.kernels
+
+    def partial_build(name):
+        if name == "im2col_gemm":
+            raise ImportError("not built")
+        return real(name)
+    monkeypatch.setattr(_isa, "kernels", partial_build)
+    assert _isa.compiled_for() is None
+    buf = io.StringIO()
+    fastconv.show_config(file=buf)
+    assert "vectors:        unknown (the im2col kernels are not built)" in buf.getvalue()

@@ -89,6 +89,10 @@ def kernels(name):
 
 def compiled_for():
     """What the active target's kernels were compiled for: {"isa", "float_lanes",
-    "microkernel": (rows, floats)} from src_c/fc_isa.h. "isa" differs from active() only in a
-    development build that puts the AVX-512 table onto the avx2 target (FASTCONV_TUNE_AVX512)."""
-    return kernels("im2col_gemm").compiled_for()
+    "microkernel": (rows, floats)} from src_c/fc_isa.h, or None when its im2col module is not
+    built (a partial development build). "isa" differs from active() only in a development
+    build that puts the AVX-512 table onto the avx2 target (FASTCONV_TUNE_AVX512)."""
+    try:
+        return kernels("im2col_gemm").compiled_for()
+    except ImportError:
+        return None

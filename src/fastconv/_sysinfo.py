@@ -42,10 +42,13 @@ def show_config(file=None):
     print(f"  ISA target:     {info['isa']} (built: {', '.join(info['isa_built'])}; "
           f"runnable here: {', '.join(info['isa_runnable'])})", file=out)
     built = info["isa_compiled_for"]
-    rows, cols = built["microkernel"]
-    as_other = f"compiled as {built['isa']}: " if built["isa"] != info["isa"] else ""
-    print(f"  vectors:        {as_other}{built['float_lanes']} floats, "
-          f"micro-kernel {rows} x {cols}", file=out)
+    if built is None:
+        print("  vectors:        unknown (the im2col kernels are not built)", file=out)
+    else:
+        rows, cols = built["microkernel"]
+        as_other = f"compiled as {built['isa']}: " if built["isa"] != info["isa"] else ""
+        print(f"  vectors:        {as_other}{built['float_lanes']} floats, "
+              f"micro-kernel {rows} x {cols}", file=out)
     print(f"  OpenMP:         {'yes' if info['openmp'] else 'no (single-threaded kernels)'}", file=out)
     print(f"  threads:        {info['threads']}", file=out)
     for lib in info["blas"]:
