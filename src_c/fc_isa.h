@@ -60,6 +60,19 @@
 #define FC_MK_NV_F64 1
 #endif
 
+/* Timing another micro-kernel shape without editing the table: FC_MK_MR_TRY / FC_MK_NV_F32_TRY
+ * (e.g. CFLAGS="-DFC_MK_MR_TRY=6 -DFC_MK_NV_F32_TRY=4" for 6 x 64 floats on AVX-512) replace the
+ * float shape in every target built. The kernels are written for any shape the registers hold;
+ * show_config() reports the one compiled (docs/architecture.md, "ISA targets"). */
+#ifdef FC_MK_MR_TRY
+#undef FC_MK_MR
+#define FC_MK_MR FC_MK_MR_TRY
+#endif
+#ifdef FC_MK_NV_F32_TRY
+#undef FC_MK_NV_F32
+#define FC_MK_NV_F32 FC_MK_NV_F32_TRY
+#endif
+
 /* Lanes: floats per vector register, and the number of tiles / positions a vector covers. */
 #define FC_WL (FC_VBYTES / 4)
 
