@@ -8,6 +8,7 @@ import json
 import sys
 
 from fastconv._files import atomic_write
+from fastconv._sysinfo import describe_vectors
 
 FASTCONV_PEERS = ("direct", "im2col", "winograd2", "winograd4", "auto", "fastconv")
 SECTIONS = (("conv", "Convolution layers"), ("pool", "Pooling"), ("step", "Training step"))
@@ -78,26 +79,17 @@ def _grid(headers, rows, markdown=False, right=()):
 
 
 # ---------------------------------------------------------------- tables
-def _vectors(m):
-    """", 8-float vectors, micro-kernel 6 x 16" from the machine's isa_compiled_for (empty when
-    unknown), naming the table it was compiled with when that is not the target's own."""
-    built = m.get("isa_compiled_for")
-    if not built:
-        return ""
-    rows, cols = built["microkernel"]
-    return (f", {built['float_lanes']}-float vectors, micro-kernel {rows} x {cols}"
-            + (f", compiled as {built['isa']}" if built["isa"] != m.get("isa") else ""))
-
-
 def header_lines(doc):
     m, s, g = doc["machine"], doc["settings"], doc["sgemm"]
     built = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in m["kernels_built"].items())
+    compiled = m.get("isa_compiled_for")  # absent from runs before it was recorded
+    vectors = f", vectors: {describe_vectors(m.get('isa'), compiled)}" if compiled else ""
     lines = [
         f"fastconv benchmarks ({doc['created']}, fastconv {m['fastconv']}"
         f"{' @ ' + m['fastconv_commit'] if m.get('fastconv_commit') else ''})",
         f"CPU: {m['cpu']}, {m['cores']} usable cores; {s['threads']} thread(s) for every peer "
         f"(OpenMP {'on' if m['openmp'] else 'OFF'})",
-        f"fastconv ISA target: {m.get('isa', '?')}{_vectors(m)} (runnable here: "
+        f"fastconv ISA target: {m.get('isa', '?')}{vectors} (runnable here: "
         f"{', '.join(m.get('isa_runnable', [])) or '?'}; CPU features "
         f"{' '.join(m.get('cpu_features', [])) or '?'})",
         f"numpy {m['numpy']}, scipy {m['scipy']}, torch {m['torch'] or 'not installed'}, "

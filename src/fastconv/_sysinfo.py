@@ -31,6 +31,16 @@ def config_info():
     }
 
 
+def describe_vectors(isa, built):
+    """"8 floats, micro-kernel 6 x 16" for `built` (_isa.compiled_for() of target `isa`), prefixed
+    "compiled as X: " when the build carries another target's table; "unknown (...)" for None."""
+    if built is None:
+        return "unknown (the im2col kernels are not built)"
+    rows, cols = built["microkernel"]
+    as_other = f"compiled as {built['isa']}: " if built["isa"] != isa else ""
+    return f"{as_other}{built['float_lanes']} floats, micro-kernel {rows} x {cols}"
+
+
 def show_config(file=None):
     """Print the CPU features found, the ISA target chosen (and those built and runnable),
     OpenMP, the BLAS libraries with their core types and thread counts, and the environment
@@ -41,14 +51,7 @@ def show_config(file=None):
     print(f"  CPU features:   {' '.join(info['cpu_features']) or 'none detected'}", file=out)
     print(f"  ISA target:     {info['isa']} (built: {', '.join(info['isa_built'])}; "
           f"runnable here: {', '.join(info['isa_runnable'])})", file=out)
-    built = info["isa_compiled_for"]
-    if built is None:
-        print("  vectors:        unknown (the im2col kernels are not built)", file=out)
-    else:
-        rows, cols = built["microkernel"]
-        as_other = f"compiled as {built['isa']}: " if built["isa"] != info["isa"] else ""
-        print(f"  vectors:        {as_other}{built['float_lanes']} floats, "
-              f"micro-kernel {rows} x {cols}", file=out)
+    print(f"  vectors:        {describe_vectors(info['isa'], info['isa_compiled_for'])}", file=out)
     print(f"  OpenMP:         {'yes' if info['openmp'] else 'no (single-threaded kernels)'}", file=out)
     print(f"  threads:        {info['threads']}", file=out)
     for lib in info["blas"]:
