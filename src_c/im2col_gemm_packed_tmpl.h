@@ -13,23 +13,26 @@
 /* y[i][0 .. width) = start + the rows x SUB block at t (row stride SUB), start being y itself
  * (first == 0) or b[i] (or 0 without a bias): a partial micro-tile. */
 FC_INLINE void SFX(put_partial)(const REAL *t, int rows, int width, int first, const REAL *b,
-                                REAL *y, ptrdiff_t P)
+                                REAL *y, ptrdiff_t ldy)
 {
     for (int i = 0; i < rows; i++) {
         const REAL start = b ? b[i] : (REAL)0;
-        for (int j = 0; j < width; j++) y[i * P + j] = (first ? start : y[i * P + j]) + t[i * SUB + j];
+        for (int j = 0; j < width; j++)
+            y[i * ldy + j] = (first ? start : y[i * ldy + j]) + t[i * SUB + j];
     }
 }
 
-/* One task: positions [p0, p1) of one image. For each block of column rows [q0, q1): the block's
- * columns (im2col into buf, row stride ldb) times the packed weight panels, micro-tile by
- * micro-tile: stored with the bias for the first block, added for the others. A pointwise
+/* One task: positions [p0, p1) of one image, into y (row k, position p at y + k * ldy + p - p0).
+ * For each block of column rows [q0, q1): the block's columns (im2col into buf, row stride ldb)
+ * times the packed weight panels, micro-tile by micro-tile: stored with the bias for the first
+ * block, added for the others. A pointwise
  * layer's columns are x itself: its whole micro-tiles read x in place (row stride Ho*Wo; pointwise
  * 1 thread 4.80 vs 5.17 ms packed, 2 threads 2.67 vs 2.70), and only a last partial one is
  * packed, so that no load runs past the end of x. */
 static FC_NOINLINE void SFX(packed_task)(const REAL *xn, const fc_conv_geom *g, const REAL *Wp,
-                                         ptrdiff_t K, const REAL *bias, REAL *yn, ptrdiff_t p0,
-                                         ptrdiff_t p1, ptrdiff_t kc, REAL *buf, ptrdiff_t ldb)
+                                         ptrdiff_t K, const REAL *bias, REAL *y, ptrdiff_t ldy,
+                                         ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t kc, REAL *buf,
+                                         ptrdiff_t ldb)
 {
     const ptrdiff_t P = g->Ho * g->Wo, CRS = g->C * g->R * g->S;
     const ptrdiff_t packed_from = fc_is_pointwise(g) ? p0 + (p1 - p0) / SUB * SUB : p0;
@@ -46,21 +49,54 @@ static FC_NOINLINE void SFX(packed_task)(const REAL *xn, const fc_conv_geom *g, 
                 const int rows = (int)(K - k0 < FC_MK_MR ? K - k0 : FC_MK_MR);
                 const REAL *u = Wp + (k0 * CRS + q0 * FC_MK_MR);
                 const REAL *b = bias ? bias + k0 : NULL;
-                REAL *dst = yn + k0 * P + s0;
+                REAL *dst = y + k0 * ldy + (s0 - p0);
                 if (width == SUB && q0 == 0) {
-                    SFX(micro_kernel)(FC_NV, 0, b, q1 - q0, u, v, ldv, dst, P, rows);
+                    SFX(micro_kernel)(FC_NV, 0, b, q1 - q0, u, v, ldv, dst, ldy, rows);
                 } else if (width == SUB) {
-                    SFX(micro_kernel)(FC_NV, 1, NULL, q1 - q0, u, v, ldv, dst, P, rows);
+                    SFX(micro_kernel)(FC_NV, 1, NULL, q1 - q0, u, v, ldv, dst, ldy, rows);
                 } else { /* (columns past width in buf are stale or zero: computed, dropped) */
                     if (FC_NV > 1 && width <= FC_WL) /* one vector wide: half the wasted work */
                         SFX(micro_kernel)(1, 0, NULL, q1 - q0, u, v, ldb, part, SUB, rows);
                     else
                         SFX(micro_kernel)(FC_NV, 0, NULL, q1 - q0, u, v, ldb, part, SUB, rows);
-                    SFX(put_partial)(part, rows, width, q0 == 0, b, dst, P);
+                    SFX(put_partial)(part, rows, width, q0 == 0, b, dst, ldy);
                 }
             }
         }
     }
+}
+
+/* The blocks of a packed pass over `depth` column rows and P positions, for the workspace left
+ * per thread next to the packed weights (wp_bytes): kc column rows x nc positions (<= KC_MAX x 256, ~1.2 MB), plus out_rows x nc outputs
+ * where the caller keeps them per thread (backward-data's columns), shrunk to fit, down to SUB
+ * positions and 1 row; ldb is the column block's row stride. A SUB-wide slice of the block
+ * (<= 72 KB) streams from L2 while every weight panel passes over it; a deeper block means fewer
+ * passes of y through the micro-kernel's loads and stores: 2 threads, kc = 1152 vs 256:
+ * resnet_down 5.76 vs 5.98 ms, resnet_c4 11.4 vs 11.9, vgg_c3 81.6 vs 85.0, mnist_c2 3.76 vs
+ * 3.86 (kc = 576 in between, 2304 1-2 % slower than 1152). nc = 256 measured 10% faster than
+ * 128 at 2 threads (resnet_down, alexnet_c1: fewer y passes and partial micro-tiles), and no
+ * faster at 384-1024. */
+FC_INLINE size_t SFX(block_bytes)(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t out_rows) {
+    return (size_t)(kc * (nc + SUB) + out_rows * nc) * sizeof(REAL);
+}
+
+static void SFX(packed_blocks)(ptrdiff_t depth, ptrdiff_t P, ptrdiff_t out_rows, size_t workspace,
+                               size_t wp_bytes, ptrdiff_t *kc_out, ptrdiff_t *nc_out,
+                               ptrdiff_t *ldb_out)
+{
+    const size_t avail = workspace > wp_bytes ? (workspace - wp_bytes) / (size_t)fc_budget_threads() : 0;
+    ptrdiff_t kc = depth < KC_MAX ? depth : KC_MAX;
+    ptrdiff_t nc = (P + SUB - 1) / SUB * SUB;
+    if (nc > 256) nc = 256;
+    while (SFX(block_bytes)(kc, nc, out_rows) > avail && nc > SUB) nc -= SUB;
+    while (SFX(block_bytes)(kc, nc, out_rows) > avail && kc > 1) kc = (kc + 1) / 2;
+    *kc_out = kc;
+    *nc_out = nc;
+    /* An odd number of cache lines: at an even one the kc rows of a SUB-wide slice fall into a
+     * fraction of the cache's sets and evict each other while the weight panels pass over them
+     * (a power of two measured 10-25% slower; resnet_down's 13 lines instead of 14: 3 % faster,
+     * one thread). */
+    *ldb_out = (nc / SUB) % 2 ? nc : nc + SUB;
 }
 
 #include "im2col_gemm_implicit_tmpl.h" /* implicit_fwd */
@@ -73,26 +109,9 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
     const ptrdiff_t P = g->Ho * g->Wo, CRS = g->C * g->R * g->S, CHW = g->C * g->H * g->W;
     const ptrdiff_t panels = (K + FC_MK_MR - 1) / FC_MK_MR;
     const size_t wp_bytes = (size_t)panels * FC_MK_MR * (size_t)CRS * sizeof(REAL);
-    /* Blocks: kc column rows x nc positions per thread (<= 1152 x 256, ~1.2 MB), shrunk to fit
-     * the workspace next to the packed weights, down to SUB positions and 1 row. A SUB-wide
-     * slice of the block (<= 72 KB) streams from L2 while every weight panel passes over it;
-     * a deeper block means fewer passes of y through the micro-kernel's loads and stores:
-     * 2 threads, kc = 1152 vs 256: resnet_down 5.76 vs 5.98 ms, resnet_c4 11.4 vs 11.9, vgg_c3
-     * 81.6 vs 85.0, mnist_c2 3.76 vs 3.86 (kc = 576 in between, 2304 1-2 % slower than 1152).
-     * nc = 256 measured 10% faster than 128 at 2 threads (resnet_down, alexnet_c1: fewer y
-     * passes and partial micro-tiles), and no faster at 384-1024. */
-    ptrdiff_t kc = CRS < KC_MAX ? CRS : KC_MAX;
-    ptrdiff_t nc = (P + SUB - 1) / SUB * SUB;
-    if (nc > 256) nc = 256;
-    const size_t avail = workspace > wp_bytes ? (workspace - wp_bytes) / (size_t)fc_budget_threads() : 0;
-    while ((size_t)kc * (size_t)(nc + SUB) * sizeof(REAL) > avail && nc > SUB) nc -= SUB;
-    while ((size_t)kc * (size_t)(nc + SUB) * sizeof(REAL) > avail && kc > 1) kc = (kc + 1) / 2;
+    ptrdiff_t kc, nc, ldb;
+    SFX(packed_blocks)(CRS, P, 0, workspace, wp_bytes, &kc, &nc, &ldb);
     const ptrdiff_t chunks = (P + nc - 1) / nc, tasks = N * chunks;
-    /* Row stride of the column block: an odd number of cache lines (nc + SUB for nc = 256). At
-     * an even one the kc rows of a SUB-wide slice fall into a fraction of the cache's sets and
-     * evict each other while the weight panels pass over them (a power of two measured 10-25%
-     * slower; resnet_down's 13 lines instead of 14: 3 % faster, one thread). */
-    const ptrdiff_t ldb = (nc / SUB) % 2 ? nc : nc + SUB;
     const size_t buf_reals = (size_t)kc * (size_t)ldb;
     REAL *Wp = (REAL *)fc_aligned_alloc(wp_bytes);
     if (!Wp) return -1;
@@ -117,7 +136,8 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
             if (!buf) continue;
             const ptrdiff_t n = t / chunks, p0 = (t % chunks) * nc;
             const ptrdiff_t p1 = p0 + nc < P ? p0 + nc : P;
-            SFX(packed_task)(x + n * CHW, g, Wp, K, bias, y + n * K * P, p0, p1, kc, buf, ldb);
+            SFX(packed_task)(x + n * CHW, g, Wp, K, bias, y + n * K * P + p0, P, p0, p1, kc, buf,
+                             ldb);
         }
         free(buf);
         fc_ftz_leave(fp);
@@ -125,6 +145,8 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
     free(Wp);
     return failed ? -1 : 0;
 }
+
+#include "im2col_gemm_bwd_data_tmpl.h" /* fc_conv_packed_bwd_data */
 
 #undef SUB
 #undef KC_MAX

@@ -24,7 +24,9 @@ cdef extern from "im2col_gemm.h" nogil:
     int fc_conv_packed_fwd_f64(const double *x, Py_ssize_t N, const fc_conv_geom *g,
                                const double *w, Py_ssize_t K, const double *bias, double *y,
                                int nthreads, size_t workspace)
-    void fc_col2im_f32(const float *cols, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
-                       Py_ssize_t c0, Py_ssize_t c1, float *dx)
-    void fc_col2im_f64(const double *cols, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
-                       Py_ssize_t c0, Py_ssize_t c1, double *dx)
+    int fc_conv_packed_bwd_data_f32(const float *dy, Py_ssize_t N, const fc_conv_geom *g,
+                                    const float *w, Py_ssize_t K, float *dx, int nthreads,
+                                    size_t workspace)
+    int fc_conv_packed_bwd_data_f64(const double *dy, Py_ssize_t N, const fc_conv_geom *g,
+                                    const double *w, Py_ssize_t K, double *dx, int nthreads,
+                                    size_t workspace)

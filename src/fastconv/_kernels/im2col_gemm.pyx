@@ -1,7 +1,7 @@
 # cython: language_level=3
 """im2col + GEMM convolution: forward, backward_data, backward_weights (float32/float64).
 
-Layout (row-major; every BLAS GEMM is issued to column-major BLAS as the transposed product):
+Layout (row-major; a BLAS GEMM is issued to column-major BLAS as the transposed product):
   forward           Y_n[K, P]   = W[K, CRS] . cols_n[CRS, P]            (+ bias: Y prefilled)
   backward_data     dcols[CRS,P] = W^T . dY_n[K, P]; dx_n = col2im(dcols)
   backward_weights  dW[K, CRS]  += dY_n[K, P] . cols_n^T                 (summed over the batch)
@@ -24,15 +24,23 @@ version, before 256-position blocks and -fno-wrapv made it another ~10 % faster)
 | 1.09x, lenet_c2 1.5x | 1.8x, vgg_c3 | 0.94x. A pointwise layer stayed with BLAS until the
 micro-kernel read x in place (pointwise, 2 threads: 2.67 vs 2.96 ms; 1 thread 4.80 vs 5.24).
 
+Backward-data runs without BLAS too (src_c/im2col_gemm_bwd_data_tmpl.h): W^T . dY_n is the packed
+forward of a pointwise layer over dy (read in place) with W^T as its weights, then col2im. Against
+the BLAS GEMM + col2im it replaced (2-core Zen 3, AVX2, in-process interleaved medians of 41,
+OpenBLAS's own kernel choice, ms, BLAS / own at 1 | 2 threads): resnet_down 13.0 / 12.8 | 6.71 /
+6.63, pointwise 5.43 / 5.19 | 2.80 / 2.64, alexnet_c1 26.0 / 25.5 | 13.7 / 13.1, and (21 rounds)
+mnist_c2 8.61 / 8.00 | 5.21 / 4.86, lenet_c2 0.47 / 0.39 at 2 threads.
+
 A pointwise layer's backward-weights runs without BLAS too (fc_conv_pointwise_bwd_weights: the
 implicit forward's register tile walking the positions, dy transposed per image; pointwise,
 2 threads: 2.31 vs 2.84 ms, 1 thread 4.58 vs 5.58), BLAS remaining its fallback when the
-workspace is too small for its buffers.
+workspace is too small for its buffers. Every other backward-weights calls BLAS.
 
 Threads: OpenMP over independent tasks; each thread packs its own columns (or copies its own
 band) into its own buffer and calls single-threaded BLAS where BLAS is used (BLAS limited to 1
 thread once per call, in Python). forward: (image, band of output rows), or (image, chunk of
-positions) when packed; backward_data: (image, block of input channels), so col2im never races;
+positions) when packed; backward_data: (image, block of input channels), so col2im never races
+(pointwise: (image, chunk of positions));
 backward_weights: blocks of column rows = column blocks of dW (pointwise without BLAS: 16-filter
 slices x channel blocks), so there is no private dW and no reduction. The split depends only on
 the layer and the workspace, never on nthreads (per-thread buffers are budgeted for the cores:
@@ -51,7 +59,6 @@ not flush (the C loops keep a flush option for CPUs that need it).
 """
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
 
 cimport cython
 from cython cimport floating
@@ -81,14 +88,6 @@ cdef inline void _im2col(const floating *x, const fc_conv_geom *g, Py_ssize_t p0
         fc_im2col_f64(x, g, p0, p1, q0, q1, cols, p1 - p0, FLUSH)
 
 
-cdef inline void _col2im(const floating *cols, const fc_conv_geom *g, Py_ssize_t p0,
-                         Py_ssize_t p1, Py_ssize_t c0, Py_ssize_t c1, floating *dx) noexcept nogil:
-    if floating is float:
-        fc_col2im_f32(cols, g, p0, p1, c0, c1, dx)
-    else:
-        fc_col2im_f64(cols, g, p0, p1, c0, c1, dx)
-
-
 # ---------------------------------------------------------------- one chunk of each BLAS pass
 cdef inline void _weights_chunk(const floating *dyn, const floating *xn, floating *dw,
                                 const fc_conv_geom *g, Py_ssize_t K, Py_ssize_t p0, Py_ssize_t p1,
@@ -109,15 +108,6 @@ cdef inline void _weights_chunk(const floating *dyn, const floating *xn, floatin
     # dW^T[q0:q1, K] (ld CRS) (+)= (cols^T[L, q1-q0])^T . dY^T[L, K]
     gemm(c'T', c'N', <int> (q1 - q0), <int> K, <int> L, a, lda, dyn + p0, <int> P, beta,
           dw + q0, <int> CRS)
-
-
-cdef inline void _data_gemm(const floating *dyn, const floating *w, floating *out, int ldo,
-                            const fc_conv_geom *g, Py_ssize_t K, Py_ssize_t p0, Py_ssize_t p1,
-                            Py_ssize_t c0, Py_ssize_t c1) noexcept nogil:
-    """dcols^T[L, (c1-c0)*RS] (ld ldo) = dY^T[L, K] . W[K, c0*RS : c1*RS] (channels c0..c1)."""
-    cdef Py_ssize_t P = g.Ho * g.Wo, CRS = g.C * g.R * g.S, RS = g.R * g.S, L = p1 - p0
-    gemm(c'N', c'T', <int> L, <int> ((c1 - c0) * RS), <int> K, dyn + p0, <int> P, w + c0 * RS,
-          <int> CRS, <floating> 0, out, ldo)
 
 
 # ---------------------------------------------------------------- planning (Python side)
@@ -171,11 +161,6 @@ def _chunking(P, rows, itemsize, workspace_bytes, min_chunks=1):
         chunks = max(chunks, (P + Lmem - 1) // Lmem, (P + Lcache - 1) // Lcache)
     L = (P + chunks - 1) // chunks
     return L, (P + L - 1) // L
-
-
-def _min_chunks(N, P):
-    """Chunks per image so that a small batch still makes PARTS pieces (chunks >= MIN_CHUNK)."""
-    return min((PARTS + N - 1) // N, max(1, P // MIN_CHUNK))
 
 
 cdef floating *_alloc(Py_ssize_t count, floating *dummy) except? NULL:
@@ -276,61 +261,16 @@ def backward_data(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] 
                   Py_ssize_t pw, int nthreads, Py_ssize_t workspace_bytes):
     cdef Py_ssize_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
     cdef Py_ssize_t K = w.shape[0], R = w.shape[2], S = w.shape[3]
-    cdef Py_ssize_t Ho = dy.shape[2], Wo = dy.shape[3], P = Ho * Wo, CRS = C * R * S
-    cdef Py_ssize_t HW = H * W
-    cdef fc_conv_geom g = _geom(C, H, W, R, S, sh, sw, ph, pw, Ho, Wo)
-    cdef bint pointwise = fc_is_pointwise(&g)
+    cdef fc_conv_geom g = _geom(C, H, W, R, S, sh, sw, ph, pw, dy.shape[2], dy.shape[3])
     cdef const floating *wp = &w[0, 0, 0, 0]
     cdef const floating *dyp = &dy[0, 0, 0, 0]
     cdef floating *dxp = &dx[0, 0, 0, 0]
-    cdef floating *ws = NULL
-    cdef floating *cols
-    cdef Py_ssize_t L, chunks, ntasks, task, n, p0, p1, c0, c1, chunk, cb, cblocks
-    cdef int nt, tid
-    cdef fc_fpstate fp
-    _check_blas_ints(K, CRS, P)
-
-    if pointwise:
-        # dx_n is the column matrix itself (CRS = C rows of P = H*W): chunks write disjoint columns
-        L, chunks = _chunking(P, 0, sizeof(floating), workspace_bytes, _min_chunks(N, P))
-        ntasks = N * chunks
-        nt = fc_budgeted_team(nthreads, ntasks)
-        with blas_single_threaded(), nogil, parallel(num_threads=nt):
-            fp = fc_ftz_enter()
-            for task in prange(ntasks, schedule="dynamic"):
-                n = task // chunks
-                p0 = (task % chunks) * L
-                p1 = min(p0 + L, P)
-                _data_gemm(dyp + n * K * P, wp, dxp + n * C * HW + p0, <int> P, &g, K, p0, p1, 0, C)
-            fc_ftz_leave(fp)
-        return
-
-    # Tasks are (image, block of input channels): col2im windows of neighbouring output
-    # chunks overlap in dx, but different channels never do, so a batch smaller than the
-    # thread count still splits. Each task runs its image's chunks in order.
-    cblocks = min(C, (PARTS + N - 1) // N)
-    cb = (C + cblocks - 1) // cblocks
-    cblocks = (C + cb - 1) // cb
-    L, chunks = _chunking(P, cb * R * S, sizeof(floating), workspace_bytes)
-    ntasks = N * cblocks
-    nt = fc_budgeted_team(nthreads, ntasks)
-    ws = _alloc(nt * cb * R * S * L, ws)
-    try:
-        with blas_single_threaded(), nogil, parallel(num_threads=nt):
-            fp = fc_ftz_enter()
-            tid = threadid()
-            cols = ws + tid * cb * R * S * L
-            for task in prange(ntasks, schedule="dynamic"):
-                n = task // cblocks
-                c0 = (task % cblocks) * cb
-                c1 = min(c0 + cb, C)
-                memset(dxp + (n * C + c0) * HW, 0, (c1 - c0) * HW * sizeof(floating))
-                for chunk in range(chunks):
-                    p0 = chunk * L
-                    p1 = min(p0 + L, P)
-                    _data_gemm(dyp + n * K * P, wp, cols, <int> (p1 - p0), &g, K, p0, p1,
-                               c0, c1)
-                    _col2im(cols, &g, p0, p1, c0, c1, dxp + n * C * HW)
-            fc_ftz_leave(fp)
-    finally:
-        free(ws)
+    cdef int nt = nthreads
+    cdef int rc
+    with nogil:
+        if floating is float:
+            rc = fc_conv_packed_bwd_data_f32(dyp, N, &g, wp, K, dxp, nt, workspace_bytes)
+        else:
+            rc = fc_conv_packed_bwd_data_f64(dyp, N, &g, wp, K, dxp, nt, workspace_bytes)
+    if rc != 0:
+        raise MemoryError("im2col backward_data: could not allocate scratch buffers")

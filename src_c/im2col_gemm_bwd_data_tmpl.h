@@ -1,0 +1,92 @@
+/* One precision of the im2col backward-data pass without BLAS; included by
+ * im2col_gemm_packed_tmpl.h after the packed forward (packed_task, packed_blocks, SUB).
+ *
+ * An image's column gradient dcols_n (C*R*S x P) = W^T . dy_n (K x P) is the forward of a
+ * pointwise layer whose input is dy_n (K channels of Ho x Wo) and whose weights are W^T, so
+ * packed_task runs it: dy read in place, W^T packed once into the micro-kernel's panels. A
+ * pointwise layer's dcols is dx itself; any other's is scattered into dx by col2im, a block of
+ * positions at a time from a per-thread buffer. Tasks: (image, block of input channels), each
+ * running its positions in order (col2im windows of neighbouring positions overlap in dx,
+ * different channels never do), or (image, block of positions) for a pointwise layer. */
+
+/* dst[panel][k][FC_MK_MR] <- panels of FC_MK_MR columns of the row-major kc x rows matrix a (row
+ * stride lda), i.e. of the rows of its transpose; columns past `rows` are zero. */
+static void SFX(pack_panels_t)(const REAL *a, ptrdiff_t rows, ptrdiff_t kc, ptrdiff_t lda, REAL *dst)
+{
+    for (ptrdiff_t r0 = 0; r0 < rows; r0 += FC_MK_MR, dst += FC_MK_MR * kc)
+        for (ptrdiff_t k = 0; k < kc; k++)
+            for (int i = 0; i < FC_MK_MR; i++)
+                dst[k * FC_MK_MR + i] = r0 + i < rows ? a[k * lda + r0 + i] : (REAL)0;
+}
+
+int SFX(fc_conv_packed_bwd_data)(const REAL *dy, ptrdiff_t N, const fc_conv_geom *g,
+                                 const REAL *w, ptrdiff_t K, REAL *dx, int nthreads,
+                                 size_t workspace)
+{
+    const ptrdiff_t P = g->Ho * g->Wo, RS = g->R * g->S, CRS = g->C * RS, HW = g->H * g->W;
+    const int pointwise = fc_is_pointwise(g);
+    const fc_conv_geom gdy = {K, g->Ho, g->Wo, 1, 1, 1, 1, 0, 0, g->Ho, g->Wo}; /* dy as an input */
+    /* Input channels per task: all of them, or fewer where the batch alone does not make 4 tasks
+     * (a pointwise layer splits its positions instead). Each channel block's rows of W^T are
+     * packed into panels of their own. */
+    ptrdiff_t cblocks = pointwise ? 1 : (4 + N - 1) / N;
+    if (cblocks > g->C) cblocks = g->C;
+    const ptrdiff_t cb = (g->C + cblocks - 1) / cblocks;
+    cblocks = (g->C + cb - 1) / cb;
+    const ptrdiff_t block_rows = cb * RS, block_panels = (block_rows + FC_MK_MR - 1) / FC_MK_MR;
+    const ptrdiff_t panel_reals = FC_MK_MR * K, block_reals = block_panels * panel_reals;
+    const size_t wp_bytes = (size_t)(cblocks * block_reals) * sizeof(REAL);
+    const ptrdiff_t out_rows = pointwise ? 0 : block_rows;
+    ptrdiff_t kc, nc, ldb;
+    SFX(packed_blocks)(K, P, out_rows, workspace, wp_bytes, &kc, &nc, &ldb);
+    const ptrdiff_t chunks = (P + nc - 1) / nc, tasks = N * (pointwise ? chunks : cblocks);
+    const size_t buf_reals = (size_t)kc * (size_t)ldb, cols_reals = (size_t)(out_rows * nc);
+    REAL *Wp = (REAL *)fc_aligned_alloc(wp_bytes);
+    if (!Wp) return -1;
+    nthreads = fc_budgeted_team(nthreads, tasks);
+    int failed = 0;
+
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        fc_fpstate fp = fc_ftz_enter();
+        REAL *buf = (REAL *)fc_aligned_alloc((buf_reals + cols_reals) * sizeof(REAL));
+        REAL *dcols = buf ? buf + buf_reals : NULL;
+        if (buf) memset(buf, 0, buf_reals * sizeof(REAL));
+        else failed = 1;
+        ptrdiff_t t;
+#pragma omp for schedule(static)
+        for (t = 0; t < cblocks * block_panels; t++) {
+            const ptrdiff_t b = t / block_panels, r0 = b * block_rows + (t % block_panels) * FC_MK_MR;
+            const ptrdiff_t end = b + 1 < cblocks ? (b + 1) * block_rows : CRS; /* the block's rows */
+            if (r0 < end) /* (the last block's surplus panels are never read) */
+                SFX(pack_panels_t)(w + r0, end - r0 < FC_MK_MR ? end - r0 : FC_MK_MR, K, CRS,
+                                   Wp + t * panel_reals);
+        }
+        /* (implicit barrier: the weight panels are complete) */
+#pragma omp for schedule(dynamic, 1)
+        for (t = 0; t < tasks; t++) {
+            if (!buf) continue;
+            if (pointwise) {
+                const ptrdiff_t n = t / chunks, p0 = (t % chunks) * nc;
+                const ptrdiff_t p1 = p0 + nc < P ? p0 + nc : P;
+                SFX(packed_task)(dy + n * K * P, &gdy, Wp, g->C, NULL, dx + n * g->C * P + p0, P,
+                                 p0, p1, kc, buf, ldb);
+                continue;
+            }
+            const ptrdiff_t n = t / cblocks, b = t % cblocks, c0 = b * cb;
+            const ptrdiff_t c1 = c0 + cb < g->C ? c0 + cb : g->C;
+            REAL *dxn = dx + n * g->C * HW;
+            memset(dxn + c0 * HW, 0, (size_t)((c1 - c0) * HW) * sizeof(REAL));
+            for (ptrdiff_t p0 = 0; p0 < P; p0 += nc) {
+                const ptrdiff_t p1 = p0 + nc < P ? p0 + nc : P;
+                SFX(packed_task)(dy + n * K * P, &gdy, Wp + b * block_reals, (c1 - c0) * RS, NULL,
+                                 dcols, p1 - p0, p0, p1, kc, buf, ldb);
+                SFX(fc_col2im)(dcols, g, p0, p1, c0, c1, dxn);
+            }
+        }
+        free(buf);
+        fc_ftz_leave(fp);
+    }
+    free(Wp);
+    return failed ? -1 : 0;
+}
