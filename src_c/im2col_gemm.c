@@ -2,8 +2,6 @@
  * (im2col_gemm_cols_tmpl.h) and the forward pass through the shared register-tiled
  * micro-kernel instead of BLAS (im2col_gemm_packed_tmpl.h). See im2col_gemm.h for the layouts. */
 #define _POSIX_C_SOURCE 200112L
-#include <float.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP

@@ -26,12 +26,11 @@ static inline int fc_is_pointwise(const fc_conv_geom *g) {
 }
 
 /* Fill column rows q in [q0, q1); row q starts at cols + (q - q0)*L (L >= p1 - p0: a larger stride
- * lets several images' columns sit side by side in one matrix).
- * flush != 0 replaces subnormal values by +0 while copying (exact under FTZ/DAZ semantics). */
+ * lets several images' columns sit side by side in one matrix). */
 void fc_im2col_f32(const float *x, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t p1,
-                   ptrdiff_t q0, ptrdiff_t q1, float *cols, ptrdiff_t L, int flush);
+                   ptrdiff_t q0, ptrdiff_t q1, float *cols, ptrdiff_t L);
 void fc_im2col_f64(const double *x, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t p1,
-                   ptrdiff_t q0, ptrdiff_t q1, double *cols, ptrdiff_t L, int flush);
+                   ptrdiff_t q0, ptrdiff_t q1, double *cols, ptrdiff_t L);
 
 /* dx[c] += the chunk's column rows of channel c, for c in [c0, c1) (scatter-add of col2im).
  * cols holds only those channels' rows: row (c, r, s) at cols + ((c - c0)*R*S + r*S + s)*L. */
@@ -70,19 +69,18 @@ int fc_conv_packed_bwd_data_f64(const double *dy, ptrdiff_t N, const fc_conv_geo
                                 const double *w, ptrdiff_t K, double *dx, int nthreads,
                                 size_t workspace);
 
-/* dw (K, C) = sum over n of dy (N, K, P)[n] . x (N, C, P)[n]^T, a pointwise layer's weight
- * gradient, without BLAS (the implicit forward's register tile, walking the positions). Returns
- * 0, 1 when its buffers would not fit `workspace` (nothing done: use BLAS), -1 when out of
- * memory. The same result at any thread count. */
-int fc_conv_pointwise_bwd_weights_f32(const float *x, const float *dy, ptrdiff_t N, ptrdiff_t C,
-                                      ptrdiff_t P, ptrdiff_t K, float *dw, int nthreads,
-                                      size_t workspace);
-int fc_conv_pointwise_bwd_weights_f64(const double *x, const double *dy, ptrdiff_t N,
-                                      ptrdiff_t C, ptrdiff_t P, ptrdiff_t K, double *dw,
-                                      int nthreads, size_t workspace);
-
-/* dst[i] = flush ? (subnormal(src[i]) ? 0 : src[i]) : src[i] for n elements. */
-void fc_copy_flush_f32(const float *src, float *dst, ptrdiff_t n);
-void fc_copy_flush_f64(const double *src, double *dst, ptrdiff_t n);
+/* dw (K, C, R, S) = the gradient of that convolution's weights for dy (N, K, Ho, Wo), without
+ * BLAS: the implicit forward's register tile with its offsets' roles swapped, walking the output
+ * positions of a zero-padded band of input rows (im2col_gemm_bwd_weights_tmpl.h; a pointwise
+ * layer reads x in place). OpenMP over (block of channels, group of 16-filter slices) tasks that
+ * each own their dw elements; the same result at any thread count. Scratch memory per thread: a
+ * band, dy transposed for it, the task's accumulators, within `workspace` bytes where one output
+ * row's band and one channel's accumulators allow. Returns 0, or -1 when out of memory. */
+int fc_conv_implicit_bwd_weights_f32(const float *x, const float *dy, ptrdiff_t N,
+                                     const fc_conv_geom *g, ptrdiff_t K, float *dw, int nthreads,
+                                     size_t workspace);
+int fc_conv_implicit_bwd_weights_f64(const double *x, const double *dy, ptrdiff_t N,
+                                     const fc_conv_geom *g, ptrdiff_t K, double *dw,
+                                     int nthreads, size_t workspace);
 
 #endif

@@ -1,23 +1,10 @@
-/* The column packing loops of im2col + GEMM (im2col, col2im, the flushing copy), for one
+/* The column packing loops of im2col + GEMM (im2col, col2im), for one
  * precision. A template fragment: im2col_gemm.c defines REAL, SFX(name) and FC_REAL_IS_FLOAT
  * and includes it once per precision. See im2col_gemm.h for the layouts. */
 
-#if FC_REAL_IS_FLOAT
-#define FC_TINY FLT_MIN /* the smallest normal value: anything smaller in magnitude is subnormal */
-#define FC_ABS fabsf
-#else
-#define FC_TINY DBL_MIN
-#define FC_ABS fabs
-#endif
-
 FC_INLINE void SFX(copy_row)(const REAL *FC_RESTRICT src, ptrdiff_t stride, REAL *FC_RESTRICT dst,
-                              ptrdiff_t n, int flush) {
-    if (flush) {
-        for (ptrdiff_t k = 0; k < n; k++) {
-            REAL v = src[k * stride];
-            dst[k] = FC_ABS(v) < FC_TINY ? (REAL)0 : v;
-        }
-    } else if (stride == 1) {
+                              ptrdiff_t n) {
+    if (stride == 1) {
         memcpy(dst, src, (size_t)n * sizeof(REAL));
     } else {
         for (ptrdiff_t k = 0; k < n; k++) dst[k] = src[k * stride];
@@ -25,7 +12,7 @@ FC_INLINE void SFX(copy_row)(const REAL *FC_RESTRICT src, ptrdiff_t stride, REAL
 }
 
 void SFX(fc_im2col)(const REAL *x, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_t p1,
-                     ptrdiff_t q0, ptrdiff_t q1, REAL *cols, ptrdiff_t L, int flush) {
+                     ptrdiff_t q0, ptrdiff_t q1, REAL *cols, ptrdiff_t L) {
     const ptrdiff_t RS = g->R * g->S, Wo = g->Wo;
     const ptrdiff_t i_first = p0 / Wo, i_last = (p1 - 1) / Wo;
     for (ptrdiff_t q = q0; q < q1; q++) {
@@ -49,8 +36,7 @@ void SFX(fc_im2col)(const REAL *x, const fc_conv_geom *g, ptrdiff_t p0, ptrdiff_
             ptrdiff_t b = jhi < a ? a : (jhi > jb ? jb : jhi);
             if (a > ja) memset(dst + ja, 0, (size_t)(a - ja) * sizeof(REAL));
             if (b > a)
-                SFX(copy_row)(xc + hi * g->W + a * g->sw - g->pw + s, g->sw, dst + a, b - a,
-                               flush);
+                SFX(copy_row)(xc + hi * g->W + a * g->sw - g->pw + s, g->sw, dst + a, b - a);
             if (jb > b) memset(dst + b, 0, (size_t)(jb - b) * sizeof(REAL));
         }
     }
@@ -88,7 +74,3 @@ void SFX(fc_col2im)(const REAL *cols, const fc_conv_geom *g, ptrdiff_t p0, ptrdi
     }
 }
 
-void SFX(fc_copy_flush)(const REAL *src, REAL *dst, ptrdiff_t n) { SFX(copy_row)(src, 1, dst, n, 1); }
-
-#undef FC_TINY
-#undef FC_ABS

@@ -40,7 +40,7 @@ static FC_NOINLINE void SFX(packed_task)(const REAL *xn, const fc_conv_geom *g, 
     for (ptrdiff_t q0 = 0; q0 < CRS; q0 += kc) {
         const ptrdiff_t q1 = q0 + kc < CRS ? q0 + kc : CRS;
         if (packed_from < p1)
-            SFX(fc_im2col)(xn, g, packed_from, p1, q0, q1, buf + (packed_from - p0), ldb, 0);
+            SFX(fc_im2col)(xn, g, packed_from, p1, q0, q1, buf + (packed_from - p0), ldb);
         for (ptrdiff_t s0 = p0; s0 < p1; s0 += SUB) {
             const int width = (int)(p1 - s0 < SUB ? p1 - s0 : SUB);
             const REAL *v = s0 < packed_from ? xn + q0 * P + s0 : buf + (s0 - p0);

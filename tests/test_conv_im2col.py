@@ -230,22 +230,8 @@ def test_peak_memory_stays_within_the_workspace_limit(limit_mb):
     assert proc.returncode == 0, proc.stderr
     growth = int(proc.stdout.strip().splitlines()[-1])
     # the naive column matrix alone would be 2030 MB; allow the limit plus 64 MB for allocator
-    # slack and per-thread BLAS buffers (measured: 7.6 MiB at 256 MiB, the kernels' own
-    # cache-sized chunks; 0.6 MiB at 1 MiB)
+    # slack and thread stacks (measured at 7b3d0a6+: 3.9 MiB at 256 MiB, the kernels' own
+    # cache-sized blocks; 1.1 MiB at 1 MiB, the one-row floors)
     assert growth <= (limit_mb << 20) + (64 << 20), f"peak RSS grew by {growth / 2**20:.0f} MiB"
 
 
-# ---------------------------------------------------------------- limits and side effects
-def test_blas_int_overflow_is_refused_cleanly():
-    with pytest.raises(ValueError, match="32-bit"):
-        K._check_blas_ints(1, 2**31, 1)
-    K._check_blas_ints(2**31 - 1, 1, 1)
-
-
-def test_blas_thread_limit_is_restored():
-    from threadpoolctl import threadpool_info
-    before = [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
-    x, wt, b, dy, stride, padding = make((2, 8, 8, 8, 4, 3, 3, 1, 1, 1, 1), np.float32)
-    run_kernels(x, wt, b, dy, stride, padding, 2, 256 << 20)
-    after = [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
-    assert before == after

@@ -301,3 +301,14 @@ def test_subnormal_inputs_give_finite_results():
         y = F.conv2d(x, wt, b, 1, pad, algorithm=alg)
         assert np.all(np.isfinite(y))
         np.testing.assert_allclose(y, np.broadcast_to(b[None, :, None, None], y.shape), atol=1e-30)
+
+
+def test_blas_thread_limit_is_restored():
+    # backward-weights calls single-threaded BLAS inside its OpenMP tasks (the only convolution
+    # pass that calls BLAS): the process's BLAS thread count must come back afterwards
+    from threadpoolctl import threadpool_info
+    before = [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+    x, w, _, dy = make((2, 8, 8, 8, 4, 1, 1), np.float32)[:4]
+    F.conv2d_backward_weights(dy, x, w.shape, 1, 1, algorithm="winograd4")
+    after = [d["num_threads"] for d in threadpool_info() if d["user_api"] == "blas"]
+    assert before == after

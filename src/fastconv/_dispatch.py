@@ -86,13 +86,20 @@ def candidates(g):
 #: even forward, im2col ahead in both backward passes).
 DIRECT_MAX_CRS = 160
 
-#: ... except forward passes with this many output channels: im2col's forward (no BLAS, a
-#: register-tiled micro-kernel over 16 filters at a time reading the columns implicitly, or 6
-#: filters over packed columns for C*R*S < 16) keeps its registers busy from K = 16 (2 threads:
-#: lenet_c2, K = 16, C*R*S = 150: im2col 0.175 ms vs direct 0.214; the CNN's first layer,
-#: 1 -> 32 channels on 28x28, C*R*S = 9: im2col 0.81 vs direct 1.07; lenet_c1, K = 6: direct
-#: 0.19 vs 0.26).
+#: ... except forward passes with this many output channels: im2col's forward (a register-tiled
+#: micro-kernel over 16 filters at a time reading the columns implicitly, or 6 filters over
+#: packed columns for C*R*S < 16) keeps its registers busy from K = 16 (2 threads: lenet_c2,
+#: K = 16, C*R*S = 150: im2col 0.175 ms vs direct 0.214; the CNN's first layer, 1 -> 32 channels
+#: on 28x28, C*R*S = 9: im2col 0.81 vs direct 1.07; lenet_c1, K = 6: direct 0.19 vs 0.26).
 IM2COL_FORWARD_MIN_K = 16
+
+#: ... and backward-weights passes with this many: im2col's (the implicit tile walking the
+#: positions, 16 filters per vector) wins from K = 8 (2 threads, ms, im2col vs direct, AVX2 on
+#: Zen 3, two runs each but the last: lenet_c2 0.215-0.218 vs 0.244-0.246; the first layer
+#: 0.55-0.62 vs 0.64-0.78; 3 -> 32 on 32x32 1.64-1.67 vs 1.60-1.66; 8 -> 16 on 28x28 0.88-0.94 vs
+#: 1.96-2.12; 8 -> 8 on 28x28 1.06 vs 1.37, at stride 2 0.46 vs 0.79; lenet_c1, K = 6: 0.33 vs
+#: 0.30).
+IM2COL_BACKWARD_WEIGHTS_MIN_K = 8
 
 #: Winograd needs this many input and output channels to pay for its transforms.
 WINOGRAD_MIN_CHANNELS = 16
@@ -151,7 +158,8 @@ def heuristic(g, pass_):
     8.2 vs 10.2 ms). Strided layers Winograd runs through the polyphase rewrite follow the same
     rule on the stride-1 layer they become (alexnet_c1: 48 channels, 3x3; F(4x4) 2.2-2.7x
     faster than im2col in every pass). Tiny layers: direct (but im2col for forward passes with
-    16+ filters, and for strides larger than the kernel: direct packs the input rows the stride
+    16+ filters, backward-weights with 8+, strided backward-data, and strides larger than the
+    kernel: direct packs the input rows the stride
     skips, so its scratch grows with the stride, 640 GB at stride 2**31). Everything else: im2col.
     Grouped layers with narrow groups (_grouped_direct): the grouped direct kernel; other grouped
     or dilated layers: this rule on the plain layer _grouped's rewrites run (a dilated 3x3
@@ -167,7 +175,9 @@ def heuristic(g, pass_):
                 return "winograd2"
             return winograd_tile(s1, pass_)
     strided = g.sh > 1 or g.sw > 1
-    if (g.c * g.r * g.s <= DIRECT_MAX_CRS and not (pass_ == "forward" and g.k >= IM2COL_FORWARD_MIN_K)
+    if (g.c * g.r * g.s <= DIRECT_MAX_CRS
+            and not (pass_ == "forward" and g.k >= IM2COL_FORWARD_MIN_K)
+            and not (pass_ == "backward_weights" and g.k >= IM2COL_BACKWARD_WEIGHTS_MIN_K)
             and not (pass_ == "backward_data" and strided) and g.sh <= g.r and g.sw <= g.s):
         return "direct"
     return "im2col"

@@ -6,21 +6,15 @@ cdef extern from "im2col_gemm.h" nogil:
     ctypedef struct fc_conv_geom:
         Py_ssize_t C, H, W, R, S, sh, sw, ph, pw, Ho, Wo
     bint fc_is_pointwise(const fc_conv_geom *g)
-    void fc_im2col_f32(const float *x, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
-                       Py_ssize_t q0, Py_ssize_t q1, float *cols, Py_ssize_t L,
-                       int flush)
-    void fc_im2col_f64(const double *x, const fc_conv_geom *g, Py_ssize_t p0, Py_ssize_t p1,
-                       Py_ssize_t q0, Py_ssize_t q1, double *cols, Py_ssize_t L,
-                       int flush)
     int fc_conv_packed_fwd_f32(const float *x, Py_ssize_t N, const fc_conv_geom *g,
                                const float *w, Py_ssize_t K, const float *bias, float *y,
                                int nthreads, size_t workspace)
-    int fc_conv_pointwise_bwd_weights_f32(const float *x, const float *dy, Py_ssize_t N,
-                                          Py_ssize_t C, Py_ssize_t P, Py_ssize_t K, float *dw,
-                                          int nthreads, size_t workspace)
-    int fc_conv_pointwise_bwd_weights_f64(const double *x, const double *dy, Py_ssize_t N,
-                                          Py_ssize_t C, Py_ssize_t P, Py_ssize_t K, double *dw,
-                                          int nthreads, size_t workspace)
+    int fc_conv_implicit_bwd_weights_f32(const float *x, const float *dy, Py_ssize_t N,
+                                         const fc_conv_geom *g, Py_ssize_t K, float *dw,
+                                         int nthreads, size_t workspace)
+    int fc_conv_implicit_bwd_weights_f64(const double *x, const double *dy, Py_ssize_t N,
+                                         const fc_conv_geom *g, Py_ssize_t K, double *dw,
+                                         int nthreads, size_t workspace)
     int fc_conv_packed_fwd_f64(const double *x, Py_ssize_t N, const fc_conv_geom *g,
                                const double *w, Py_ssize_t K, const double *bias, double *y,
                                int nthreads, size_t workspace)

@@ -1,0 +1,216 @@
+/* One precision of the im2col backward-weights pass without BLAS; included by
+ * im2col_gemm_implicit_tmpl.h after the implicit kernel and fill_band.
+ *
+ * dW^T (C*R*S x K) = sum over images of cols_n (C*R*S x P) . dy_n^T: the implicit kernel with its
+ * offsets' roles swapped. Its broadcasts are 6 column rows q = (c, r, s), read from a zero-padded
+ * band of input rows (as the implicit forward reads them) at qoff[q] plus an offset per output
+ * position p, walking the positions (the reduction); its vectors come from dy transposed per band
+ * (16 filters per row). A 1x1, stride-1, unpadded layer's band is x itself, never copied.
+ *
+ * Tasks are (block of input channels, group of 16-filter slices), fixed by the layer's sizes:
+ * each owns its dw elements and sums the images and bands in order into a buffer, so there is no
+ * reduction between threads and every dw is the same sum at any thread count. */
+
+/* Input bytes plus dy^T bytes a band may hold. Longer bands mean longer sums per register tile
+ * and fewer passes through the accumulators; Zen 3 (512 KB L2), AVX2, 2 threads, against 384 KB:
+ * 768 KB vgg_c3 0.96x the time, resnet_down and alexnet_c1 1.00x; 1024 KB vgg_c3 0.93-0.94x but
+ * alexnet_c1 1.03-1.04x; 192 KB resnet_down, resnet_c4, vgg_c3 1.07-1.09x. */
+#define BWDW_BAND_BYTES (768 << 10)
+/* A task's accumulators stay in L2 (resnet_down's one task per image group, 1.2 MB each, measured
+ * 1.07x the time of 2 x 2 channel blocks and slice groups, 295 KB each). */
+#define BWDW_ACC_BYTES (384 << 10)
+
+/* dw[k][q0 + q] = the sum over `groups` accumulator sets (stride `step`, added in order) of
+ * acc[slice - s0][q][f], k = slice * SUB + f < K, for slices [s0, s1) and q < nq. */
+static void SFX(store_dw)(const REAL *acc, ptrdiff_t groups, ptrdiff_t step, ptrdiff_t block_rows,
+                          ptrdiff_t s0, ptrdiff_t s1, ptrdiff_t q0, ptrdiff_t nq, ptrdiff_t K,
+                          ptrdiff_t CRS, REAL *dw)
+{
+    for (ptrdiff_t sl = s0; sl < s1; sl++) {
+        const int filters = (int)(K - sl * SUB < SUB ? K - sl * SUB : SUB);
+        const REAL *a = acc + (sl - s0) * block_rows * SUB;
+        for (int f = 0; f < filters; f++)
+            for (ptrdiff_t q = 0; q < nq; q++) {
+                REAL sum = a[q * SUB + f];
+                for (ptrdiff_t gr = 1; gr < groups; gr++) sum += a[gr * step + q * SUB + f];
+                dw[(sl * SUB + f) * CRS + q0 + q] = sum;
+            }
+    }
+}
+
+int SFX(fc_conv_implicit_bwd_weights)(const REAL *x, const REAL *dy, ptrdiff_t N,
+                                      const fc_conv_geom *g, ptrdiff_t K, REAL *dw, int nthreads,
+                                      size_t workspace)
+{
+    const ptrdiff_t P = g->Ho * g->Wo, RS = g->R * g->S, CRS = g->C * RS, HW = g->H * g->W;
+    const int in_place = fc_is_pointwise(g);
+    const ptrdiff_t Wpad = in_place ? g->W : g->W + 2 * g->pw, slices = (K + SUB - 1) / SUB;
+    /* At least 4 tasks where the layer has them, split three ways: blocks of channels (each
+     * task transposes dy for its slices: blocks repeat that), groups of filter slices (each
+     * copies the band of its channels: groups repeat that, unless x is read in place) and
+     * groups of images (each sums into accumulators of its own, added in group order at the
+     * end). Of the splits with the most tasks (up to 4), preferably with accumulators of at
+     * most BWDW_ACC_BYTES per task, the one that moves the fewest values: a transposed one
+     * counted twice (strided, scalar). More channel blocks or slice groups
+     * where a task's accumulators would take over half the workspace. */
+    const size_t avail = workspace / (size_t)fc_budget_threads();
+    const double dy_values = (double)N * (double)K * (double)P;
+    const double band_values = in_place ? 0 : (double)N * (double)g->C * (double)(g->H + 2 * g->ph) * (double)Wpad;
+    const double dw_values = (double)K * (double)CRS;
+    ptrdiff_t cblocks = 1, kgroups = 1, ngroups = 1, cb, group_slices, best_tasks = 0;
+    int best_fits = 0;
+    double best_cost = 0;
+    for (ptrdiff_t cc = 1; cc <= 8; cc *= 2)
+        for (ptrdiff_t kc = 1; kc <= 4; kc *= 2)
+            for (ptrdiff_t nc = 1; nc <= 4; nc *= 2) {
+                const ptrdiff_t per_block = (g->C + cc - 1) / cc, per_group = (slices + kc - 1) / kc;
+                const ptrdiff_t per_images = (N + nc - 1) / nc;
+                const ptrdiff_t cbk = (g->C + per_block - 1) / per_block;
+                const ptrdiff_t kgr = (slices + per_group - 1) / per_group;
+                const ptrdiff_t ngr = (N + per_images - 1) / per_images;
+                const ptrdiff_t ntasks = cbk * kgr * ngr < 4 ? cbk * kgr * ngr : 4;
+                const double cost = 2 * (double)cbk * dy_values + (double)kgr * band_values +
+                                    (double)(ngr - 1) * dw_values;
+                const int fits = (size_t)(per_group * SUB * per_block * RS) * sizeof(REAL) <= BWDW_ACC_BYTES;
+                if (fits > best_fits || (fits == best_fits && ntasks > best_tasks) ||
+                    (fits == best_fits && ntasks == best_tasks && cost < best_cost)) {
+                    best_fits = fits;
+                    best_tasks = ntasks;
+                    best_cost = cost;
+                    cblocks = cbk;
+                    kgroups = kgr;
+                    ngroups = ngr;
+                }
+            }
+    size_t acc_bytes;
+    for (;;) {
+        cb = (g->C + cblocks - 1) / cblocks;
+        cblocks = (g->C + cb - 1) / cb;
+        group_slices = (slices + kgroups - 1) / kgroups;
+        kgroups = (slices + group_slices - 1) / group_slices;
+        acc_bytes = (size_t)(group_slices * cb * RS * SUB) * sizeof(REAL);
+        if (acc_bytes <= avail / 2 || (cb == 1 && group_slices == 1)) break;
+        if (cb > 1) cblocks = 2 * cblocks < g->C ? 2 * cblocks : g->C;
+        else kgroups *= 2;
+    }
+    const ptrdiff_t parts = cblocks * kgroups, block_rows = cb * RS;
+    const ptrdiff_t group_images = (N + ngroups - 1) / ngroups;
+    ngroups = (N + group_images - 1) / group_images;
+    const ptrdiff_t tasks = parts * ngroups;
+    /* Output rows per band: as many as fit BWDW_BAND_BYTES (at least one), then evened out, and
+     * fewer where the workspace asks (down to one). */
+    ptrdiff_t rows = g->Ho;
+    for (;;) {
+        const ptrdiff_t in_rows = (rows - 1) * g->sh + g->R, npos = rows * g->Wo;
+        const size_t band_bytes = in_place ? 0 : (size_t)(cb * in_rows * Wpad) * sizeof(REAL);
+        const size_t dyt_bytes = (size_t)(group_slices * npos * SUB) * sizeof(REAL);
+        const size_t bytes = band_bytes + dyt_bytes + (size_t)npos * sizeof(ptrdiff_t);
+        if (rows == 1 || (bytes <= BWDW_BAND_BYTES && bytes + acc_bytes <= avail)) break;
+        rows = (rows + 1) / 2;
+    }
+    const ptrdiff_t bands = (g->Ho + rows - 1) / rows;
+    rows = (g->Ho + bands - 1) / bands;
+    const ptrdiff_t in_rows = (rows - 1) * g->sh + g->R, max_pos = rows * g->Wo;
+    const ptrdiff_t plane = in_place ? HW : in_rows * Wpad; /* a channel's stride in the band */
+    const size_t band_reals = in_place ? 0 : (size_t)(cb * plane);
+    const size_t dyt_reals = (size_t)(group_slices * max_pos * SUB);
+    const size_t acc_reals = (size_t)(group_slices * block_rows * SUB);
+    /* Offsets of a band's positions (i, j), relative to its first row: the same for every band;
+     * and with several image groups, every task's accumulators (else each thread's own). */
+    ptrdiff_t *poff = (ptrdiff_t *)fc_aligned_alloc((size_t)max_pos * sizeof(ptrdiff_t));
+    REAL *partial = ngroups > 1 ? (REAL *)fc_aligned_alloc((size_t)tasks * acc_reals * sizeof(REAL)) : NULL;
+    if (!poff || (ngroups > 1 && !partial)) {
+        free(poff);
+        free(partial);
+        return -1;
+    }
+    for (ptrdiff_t i = 0; i < rows; i++)
+        for (ptrdiff_t j = 0; j < g->Wo; j++) poff[i * g->Wo + j] = i * g->sh * Wpad + j * g->sw;
+    nthreads = fc_budgeted_team(nthreads, tasks);
+    int failed = 0;
+
+#pragma omp parallel num_threads(nthreads) reduction(| : failed)
+    {
+        fc_fpstate fp = fc_ftz_enter();
+        const size_t own_acc = partial ? 0 : acc_reals;
+        REAL *mem = (REAL *)fc_aligned_alloc((own_acc + dyt_reals + band_reals) * sizeof(REAL));
+        ptrdiff_t *qoff = (ptrdiff_t *)fc_aligned_alloc((size_t)block_rows * sizeof(ptrdiff_t));
+        REAL *dyT = mem ? mem + own_acc : NULL, *band = dyT ? dyT + dyt_reals : NULL;
+        REAL t[FC_MK_MR * SUB] __attribute__((aligned(64)));
+        if (!mem || !qoff) failed = 1;
+        ptrdiff_t task;
+#pragma omp for schedule(dynamic, 1)
+        for (task = 0; task < tasks; task++) {
+            if (!mem || !qoff) continue;
+            const ptrdiff_t part = task % parts, n0 = (task / parts) * group_images;
+            const ptrdiff_t n1 = n0 + group_images < N ? n0 + group_images : N;
+            const ptrdiff_t c0 = (part % cblocks) * cb, c1 = c0 + cb < g->C ? c0 + cb : g->C;
+            const ptrdiff_t s0 = (part / cblocks) * group_slices;
+            const ptrdiff_t s1 = s0 + group_slices < slices ? s0 + group_slices : slices;
+            const ptrdiff_t q0 = c0 * RS, nq = (c1 - c0) * RS;
+            REAL *acc = partial ? partial + (size_t)task * acc_reals : mem;
+            fc_conv_geom gb = *g; /* the block's channels, for fill_band */
+            gb.C = c1 - c0;
+            for (ptrdiff_t c = 0; c < c1 - c0; c++) /* column row (c, r, s) in the band */
+                for (ptrdiff_t r = 0; r < g->R; r++)
+                    for (ptrdiff_t s = 0; s < g->S; s++) qoff[(c * g->R + r) * g->S + s] = c * plane + r * Wpad + s;
+            for (ptrdiff_t n = n0; n < n1; n++)
+                for (ptrdiff_t i0 = 0; i0 < g->Ho; i0 += rows) {
+                    const ptrdiff_t i1 = i0 + rows < g->Ho ? i0 + rows : g->Ho;
+                    const ptrdiff_t p0 = i0 * g->Wo, npos = (i1 - i0) * g->Wo;
+                    const REAL *xb = x + (n * g->C + c0) * HW;
+                    if (in_place) {
+                        xb += p0;
+                    } else {
+                        SFX(fill_band)(xb, &gb, i0 * g->sh - g->ph, (i1 - i0 - 1) * g->sh + g->R,
+                                       plane, Wpad, band);
+                        xb = band;
+                    }
+                    for (ptrdiff_t sl = s0; sl < s1; sl++) { /* dyT[sl - s0][p][f] */
+                        REAL *d = dyT + (sl - s0) * npos * SUB;
+                        const int filters = (int)(K - sl * SUB < SUB ? K - sl * SUB : SUB);
+                        const REAL *dyn = dy + (n * K + sl * SUB) * P + p0;
+                        for (ptrdiff_t p = 0; p < npos; p++)
+                            for (int f = 0; f < SUB; f++)
+                                d[p * SUB + f] = f < filters ? dyn[f * P + p] : (REAL)0;
+                    }
+                    const int first = n == n0 && i0 == 0;
+                    for (ptrdiff_t sl = s0; sl < s1; sl++) {
+                        const REAL *v = dyT + (sl - s0) * npos * SUB;
+                        REAL *a = acc + (sl - s0) * block_rows * SUB; /* a[q - q0][f] */
+                        for (ptrdiff_t q = 0; q < nq; q += FC_MK_MR) {
+                            const int nr = (int)(nq - q < FC_MK_MR ? nq - q : FC_MK_MR);
+                            ptrdiff_t po[FC_MK_MR];
+                            for (int i = 0; i < FC_MK_MR; i++) /* (a partial panel repeats its last row) */
+                                po[i] = qoff[q + (i < nr ? i : nr - 1)];
+                            SFX(implicit_kernel)(npos, xb, poff, po, v, t);
+                            for (int i = 0; i < nr; i++)
+                                for (int f = 0; f < SUB; f++)
+                                    a[(q + i) * SUB + f] = (first ? (REAL)0 : a[(q + i) * SUB + f]) + t[i * SUB + f];
+                        }
+                    }
+                }
+            if (!partial) /* dw[k][q0 + q] = acc[slice][q][f] */
+                SFX(store_dw)(acc, 1, 0, block_rows, s0, s1, q0, nq, K, CRS, dw);
+        }
+        if (partial) {
+#pragma omp for schedule(static)
+            for (task = 0; task < parts; task++) {
+                const ptrdiff_t c0 = (task % cblocks) * cb, c1 = c0 + cb < g->C ? c0 + cb : g->C;
+                const ptrdiff_t s0 = (task / cblocks) * group_slices;
+                const ptrdiff_t s1 = s0 + group_slices < slices ? s0 + group_slices : slices;
+                SFX(store_dw)(partial + (size_t)task * acc_reals, ngroups, (ptrdiff_t)((size_t)parts * acc_reals),
+                              block_rows, s0, s1, c0 * RS, (c1 - c0) * RS, K, CRS, dw);
+            }
+        }
+        free(mem);
+        free(qoff);
+        fc_ftz_leave(fp);
+    }
+    free(poff);
+    free(partial);
+    return failed ? -1 : 0;
+}
+
+#undef BWDW_BAND_BYTES
+#undef BWDW_ACC_BYTES
