@@ -10,6 +10,7 @@
 
 #include "fc_common.h"
 #include "fc_alloc.h"
+#include "fc_transpose.h"
 #include "im2col_gemm.h"
 
 /* First j with j*sw - pw + s >= 0, and one past the last j with j*sw - pw + s <= W - 1: the

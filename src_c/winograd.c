@@ -16,6 +16,7 @@
 #endif
 #include "fc_common.h"
 #include "fc_alloc.h"
+#include "fc_transpose.h"
 #include "winograd.h"
 
 #define REAL float

@@ -332,26 +332,14 @@ FC_INLINE void SFX(gather_bands)(int alpha, const REAL *band, ptrdiff_t PW, cons
         for (int j = 0; j < 8; j++) p[j] = (const float *)band + ti[l + j].band * bs + ti[l + j].p0;
         for (int i = 0; i < alpha; i++) {
             const ptrdiff_t o = (ptrdiff_t)i * PW;
-            __m256 r0 = _mm256_loadu_ps(p[0] + o), r1 = _mm256_loadu_ps(p[1] + o);
-            __m256 r2 = _mm256_loadu_ps(p[2] + o), r3 = _mm256_loadu_ps(p[3] + o);
-            __m256 r4 = _mm256_loadu_ps(p[4] + o), r5 = _mm256_loadu_ps(p[5] + o);
-            __m256 r6 = _mm256_loadu_ps(p[6] + o), r7 = _mm256_loadu_ps(p[7] + o);
-            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-            __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-            __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-            __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-            __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-            __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            __m256 r[8];
+            for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(p[j] + o);
+            fc_transpose8_ps(r);
             float *q = (float *)d + (ptrdiff_t)i * alpha * FC_WL + l;
-            _mm256_storeu_ps(q + 0 * FC_WL, _mm256_permute2f128_ps(s0, s4, 0x20));
-            _mm256_storeu_ps(q + 1 * FC_WL, _mm256_permute2f128_ps(s1, s5, 0x20));
-            _mm256_storeu_ps(q + 2 * FC_WL, _mm256_permute2f128_ps(s2, s6, 0x20));
-            _mm256_storeu_ps(q + 3 * FC_WL, _mm256_permute2f128_ps(s3, s7, 0x20));
-            if (alpha == 6) {
-                _mm256_storeu_ps(q + 4 * FC_WL, _mm256_permute2f128_ps(s0, s4, 0x31));
-                _mm256_storeu_ps(q + 5 * FC_WL, _mm256_permute2f128_ps(s1, s5, 0x31));
+            for (int j = 0; j < 4; j++) _mm256_storeu_ps(q + j * FC_WL, r[j]);
+            if (alpha == 6) { /* (rows 6 and 7 are past every window: never stored) */
+                _mm256_storeu_ps(q + 4 * FC_WL, r[4]);
+                _mm256_storeu_ps(q + 5 * FC_WL, r[5]);
             }
         }
     }
