@@ -93,13 +93,12 @@ DIRECT_MAX_CRS = 160
 #: on 28x28, C*R*S = 9: im2col 0.81 vs direct 1.07; lenet_c1, K = 6: direct 0.19 vs 0.26).
 IM2COL_FORWARD_MIN_K = 16
 
-#: ... and backward-weights passes with this many: im2col's (the implicit tile walking the
-#: positions, 16 filters per vector) wins from K = 8 (2 threads, ms, im2col vs direct, AVX2 on
-#: Zen 3, two runs each but the last: lenet_c2 0.215-0.218 vs 0.244-0.246; the first layer
-#: 0.55-0.62 vs 0.64-0.78; 3 -> 32 on 32x32 1.64-1.67 vs 1.60-1.66; 8 -> 16 on 28x28 0.88-0.94 vs
-#: 1.96-2.12; 8 -> 8 on 28x28 1.06 vs 1.37, at stride 2 0.46 vs 0.79; lenet_c1, K = 6: 0.33 vs
-#: 0.30).
-IM2COL_BACKWARD_WEIGHTS_MIN_K = 8
+# Backward-weights never runs direct on an ungrouped layer: im2col's (the implicit tile walking
+# the positions, 16 filters per vector, dy transposed in registers) is as fast or faster on every
+# small layer measured (2 threads, ms, im2col vs direct, AVX2 on Zen 3, two runs at commit
+# 406f067: lenet_c1 0.27-0.37 vs 0.30; lenet_c2 0.20-0.28 vs 0.21-0.32; the CNN's first layer,
+# 1 -> 32 on 28x28, 0.43-0.50 vs 0.81-0.89; 3 -> 32 on 32x32 1.01-1.34 vs 1.52-2.14; 8 -> 6 on
+# 28x28 0.74-1.09 vs 0.80-1.19; stride-2 16 -> 32 on 28x28, at 536c449: 0.91 vs 2.41).
 
 #: Winograd needs this many input and output channels to pay for its transforms.
 WINOGRAD_MIN_CHANNELS = 16
@@ -157,9 +156,9 @@ def heuristic(g, pass_):
     where F(4x4)'s 36 accumulators of K*C stop fitting in cache and F(2x2) wins (resnet_c4:
     8.2 vs 10.2 ms). Strided layers Winograd runs through the polyphase rewrite follow the same
     rule on the stride-1 layer they become (alexnet_c1: 48 channels, 3x3; F(4x4) 2.2-2.7x
-    faster than im2col in every pass). Tiny layers: direct (but im2col for forward passes with
-    16+ filters, backward-weights with 8+, strided backward-data, and strides larger than the
-    kernel: direct packs the input rows the stride
+    faster than im2col in every pass). Tiny layers: direct for forward passes with fewer than 16
+    filters and stride-1 backward-data (im2col for backward-weights, and for strides larger
+    than the kernel: direct packs the input rows the stride
     skips, so its scratch grows with the stride, 640 GB at stride 2**31). Everything else: im2col.
     Grouped layers with narrow groups (_grouped_direct): the grouped direct kernel; other grouped
     or dilated layers: this rule on the plain layer _grouped's rewrites run (a dilated 3x3
@@ -176,8 +175,8 @@ def heuristic(g, pass_):
             return winograd_tile(s1, pass_)
     strided = g.sh > 1 or g.sw > 1
     if (g.c * g.r * g.s <= DIRECT_MAX_CRS
+            and pass_ != "backward_weights"
             and not (pass_ == "forward" and g.k >= IM2COL_FORWARD_MIN_K)
-            and not (pass_ == "backward_weights" and g.k >= IM2COL_BACKWARD_WEIGHTS_MIN_K)
             and not (pass_ == "backward_data" and strided) and g.sh <= g.r and g.sw <= g.s):
         return "direct"
     return "im2col"
