@@ -72,8 +72,8 @@ int fc_conv_packed_bwd_data_f64(const double *dy, ptrdiff_t N, const fc_conv_geo
 /* dw (K, C, R, S) = the gradient of that convolution's weights for dy (N, K, Ho, Wo), without
  * BLAS: the implicit forward's register tile with its offsets' roles swapped, walking the output
  * positions of a zero-padded band of input rows (im2col_gemm_bwd_weights_tmpl.h; a pointwise
- * layer reads x in place). OpenMP over (block of channels, group of 16-filter slices) tasks that
- * each own their dw elements; the same result at any thread count. Scratch memory per thread: a
+ * layer reads x in place). OpenMP over (block of channels, group of filter slices, group of
+ * images) tasks, the image groups' sums added in order; the same result at any thread count. Scratch memory per thread: a
  * band, dy transposed for it, the task's accumulators, within `workspace` bytes where one output
  * row's band and one channel's accumulators allow. Returns 0, or -1 when out of memory. */
 int fc_conv_implicit_bwd_weights_f32(const float *x, const float *dy, ptrdiff_t N,

@@ -5,11 +5,14 @@
  * offsets' roles swapped. Its broadcasts are 6 column rows q = (c, r, s), read from a zero-padded
  * band of input rows (as the implicit forward reads them) at qoff[q] plus an offset per output
  * position p, walking the positions (the reduction); its vectors come from dy transposed per band
- * (16 filters per row). A 1x1, stride-1, unpadded layer's band is x itself, never copied.
+ * (SUB filters per row: 16 on AVX2, 32 on AVX-512). A 1x1, stride-1, unpadded layer's band is x
+ * itself, never copied.
  *
- * Tasks are (block of input channels, group of 16-filter slices), fixed by the layer's sizes:
- * each owns its dw elements and sums the images and bands in order into a buffer, so there is no
- * reduction between threads and every dw is the same sum at any thread count. */
+ * Tasks are (block of input channels, group of SUB-filter slices, group of images), fixed by the
+ * layer's sizes and the workspace: each sums its images and bands in order into accumulators of
+ * its own; with one image group each task then owns its dw elements, with several the groups'
+ * accumulators are added in group order at the end. Every dw is the same sum at any thread
+ * count. */
 
 /* Input bytes plus dy^T bytes a band may hold. Longer bands mean longer sums per register tile
  * and fewer passes through the accumulators; Zen 3 (512 KB L2), AVX2, 2 threads, against 384 KB:
@@ -72,8 +75,8 @@ int SFX(fc_conv_implicit_bwd_weights)(const REAL *x, const REAL *dy, ptrdiff_t N
      * groups of images (each sums into accumulators of its own, added in group order at the
      * end). Of the splits with the most tasks (up to 4), preferably with accumulators of at
      * most BWDW_ACC_BYTES per task, the one that moves the fewest values: a transposed one
-     * counted twice (strided, scalar). More channel blocks or slice groups
-     * where a task's accumulators would take over half the workspace. */
+     * counted twice (strided, scalar). More channel blocks or slice groups where a task's
+     * accumulators would take over half the workspace. */
     const size_t avail = workspace / (size_t)fc_budget_threads();
     const double dy_values = (double)N * (double)K * (double)P;
     const double band_values = in_place ? 0 : (double)N * (double)g->C * (double)(g->H + 2 * g->ph) * (double)Wpad;

@@ -38,8 +38,8 @@ mnist_c2 10.4 / 7.09, lenet_c2 1.21 / 0.38, lenet_c1 1.72 / 0.72.
 Threads: OpenMP over independent tasks, each with its own buffers. forward: (image, band of output
 rows), or (image, chunk of positions) when packed; backward_data: (image, block of input
 channels), so col2im never races (pointwise: (image, chunk of positions)); backward_weights:
-(block of channels, group of 16-filter slices), each owning its dW elements, so there is no
-private dW and no reduction. The split depends only on the layer and the workspace, never on
+(block of channels, group of filter slices, group of images), the image groups' sums added in
+group order at the end. The split depends only on the layer and the workspace, never on
 nthreads (per-thread buffers are budgeted for the cores: fc_budget_threads), and every output is
 one ordered sum, so results are bit-identical at any thread count.
 Why not BLAS threads (the design before fastconv's own kernels; implemented and measured, then
