@@ -55,11 +55,13 @@ int fc_conv_packed_fwd_f64(const double *x, ptrdiff_t N, const fc_conv_geom *g, 
                            ptrdiff_t K, const double *bias, double *y, int nthreads,
                            size_t workspace);
 
-/* dx (N, C, H, W) = the gradient of that convolution's input for dy (N, K, Ho, Wo), without BLAS:
- * per image, W^T . dy_n through the packed forward's micro-kernel (dy read in place, as a
- * pointwise layer reads x), then col2im, a block of positions at a time (a pointwise layer's
- * product is dx itself). OpenMP over (image, block of input channels) tasks, or (image, block of
- * positions) for a pointwise layer; each output the same ordered sum at any thread count.
+/* dx (N, C, H, W) = the gradient of that convolution's input for dy (N, K, Ho, Wo), without BLAS.
+ * Stride 1 with padding below the kernel and enough channels: the forward above over dy with the
+ * filters flipped and transposed. Otherwise per image, W^T . dy_n through the packed forward's
+ * micro-kernel (dy read in place, as a pointwise layer reads x), then col2im, a block of
+ * positions at a time (a pointwise layer's product is dx itself), OpenMP over (image, block of
+ * input channels) tasks, or (image, block of positions) for a pointwise layer. Each output the
+ * same ordered sum at any thread count.
  * Scratch memory: W^T packed, plus a block of columns per thread, kept under `workspace` bytes
  * where W allows. Returns 0, or -1 when scratch memory could not be allocated. */
 int fc_conv_packed_bwd_data_f32(const float *dy, ptrdiff_t N, const fc_conv_geom *g,

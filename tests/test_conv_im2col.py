@@ -36,6 +36,11 @@ SHAPES = [
     (6, 7, 5, 6, 9, 3, 3, 1, 1, 1, 1),          # small Ho*Wo: forward puts 2-6 images in one GEMM
     (1, 20, 23, 19, 21, 3, 3, 1, 1, 1, 1),      # 21 filters: a full and a partial 16-filter slice
     (1, 64, 12, 300, 18, 3, 3, 1, 1, 1, 1),     # wide rows: several row bands per image
+    # stride-1 backward-data as the forward over dy with flipped filters (C >= the register
+    # tile's filters) or through col2im (padding >= the kernel)
+    (3, 33, 8, 9, 17, 5, 3, 1, 1, 4, 2),        # padding kernel - 1: dy unpadded in the forward
+    (2, 40, 7, 9, 6, 2, 4, 1, 1, 1, 3),         # even and asymmetric kernel
+    (2, 16, 6, 7, 5, 3, 3, 1, 1, 3, 1),         # padding = kernel height: col2im
 ]
 
 

@@ -21,8 +21,10 @@ version, before 256-position blocks and -fno-wrapv made it another ~10 % faster)
 1.14-1.19x | 1.11x, resnet_c4 1.02-1.09x | 1.08x, resnet_down 1.00-1.02x | 0.95x, mnist_c2 1.15x
 | 1.09x, lenet_c2 1.5x | 1.8x, vgg_c3 | 0.94x; pointwise, 2 threads: 2.67 vs 2.96 ms.
 
-Backward-data (im2col_gemm_bwd_data_tmpl.h): W^T . dY_n is the packed forward of a pointwise layer
-over dy (read in place) with W^T as its weights, then col2im. Against the BLAS GEMM + col2im it
+Backward-data (im2col_gemm_bwd_data_tmpl.h): at stride 1 (padding below the kernel, 16+ channels
+on AVX2), the forward over dy with the filters flipped and transposed, no col2im (mnist_c2,
+2 threads: 4.73 -> 3.51 ms; numbers in the C source). Otherwise W^T . dY_n is the packed forward
+of a pointwise layer over dy (read in place) with W^T as its weights, then col2im. Against the BLAS GEMM + col2im it
 replaced (2-core Zen 3, AVX2, in-process interleaved medians of 41, OpenBLAS's own kernel choice,
 ms, BLAS / own at 1 | 2 threads): resnet_down 13.0 / 12.8 | 6.71 / 6.63, pointwise 5.43 / 5.19 |
 2.80 / 2.64, alexnet_c1 26.0 / 25.5 | 13.7 / 13.1, and (21 rounds) mnist_c2 8.61 / 8.00 | 5.21 /
