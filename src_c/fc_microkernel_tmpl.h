@@ -42,13 +42,14 @@ FC_INLINE void SFX(micro_kernel)(const int nv, const int add, const REAL *init, 
         }
 }
 
-/* dst[panel][k][FC_MK_MR] <- the row-major rows x kc matrix a (row stride lda), in panels of
- * FC_MK_MR rows; rows past the last are zero. */
-static void SFX(pack_panels)(const REAL *a, ptrdiff_t rows, ptrdiff_t kc, ptrdiff_t lda, REAL *dst)
+/* dst[panel][k][FC_MK_MR] <- the rows x kc matrix whose element (r, k) is a[r * rs + k * ks], in
+ * panels of FC_MK_MR rows; rows past the last are zero. rs = lda, ks = 1 packs a row-major matrix
+ * (im2col's filters); rs = 1, ks = lda packs the transpose of one (backward-data's W^T). */
+static void SFX(pack_panels)(const REAL *a, ptrdiff_t rows, ptrdiff_t kc, ptrdiff_t rs, ptrdiff_t ks,
+                             REAL *dst)
 {
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += FC_MK_MR, dst += FC_MK_MR * kc)
-        for (int i = 0; i < FC_MK_MR; i++) {
-            const REAL *src = r0 + i < rows ? a + (r0 + i) * lda : NULL;
-            for (ptrdiff_t k = 0; k < kc; k++) dst[k * FC_MK_MR + i] = src ? src[k] : (REAL)0;
-        }
+        for (ptrdiff_t k = 0; k < kc; k++)
+            for (int i = 0; i < FC_MK_MR; i++)
+                dst[k * FC_MK_MR + i] = r0 + i < rows ? a[(r0 + i) * rs + k * ks] : (REAL)0;
 }

@@ -18,16 +18,6 @@
  * windows of neighbouring positions overlap in dx, different channels never do), or (image,
  * block of positions) for a pointwise layer. */
 
-/* dst[panel][k][FC_MK_MR] <- panels of FC_MK_MR columns of the row-major kc x rows matrix a (row
- * stride lda), i.e. of the rows of its transpose; columns past `rows` are zero. */
-static void SFX(pack_panels_t)(const REAL *a, ptrdiff_t rows, ptrdiff_t kc, ptrdiff_t lda, REAL *dst)
-{
-    for (ptrdiff_t r0 = 0; r0 < rows; r0 += FC_MK_MR, dst += FC_MK_MR * kc)
-        for (ptrdiff_t k = 0; k < kc; k++)
-            for (int i = 0; i < FC_MK_MR; i++)
-                dst[k * FC_MK_MR + i] = r0 + i < rows ? a[k * lda + r0 + i] : (REAL)0;
-}
-
 int SFX(fc_conv_packed_bwd_data)(const REAL *dy, ptrdiff_t N, const fc_conv_geom *g,
                                  const REAL *w, ptrdiff_t K, REAL *dx, int nthreads,
                                  size_t workspace)
@@ -81,8 +71,8 @@ int SFX(fc_conv_packed_bwd_data)(const REAL *dy, ptrdiff_t N, const fc_conv_geom
             const ptrdiff_t b = t / block_panels, r0 = b * block_rows + (t % block_panels) * FC_MK_MR;
             const ptrdiff_t end = b + 1 < cblocks ? (b + 1) * block_rows : CRS; /* the block's rows */
             if (r0 < end) /* (the last block's surplus panels are never read) */
-                SFX(pack_panels_t)(w + r0, end - r0 < FC_MK_MR ? end - r0 : FC_MK_MR, K, CRS,
-                                   Wp + t * panel_reals);
+                SFX(pack_panels)(w + r0, end - r0 < FC_MK_MR ? end - r0 : FC_MK_MR, K, 1, CRS,
+                                 Wp + t * panel_reals);
         }
         /* (implicit barrier: the weight panels are complete) */
 #pragma omp for schedule(dynamic, 1)

@@ -128,7 +128,7 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
 #pragma omp for schedule(static)
         for (t = 0; t < panels; t++) {
             const ptrdiff_t rows = K - t * FC_MK_MR < FC_MK_MR ? K - t * FC_MK_MR : FC_MK_MR;
-            SFX(pack_panels)(w + t * FC_MK_MR * CRS, rows, CRS, CRS, Wp + t * FC_MK_MR * CRS);
+            SFX(pack_panels)(w + t * FC_MK_MR * CRS, rows, CRS, CRS, 1, Wp + t * FC_MK_MR * CRS);
         }
         /* (implicit barrier: the weight panels are complete) */
 #pragma omp for schedule(dynamic, 1)
