@@ -42,3 +42,5 @@ FC_INLINE void valid_cols(const fc_conv_geom *g, ptrdiff_t s, ptrdiff_t *jlo, pt
 #undef REAL
 #undef FC_REAL_IS_FLOAT
 #undef SFX
+
+size_t fc_im2col_release_scratch(void) { return fc_scratch_release(); }

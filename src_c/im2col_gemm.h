@@ -85,4 +85,8 @@ int fc_conv_implicit_bwd_weights_f64(const double *x, const double *dy, ptrdiff_
                                      const fc_conv_geom *g, ptrdiff_t K, double *dw,
                                      int nthreads, size_t workspace);
 
+/* Frees the scratch blocks these kernels keep between calls (fc_alloc.h); returns the bytes
+ * freed. */
+size_t fc_im2col_release_scratch(void);
+
 #endif

@@ -34,7 +34,7 @@ int SFX(fc_conv_packed_bwd_data)(const REAL *dy, ptrdiff_t N, const fc_conv_geom
                 for (ptrdiff_t r = 0; r < RS; r++)
                     wt[(c * K + k) * RS + r] = w[(k * g->C + c) * RS + RS - 1 - r];
         const int rc = SFX(fc_conv_packed_fwd)(dy, N, &gt, wt, g->C, NULL, dx, nthreads, workspace);
-        free(wt);
+        fc_aligned_free(wt);
         return rc;
     }
     const fc_conv_geom gdy = {K, g->Ho, g->Wo, 1, 1, 1, 1, 0, 0, g->Ho, g->Wo}; /* dy as an input */
@@ -96,9 +96,9 @@ int SFX(fc_conv_packed_bwd_data)(const REAL *dy, ptrdiff_t N, const fc_conv_geom
                 SFX(fc_col2im)(dcols, g, p0, p1, c0, c1, dxn);
             }
         }
-        free(buf);
+        fc_aligned_free(buf);
         fc_ftz_leave(fp);
     }
-    free(Wp);
+    fc_aligned_free(Wp);
     return failed ? -1 : 0;
 }

@@ -144,8 +144,8 @@ int SFX(fc_conv_implicit_bwd_weights)(const REAL *x, const REAL *dy, ptrdiff_t N
     ptrdiff_t *poff = (ptrdiff_t *)fc_aligned_alloc((size_t)max_pos * sizeof(ptrdiff_t));
     REAL *partial = ngroups > 1 ? (REAL *)fc_aligned_alloc((size_t)tasks * acc_reals * sizeof(REAL)) : NULL;
     if (!poff || (ngroups > 1 && !partial)) {
-        free(poff);
-        free(partial);
+        fc_aligned_free(poff);
+        fc_aligned_free(partial);
         return -1;
     }
     for (ptrdiff_t i = 0; i < rows; i++)
@@ -223,12 +223,12 @@ int SFX(fc_conv_implicit_bwd_weights)(const REAL *x, const REAL *dy, ptrdiff_t N
                               block_rows, s0, s1, c0 * RS, (c1 - c0) * RS, K, CRS, dw);
             }
         }
-        free(mem);
-        free(qoff);
+        fc_aligned_free(mem);
+        fc_aligned_free(qoff);
         fc_ftz_leave(fp);
     }
-    free(poff);
-    free(partial);
+    fc_aligned_free(poff);
+    fc_aligned_free(partial);
     return failed ? -1 : 0;
 }
 

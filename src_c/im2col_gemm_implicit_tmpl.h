@@ -130,8 +130,8 @@ static int SFX(implicit_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, 
     REAL *Wt = (REAL *)fc_aligned_alloc(wt_bytes);
     ptrdiff_t *koff = (ptrdiff_t *)fc_aligned_alloc((size_t)CRS * sizeof(ptrdiff_t));
     if (!Wt || !koff) {
-        free(Wt);
-        free(koff);
+        fc_aligned_free(Wt);
+        fc_aligned_free(koff);
         return -1;
     }
     for (ptrdiff_t k = 0; k < CRS; k++) {
@@ -164,11 +164,11 @@ static int SFX(implicit_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, 
             SFX(implicit_task)(x + n * CHW, g, koff, plane, Wpad, Wt, K, bias, y + n * K * P, i0,
                                i1, band);
         }
-        free(band);
+        fc_aligned_free(band);
         fc_ftz_leave(fp);
     }
-    free(Wt);
-    free(koff);
+    fc_aligned_free(Wt);
+    fc_aligned_free(koff);
     return failed ? -1 : 0;
 }
 

@@ -139,10 +139,10 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
             SFX(packed_task)(x + n * CHW, g, Wp, K, bias, y + n * K * P + p0, P, p0, p1, kc, buf,
                              ldb);
         }
-        free(buf);
+        fc_aligned_free(buf);
         fc_ftz_leave(fp);
     }
-    free(Wp);
+    fc_aligned_free(Wp);
     return failed ? -1 : 0;
 }
 

@@ -38,3 +38,5 @@
 #undef SFX
 #undef GEMM_FN
 #undef FC_REAL_IS_FLOAT
+
+size_t wino_release_scratch(void) { return fc_scratch_release(); }

@@ -68,4 +68,8 @@ int wino_bwd_weights_f64(int tile, const double *x, ptrdiff_t N, ptrdiff_t C, pt
                        ptrdiff_t pw, double *dw, int nthreads, size_t workspace, ptrdiff_t tile_cap,
                        fc_dgemm_fn gemm);
 
+/* Frees the scratch blocks these kernels keep between calls (fc_alloc.h); returns the bytes
+ * freed. */
+size_t wino_release_scratch(void);
+
 #endif

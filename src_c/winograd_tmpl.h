@@ -626,11 +626,11 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
             }
             for (int l = 0; l < FC_WL; l++) nonfinite |= probe[l] != 0;
         }
-        free(V);
-        free(M);
-        free(ti);
-        free(dls);
-        free(band);
+        fc_aligned_free(V);
+        fc_aligned_free(M);
+        fc_aligned_free(ti);
+        fc_aligned_free(dls);
+        fc_aligned_free(band);
         fc_ftz_leave(fp);
     }
     return failed ? -1 : nonfinite;
@@ -766,12 +766,12 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
     }
     rc = 0;
 done:
-    free(V);
-    free(D);
-    free(ti);
-    free(dls);
-    free(A);
-    free(bands);
+    fc_aligned_free(V);
+    fc_aligned_free(D);
+    fc_aligned_free(ti);
+    fc_aligned_free(dls);
+    fc_aligned_free(A);
+    fc_aligned_free(bands);
     return rc;
 }
 

@@ -1,4 +1,7 @@
-"""Shapes, input makers, tolerances and a finite-difference helper shared by the test modules."""
+"""Shapes, input makers, tolerances, a finite-difference helper and a thread runner shared by the
+test modules."""
+import threading
+
 import numpy as np
 from hypothesis import strategies as st
 
@@ -107,3 +110,22 @@ def numerical_gradient(f, x, dy, eps=1e-6):
         x[i] = old
         grad[i] = (plus - minus) / (2 * eps)
     return grad
+
+
+def run_in_threads(worker, args):
+    """Run worker(*a) for every a in args, each in its own Python thread, all at once; returns the
+    exceptions they raised (a thread's exception would otherwise only be printed)."""
+    errors = []
+
+    def guarded(*a):
+        try:
+            worker(*a)
+        except Exception as e:  # noqa: BLE001 - handed to the test to assert on
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=a) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors

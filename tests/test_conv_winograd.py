@@ -5,7 +5,6 @@ with many channels, every backward output, the filter-transform cache (in-place 
 array reusing an id, concurrent callers), refusals that name the reason, and chunking (workspace
 limit, chunk cap, thread count) never changing the result."""
 import gc
-import threading
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from fastconv import functional as F
 from fastconv import reference as R
 from fastconv import _isa
 
-from conv_cases import FLOAT32_TOLERANCE, assert_close
+from conv_cases import FLOAT32_TOLERANCE, assert_close, run_in_threads
 
 WK = _isa.kernels("winograd")  # the active ISA target's build (FASTCONV_ISA)
 
@@ -208,22 +207,14 @@ def test_cache_concurrent_callers(fresh_cache):
     x = rng.standard_normal((2, 4, 9, 9)).astype(np.float64)
     weights = [rng.standard_normal((5, 4, 3, 3)) for _ in range(4)]
     expected = [R.conv2d(x, wt, None, 1, 1) for wt in weights]
-    errors = []
 
     def worker(i):
-        try:
-            for _ in range(15):
-                for alg in ALGS:
-                    y = F.conv2d(x, weights[i], None, 1, 1, algorithm=alg)
-                    np.testing.assert_allclose(y, expected[i], rtol=1e-10, atol=1e-10)
-        except Exception as e:  # surfaced in the main thread below
-            errors.append(e)
+        for _ in range(15):
+            for alg in ALGS:
+                y = F.conv2d(x, weights[i], None, 1, 1, algorithm=alg)
+                np.testing.assert_allclose(y, expected[i], rtol=1e-10, atol=1e-10)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = run_in_threads(worker, [(i,) for i in range(4)])
     assert not errors, errors[0]
 
 

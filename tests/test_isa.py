@@ -22,7 +22,7 @@ RUNNABLE = _isa.runnable_targets()
 # .ci/run runs them on the 16-lane build where the CPU has no AVX-512.
 KERNEL_TESTS = ("test_conv.py", "test_conv_im2col.py", "test_conv_winograd.py", "test_polyphase.py",
                 "test_pool.py", "test_dense.py", "test_nn.py", "test_grouped.py", "test_norm.py",
-                "test_nonfinite.py", "test_threads.py")
+                "test_nonfinite.py", "test_threads.py", "test_scratch.py")
 
 ZEN3 = {"sse2": True, "avx": True, "avx2": True, "fma": True, "avx512f": False,
         "avx512vl": False, "avx512bw": False, "avx512dq": False}

@@ -2,7 +2,8 @@
 from . import functional, reference
 from ._dispatch import autotune
 from ._sysinfo import show_config
-from .config import get_workspace_limit, set_winograd_enabled, set_workspace_limit
+from .config import (get_workspace_limit, release_scratch, set_winograd_enabled,
+                     set_workspace_limit)
 from .functional import (avg_pool2d, avg_pool2d_backward, conv2d, conv2d_backward,
                          conv2d_backward_data, conv2d_backward_weights, l2_pool2d,
                          l2_pool2d_backward, linear, linear_backward, max_pool2d,
@@ -19,6 +20,7 @@ __all__ = [
     "l2_pool2d", "l2_pool2d_backward", "relu_max_pool2d", "relu_max_pool2d_backward",
     "relu", "relu_backward", "linear", "linear_backward",
     "softmax_cross_entropy", "set_num_threads", "get_num_threads", "openmp_enabled",
-    "autotune", "show_config", "set_workspace_limit", "get_workspace_limit", "set_winograd_enabled",
+    "autotune", "show_config", "set_workspace_limit", "get_workspace_limit", "release_scratch",
+    "set_winograd_enabled",
     "functional", "reference", "nn", "datasets",
 ]

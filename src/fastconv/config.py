@@ -3,11 +3,15 @@
 - Workspace limit: the most extra memory one call's scratch buffers (im2col columns, Winograd
   tiles) may take; kernels work in chunks to stay under it. Default 256 MiB, or
   ``FASTCONV_WORKSPACE_MB`` from the environment.
+- Scratch memory kept between calls: the im2col and Winograd kernels keep their large scratch
+  blocks for the next call (no page faults per call; src_c/fc_alloc.h), at most what one call of
+  the largest layer so far needed per kernel module; `release_scratch()` frees them.
 - Winograd in "auto": on unless ``FASTCONV_DISABLE_WINOGRAD=1`` or `set_winograd_enabled(False)`;
   explicit ``algorithm="winograd"`` works either way.
 """
 import math
 import os
+import sys
 
 _DEFAULT_WORKSPACE_MB = 256
 _MIN_WORKSPACE_BYTES = 1 << 20
@@ -42,14 +46,21 @@ def set_workspace_limit(nbytes):
     """Cap one call's scratch memory at `nbytes` (None: back to the default / environment)."""
     global _workspace_bytes
     if nbytes is None:
-        _workspace_bytes = _env_workspace_bytes()
-        return _workspace_bytes
-    if (isinstance(nbytes, bool) or not isinstance(nbytes, int)
+        nbytes = _env_workspace_bytes()
+    elif (isinstance(nbytes, bool) or not isinstance(nbytes, int)
             or not _MIN_WORKSPACE_BYTES <= nbytes <= MAX_WORKSPACE_BYTES):
         raise ValueError(f"set_workspace_limit: nbytes must be an int from {_MIN_WORKSPACE_BYTES} "
                          f"(1 MiB) to {MAX_WORKSPACE_BYTES} (2**62), got {nbytes!r}")
     _workspace_bytes = nbytes
+    release_scratch()  # blocks kept from calls under the old limit may be larger than it allows
     return _workspace_bytes
+
+
+def release_scratch():
+    """Free the scratch memory the kernels keep between calls; returns the bytes freed. The next
+    call allocates its scratch afresh."""
+    return sum(module.release_scratch() for name, module in list(sys.modules.items())
+               if name.startswith("fastconv._kernels.") and hasattr(module, "release_scratch"))
 
 
 def winograd_enabled():

@@ -24,3 +24,4 @@ cdef extern from "im2col_gemm.h" nogil:
     int fc_conv_packed_bwd_data_f64(const double *dy, Py_ssize_t N, const fc_conv_geom *g,
                                     const double *w, Py_ssize_t K, double *dx, int nthreads,
                                     size_t workspace)
+    size_t fc_im2col_release_scratch()

@@ -76,6 +76,11 @@ def compiled_for():
             "microkernel": (FC_MK_MR, FC_MK_NV_F32 * FC_WL)}
 
 
+def release_scratch():
+    """Free the scratch blocks this module's kernels keep between calls; returns the bytes freed."""
+    return fc_im2col_release_scratch()
+
+
 # ---------------------------------------------------------------- forward
 def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
             const floating[::1] b, floating[:, :, :, ::1] y, Py_ssize_t sh, Py_ssize_t sw,

@@ -28,3 +28,4 @@ cdef extern from "winograd.h" nogil:
                            Py_ssize_t W, const double *dy, Py_ssize_t K, Py_ssize_t Ho,
                            Py_ssize_t Wo, Py_ssize_t ph, Py_ssize_t pw, double *dw, int nthreads,
                            size_t workspace, Py_ssize_t tile_cap, fc_dgemm_fn gemm)
+    size_t wino_release_scratch()

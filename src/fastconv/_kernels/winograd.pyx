@@ -40,6 +40,11 @@ def set_tile_cap(Py_ssize_t cap):
     return old
 
 
+def release_scratch():
+    """Free the scratch blocks this module's kernels keep between calls; returns the bytes freed."""
+    return wino_release_scratch()
+
+
 def _same_bytes(a, b):
     """Bitwise equality of two C-contiguous arrays of the same dtype and shape (one memcmp)."""
     cdef const unsigned char[::1] av = a.reshape(-1).view(np.uint8)
