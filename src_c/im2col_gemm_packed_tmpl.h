@@ -25,17 +25,23 @@ FC_INLINE void SFX(put_partial)(const REAL *t, int rows, int width, int first, c
 /* One task: positions [p0, p1) of one image, into y (row k, position p at y + k * ldy + p - p0).
  * For each block of column rows [q0, q1): the block's columns (im2col into buf, row stride ldb)
  * times the packed weight panels, micro-tile by micro-tile: stored with the bias for the first
- * block, added for the others. A pointwise
- * layer's columns are x itself: its whole micro-tiles read x in place (row stride Ho*Wo; pointwise
- * 1 thread 4.80 vs 5.17 ms packed, 2 threads 2.67 vs 2.70), and only a last partial one is
- * packed, so that no load runs past the end of x. */
+ * block, added for the others. A pointwise layer's columns are x itself: its whole micro-tiles
+ * read x in place (pointwise, 28x28: 1 thread 4.80 vs 5.17 ms packed, 2 threads 2.67 vs 2.70),
+ * and only a last partial one is packed, so that no load runs past the end of x. Not where
+ * x's rows (Ho*Wo values) are a multiple of 1 KiB or not a whole number of cache lines: the
+ * rows of a micro-tile's slice then fall into a few cache sets or straddle lines, and the copy
+ * into buf pays (2 threads, in-process A/B, packed / in place: 32x32 256->128 1.24x forward,
+ * 1.28x backward-data; 16x16 1.02x, 1.24x; 14x14 1.09x, 1.04x; 7x7 1.12x, 1.10x; 28x28 and
+ * 56x56, 12x12 and 8x8 kept in place: 0.99-1.04x either way). */
 static FC_NOINLINE void SFX(packed_task)(const REAL *xn, const fc_conv_geom *g, const REAL *Wp,
                                          ptrdiff_t K, const REAL *bias, REAL *y, ptrdiff_t ldy,
                                          ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t kc, REAL *buf,
                                          ptrdiff_t ldb)
 {
     const ptrdiff_t P = g->Ho * g->Wo, CRS = g->C * g->R * g->S;
-    const ptrdiff_t packed_from = fc_is_pointwise(g) ? p0 + (p1 - p0) / SUB * SUB : p0;
+    const size_t row_bytes = (size_t)P * sizeof(REAL);
+    const int in_place = fc_is_pointwise(g) && row_bytes % 64 == 0 && row_bytes % 1024 != 0;
+    const ptrdiff_t packed_from = in_place ? p0 + (p1 - p0) / SUB * SUB : p0;
     REAL part[FC_MK_MR * SUB];
     for (ptrdiff_t q0 = 0; q0 < CRS; q0 += kc) {
         const ptrdiff_t q1 = q0 + kc < CRS ? q0 + kc : CRS;

@@ -131,8 +131,11 @@ def test_no_bias_and_read_only_inputs():
 # ---------------------------------------------------------------- 1x1 fast path
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", [1, 3, 4])
-def test_pointwise_fast_path_matches_reference(n, dtype):
-    x, wt, b, dy, stride, padding = make((n, 32, 7, 9, 24, 1, 1, 1, 1, 0, 0), dtype)
+# rows of x that are not whole cache lines (7x9) or a multiple of 1 KiB (16x16) are packed;
+# 8x8's rows (256 or 512 bytes) are read in place
+@pytest.mark.parametrize("hw", [(7, 9), (8, 8), (16, 16)])
+def test_pointwise_fast_path_matches_reference(hw, n, dtype):
+    x, wt, b, dy, stride, padding = make((n, 32) + hw + (24, 1, 1, 1, 1, 0, 0), dtype)
     for nthreads in (1, 2):
         got = run_kernels(x, wt, b, dy, stride, padding, nthreads, 256 << 20)
         for name, a, e in zip(("y", "dx", "dw"), got, references(x, wt, b, dy, stride, padding)):
