@@ -37,6 +37,11 @@ def test_auto_only_picks_algorithms_that_can_do_the_shape(case, pass_, threads):
     ((64, 1, 28, 28, 32, 3, 3, 1, 1), "forward", "im2col"),         # tiny C*R*S, 32 filters
     ((64, 6, 12, 12, 16, 5, 5, 1, 0), "forward", "im2col"),         # lenet_c2: 16 filters
     ((64, 6, 12, 12, 16, 5, 5, 1, 0), "backward_data", "direct"),
+    ((64, 7, 14, 14, 16, 3, 3, 1, 1), "backward_data", "direct"),    # C under the tile: col2im
+    ((64, 1, 28, 28, 32, 3, 3, 1, 1), "backward_data", "im2col"),    # 32 filters
+    ((8, 64, 56, 56, 256, 1, 1, 1, 0), "backward_data", "im2col"),   # pointwise: never direct
+    ((64, 16, 28, 28, 16, 1, 1, 1, 0), "backward_data", "im2col"),
+    ((64, 8, 10, 10, 8, 3, 3, 1, 3), "backward_data", "direct"),     # padding >= the kernel
     ((64, 1, 28, 28, 32, 3, 3, 1, 1), "backward_weights", "im2col"),
     ((64, 1, 28, 28, 6, 5, 5, 1, 0), "backward_weights", "im2col"),   # lenet_c1: a tie
     # strided, 3 taps per stride phase: Winograd over the polyphase layer (48 channels, 3x3)
@@ -140,3 +145,12 @@ def test_autotuned_results_equal_the_reference():
     assert_close(dx, rdx, np.float32, rtol=1e-3, atol=1e-3)
     assert_close(dw, rdw, np.float32, rtol=1e-3, atol=1e-3)
     assert_close(db, rdb, np.float32)
+
+
+def test_tiny_backward_data_goes_direct_only_where_im2col_would_need_col2im():
+    # im2col's stride-1 backward-data runs the forward over dy with flipped filters once C fills
+    # its register tile; below that it would run a GEMM and col2im, and direct is faster
+    tile = _isa.compiled_for()["microkernel"][1]  # 16 filters on AVX2, 32 on AVX-512
+    for c in (15, 17):
+        g = geometry((64, c, 14, 14, 12, 3, 3, 1, 1))
+        assert _dispatch.resolve("auto", g, "backward_data") == ("direct" if c < tile else "im2col")

@@ -7,6 +7,7 @@ heuristic derived from benchmark measurements (docs/architecture.md records them
 so this module imports no kernel) and caches the winner for the process.
 """
 import collections
+import functools
 import threading
 import time
 
@@ -93,6 +94,18 @@ DIRECT_MAX_CRS = 160
 #: on 28x28, C*R*S = 9: im2col 0.81 vs direct 1.07; lenet_c1, K = 6: direct 0.19 vs 0.26).
 IM2COL_FORWARD_MIN_K = 16
 
+#: ... and backward-data only with at most this many filters, and only where im2col's own
+#: stride-1 route (the forward over dy with flipped filters, which needs C to fill its register
+#: tile: 16 channels on AVX2, 32 on AVX-512, and padding below the kernel) is closed to it and it
+#: would run a depth-K GEMM and col2im. Direct / im2col, 2 threads, AVX2 on Zen 3, in-process
+#: medians of 41 (N=64): 6 -> 16 5x5 on 12x12 (lenet_c2) 0.39 / 0.47 ms, 8 -> 8 3x3 on 28x28
+#: 1.02 / 1.42, 12 -> 16 3x3 on 14x14 0.51 / 0.85, 1 -> 6 5x5 (lenet_c1) 0.44 / 0.48; but 16 -> 12
+#: 3x3 on 14x14 (the flipped route) 0.54 / 0.41, and, one benchmark run each: 16 -> 16 3x3 on
+#: 32x32 4.34 / 2.99, 1 -> 32 3x3 on 28x28 1.23 / 0.93, 8 -> 24 2.51 / 2.27, 6 -> 64 5x5 1.66 /
+#: 1.06; pointwise layers (no col2im) never: 64 -> 256 on 56x56 23.7 / 7.6 (ResNet-50's first
+#: bottleneck: direct had made it 0.33x PyTorch), 16 -> 16 on 28x28 2.73 / 1.60.
+DIRECT_BACKWARD_DATA_MAX_K = 16
+
 # Backward-weights never runs direct on an ungrouped layer: im2col's (the implicit tile walking
 # the positions, 16 filters per vector, dy transposed in registers) is as fast or faster on every
 # small layer measured (2 threads, ms, im2col vs direct, AVX2 on Zen 3, two runs at commit
@@ -157,9 +170,10 @@ def heuristic(g, pass_):
     8.2 vs 10.2 ms). Strided layers Winograd runs through the polyphase rewrite follow the same
     rule on the stride-1 layer they become (alexnet_c1: 48 channels, 3x3; F(4x4) 2.2-2.7x
     faster than im2col in every pass). Tiny layers: direct for forward passes with fewer than 16
-    filters and stride-1 backward-data (im2col for backward-weights, and for strides larger
-    than the kernel: direct packs the input rows the stride
-    skips, so its scratch grows with the stride, 640 GB at stride 2**31). Everything else: im2col.
+    filters and for stride-1 backward-data with at most 16 filters where im2col would need
+    col2im (_direct_backward_data_pays); im2col for backward-weights, and for strides larger
+    than the kernel (direct packs the input rows the stride skips, so its scratch grows with
+    the stride, 640 GB at stride 2**31). Everything else: im2col.
     Grouped layers with narrow groups (_grouped_direct): the grouped direct kernel; other grouped
     or dilated layers: this rule on the plain layer _grouped's rewrites run (a dilated 3x3
     stride-1 layer is one over its phase planes: Winograd).
@@ -173,13 +187,32 @@ def heuristic(g, pass_):
             if pass_ == "backward_weights" and s1.c * s1.k >= 1 << 15 and s1.h * s1.w <= 28 * 28:
                 return "winograd2"
             return winograd_tile(s1, pass_)
-    strided = g.sh > 1 or g.sw > 1
     if (g.c * g.r * g.s <= DIRECT_MAX_CRS
             and pass_ != "backward_weights"
             and not (pass_ == "forward" and g.k >= IM2COL_FORWARD_MIN_K)
-            and not (pass_ == "backward_data" and strided) and g.sh <= g.r and g.sw <= g.s):
+            and not (pass_ == "backward_data" and not _direct_backward_data_pays(g))
+            and g.sh <= g.r and g.sw <= g.s):
         return "direct"
     return "im2col"
+
+
+def _direct_backward_data_pays(g):
+    """Whether a tiny layer's backward-data runs faster direct than through im2col's GEMM and
+    col2im (DIRECT_BACKWARD_DATA_MAX_K)."""
+    if g.sh > 1 or g.sw > 1 or g.k > DIRECT_BACKWARD_DATA_MAX_K:
+        return False
+    if g.r == g.s == 1 and g.ph == g.pw == 0:
+        return False  # pointwise: im2col's product is dx itself
+    flipped_route = g.ph < g.r and g.pw < g.s and g.c >= _register_tile_filters(_isa.active())
+    return not flipped_route
+
+
+@functools.lru_cache(maxsize=None)
+def _register_tile_filters(target):
+    """Filters in im2col's register tile on `target` (16 on AVX2, 32 on AVX-512); 16 where its
+    im2col module is not built."""
+    info = _isa.compiled_for()
+    return info["microkernel"][1] if info else 16
 
 
 def _grouped_direct(g, pass_):
