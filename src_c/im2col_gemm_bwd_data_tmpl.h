@@ -50,7 +50,8 @@ int SFX(fc_conv_packed_bwd_data)(const REAL *dy, ptrdiff_t N, const fc_conv_geom
     const size_t wp_bytes = (size_t)(cblocks * block_reals) * sizeof(REAL);
     const ptrdiff_t out_rows = pointwise ? 0 : block_rows;
     ptrdiff_t kc, nc, ldb;
-    SFX(packed_blocks)(K, P, out_rows, workspace, wp_bytes, &kc, &nc, &ldb);
+    SFX(packed_blocks)(K, P, SFX(reads_in_place)(&gdy), out_rows, workspace, wp_bytes, &kc, &nc,
+                       &ldb);
     const ptrdiff_t chunks = (P + nc - 1) / nc, tasks = N * (pointwise ? chunks : cblocks);
     const size_t buf_reals = (size_t)kc * (size_t)ldb, cols_reals = (size_t)(out_rows * nc);
     REAL *Wp = (REAL *)fc_aligned_alloc(wp_bytes);

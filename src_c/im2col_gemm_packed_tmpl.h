@@ -22,26 +22,31 @@ FC_INLINE void SFX(put_partial)(const REAL *t, int rows, int width, int first, c
     }
 }
 
+/* Whether a pointwise layer's columns are read from x in place (row stride Ho*Wo; pointwise,
+ * 28x28: 1 thread 4.80 vs 5.17 ms packed, 2 threads 2.67 vs 2.70). Not where x's rows are a
+ * multiple of 1 KiB or not a whole number of cache lines: the rows of a micro-tile's slice then
+ * fall into a few cache sets or straddle lines, and the copy into buf pays (2 threads, in-process
+ * A/B, packed / in place: 32x32 256->128 1.24x forward, 1.28x backward-data; 16x16 1.02x,
+ * 1.24x; 14x14 1.09x, 1.04x; 7x7 1.12x, 1.10x; 28x28 and 56x56, 12x12 and 8x8 kept in place:
+ * 0.99-1.04x either way). */
+FC_INLINE int SFX(reads_in_place)(const fc_conv_geom *g)
+{
+    const size_t row_bytes = (size_t)(g->Ho * g->Wo) * sizeof(REAL);
+    return fc_is_pointwise(g) && row_bytes % 64 == 0 && row_bytes % 1024 != 0;
+}
+
 /* One task: positions [p0, p1) of one image, into y (row k, position p at y + k * ldy + p - p0).
  * For each block of column rows [q0, q1): the block's columns (im2col into buf, row stride ldb)
  * times the packed weight panels, micro-tile by micro-tile: stored with the bias for the first
- * block, added for the others. A pointwise layer's columns are x itself: its whole micro-tiles
- * read x in place (pointwise, 28x28: 1 thread 4.80 vs 5.17 ms packed, 2 threads 2.67 vs 2.70),
- * and only a last partial one is packed, so that no load runs past the end of x. Not where
- * x's rows (Ho*Wo values) are a multiple of 1 KiB or not a whole number of cache lines: the
- * rows of a micro-tile's slice then fall into a few cache sets or straddle lines, and the copy
- * into buf pays (2 threads, in-process A/B, packed / in place: 32x32 256->128 1.24x forward,
- * 1.28x backward-data; 16x16 1.02x, 1.24x; 14x14 1.09x, 1.04x; 7x7 1.12x, 1.10x; 28x28 and
- * 56x56, 12x12 and 8x8 kept in place: 0.99-1.04x either way). */
+ * block, added for the others. Where a pointwise layer's x is read in place (reads_in_place),
+ * only a last partial micro-tile is packed, so that no load runs past the end of x. */
 static FC_NOINLINE void SFX(packed_task)(const REAL *xn, const fc_conv_geom *g, const REAL *Wp,
                                          ptrdiff_t K, const REAL *bias, REAL *y, ptrdiff_t ldy,
                                          ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t kc, REAL *buf,
                                          ptrdiff_t ldb)
 {
     const ptrdiff_t P = g->Ho * g->Wo, CRS = g->C * g->R * g->S;
-    const size_t row_bytes = (size_t)P * sizeof(REAL);
-    const int in_place = fc_is_pointwise(g) && row_bytes % 64 == 0 && row_bytes % 1024 != 0;
-    const ptrdiff_t packed_from = in_place ? p0 + (p1 - p0) / SUB * SUB : p0;
+    const ptrdiff_t packed_from = SFX(reads_in_place)(g) ? p0 + (p1 - p0) / SUB * SUB : p0;
     REAL part[FC_MK_MR * SUB];
     for (ptrdiff_t q0 = 0; q0 < CRS; q0 += kc) {
         const ptrdiff_t q1 = q0 + kc < CRS ? q0 + kc : CRS;
@@ -81,17 +86,24 @@ static FC_NOINLINE void SFX(packed_task)(const REAL *xn, const fc_conv_geom *g, 
  * resnet_down 5.76 vs 5.98 ms, resnet_c4 11.4 vs 11.9, vgg_c3 81.6 vs 85.0, mnist_c2 3.76 vs
  * 3.86 (kc = 576 in between, 2304 1-2 % slower than 1152). nc = 256 measured 10% faster than
  * 128 at 2 threads (resnet_down, alexnet_c1: fewer y passes and partial micro-tiles), and no
- * faster at 384-1024. */
+ * faster at 384-1024. Columns read in place (in_place) are not a block: a slice's rows lie a
+ * whole image row of x apart, where no prefetcher follows them, so kc keeps the slice within
+ * IN_PLACE_SLICE_BYTES of L1 instead (2 threads, in-process A/B, kc = 256 vs the whole depth:
+ * 512 -> 128 on 28x28 forward 1.21x, backward-data of 128 -> 512 1.11x; 256 -> 128 and 256 ->
+ * 64 on 56x56 0.99-1.01x; kc = 192 and 384 no better; packed blocks, 1024 -> 256 on 14x14 and
+ * 2048 -> 512 on 7x7, lose 6-7 % at kc = 256, so they keep KC_MAX). */
+#define IN_PLACE_SLICE_BYTES (16 << 10)
 FC_INLINE size_t SFX(block_bytes)(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t out_rows) {
     return (size_t)(kc * (nc + SUB) + out_rows * nc) * sizeof(REAL);
 }
 
-static void SFX(packed_blocks)(ptrdiff_t depth, ptrdiff_t P, ptrdiff_t out_rows, size_t workspace,
-                               size_t wp_bytes, ptrdiff_t *kc_out, ptrdiff_t *nc_out,
-                               ptrdiff_t *ldb_out)
+static void SFX(packed_blocks)(ptrdiff_t depth, ptrdiff_t P, int in_place, ptrdiff_t out_rows,
+                               size_t workspace, size_t wp_bytes, ptrdiff_t *kc_out,
+                               ptrdiff_t *nc_out, ptrdiff_t *ldb_out)
 {
     const size_t avail = workspace > wp_bytes ? (workspace - wp_bytes) / (size_t)fc_budget_threads() : 0;
-    ptrdiff_t kc = depth < KC_MAX ? depth : KC_MAX;
+    const ptrdiff_t kc_max = in_place ? IN_PLACE_SLICE_BYTES / (SUB * (ptrdiff_t)sizeof(REAL)) : KC_MAX;
+    ptrdiff_t kc = depth < kc_max ? depth : kc_max;
     ptrdiff_t nc = (P + SUB - 1) / SUB * SUB;
     if (nc > 256) nc = 256;
     while (SFX(block_bytes)(kc, nc, out_rows) > avail && nc > SUB) nc -= SUB;
@@ -116,7 +128,7 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
     const ptrdiff_t panels = (K + FC_MK_MR - 1) / FC_MK_MR;
     const size_t wp_bytes = (size_t)panels * FC_MK_MR * (size_t)CRS * sizeof(REAL);
     ptrdiff_t kc, nc, ldb;
-    SFX(packed_blocks)(CRS, P, 0, workspace, wp_bytes, &kc, &nc, &ldb);
+    SFX(packed_blocks)(CRS, P, SFX(reads_in_place)(g), 0, workspace, wp_bytes, &kc, &nc, &ldb);
     const ptrdiff_t chunks = (P + nc - 1) / nc, tasks = N * chunks;
     const size_t buf_reals = (size_t)kc * (size_t)ldb;
     REAL *Wp = (REAL *)fc_aligned_alloc(wp_bytes);
@@ -156,6 +168,7 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
 
 #undef SUB
 #undef KC_MAX
+#undef IN_PLACE_SLICE_BYTES
 #undef IMPLICIT_MIN_CRS
 #undef IMPLICIT_BAND_BYTES
 #undef FC_NV
