@@ -11,10 +11,14 @@
  * over up to KC_MAX steps in registers, then transposed into y's rows. Per step: 2 vector
  * loads, 6 broadcasts, 12 FMAs and one offset load (AVX2), as in the packed micro-kernel, without
  * packing a single column: 2 threads, AVX2 on Zen 3, resnet_down 5.41 vs 5.74 ms, resnet_c4 10.0 vs 11.4,
- * mnist_c2 2.67 vs 3.75, lenet_c2 0.14 vs 0.38, vgg_c3 82.0 vs 81.8. Not for pointwise layers
- * (x is its own column matrix: the packed path reads it in place, 2.6 vs 3.1 ms) nor for C*R*S
- * below IMPLICIT_MIN_CRS (a few steps per tile do not pay for its transposed stores: the CNN's
- * first layer, C*R*S = 9, 0.54 vs 0.49 ms). */
+ * mnist_c2 2.67 vs 3.75, lenet_c2 0.14 vs 0.38, vgg_c3 82.0 vs 81.8. Not for 1x1 unpadded
+ * layers: at stride 1, x is their column matrix, which the packed path reads in place (2.6 vs
+ * 3.1 ms); strided, their columns are x subsampled, which the packed path's copy makes into
+ * dense blocks while the band here would hold the rows the stride skips (2 threads, in-process
+ * A/B, packed / implicit: ResNet-50's stride-2 projections 256 -> 512 on 56x56 1.23x, 512 -> 1024
+ * on 28x28 1.45x, 1024 -> 2048 on 14x14 1.69x; 64 -> 128 on 56x56 and 16 -> 32 on 28x28
+ * 1.02-1.04x). Nor for C*R*S below IMPLICIT_MIN_CRS (a few steps per tile do not pay for its
+ * transposed stores: the CNN's first layer, C*R*S = 9, 0.54 vs 0.49 ms). */
 
 #define IMPLICIT_MIN_CRS 16
 /* (KC_MAX steps per register tile: summing all of C*R*S at once, a tile's band rows no longer
@@ -112,7 +116,7 @@ static int SFX(implicit_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, 
 {
     const ptrdiff_t P = g->Ho * g->Wo, CRS = g->C * g->R * g->S, CHW = g->C * g->H * g->W;
     const ptrdiff_t Wpad = g->W + 2 * g->pw, slices = (K + SUB - 1) / SUB;
-    if (fc_is_pointwise(g) || CRS < IMPLICIT_MIN_CRS) return 1;
+    if ((g->R == 1 && g->S == 1 && g->ph == 0 && g->pw == 0) || CRS < IMPLICIT_MIN_CRS) return 1;
     /* Output rows per task: as many as keep the band within IMPLICIT_BAND_BYTES (at least one),
      * then evened out; fewer when the batch alone does not make 4 tasks. */
     const ptrdiff_t row_bytes = g->C * Wpad * (ptrdiff_t)sizeof(REAL);

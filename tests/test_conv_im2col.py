@@ -26,7 +26,8 @@ SHAPES = [
     (1, 3, 9, 9, 4, 3, 3, 1, 1, 1, 1),          # batch 1
     (3, 5, 11, 7, 6, 3, 2, 2, 1, 1, 0),         # odd sizes, per-axis stride/padding, 3 images
     (2, 4, 8, 8, 5, 1, 1, 1, 1, 0, 0),          # pointwise fast path
-    (2, 4, 9, 9, 5, 1, 1, 2, 2, 0, 0),          # strided 1x1: not the fast path
+    (2, 4, 9, 9, 5, 1, 1, 2, 2, 0, 0),          # strided 1x1: columns are x subsampled
+    (2, 5, 11, 10, 7, 1, 1, 2, 3, 0, 0),        # the same, per-axis strides
     (2, 4, 6, 6, 5, 1, 1, 1, 1, 1, 1),          # padded 1x1: not the fast path
     (1, 130, 7, 7, 9, 3, 3, 1, 1, 1, 1),        # C*R*S = 1170 > 1000, batch 1
     (2, 48, 9, 10, 7, 5, 5, 2, 2, 2, 2),        # C*R*S = 1200, strided

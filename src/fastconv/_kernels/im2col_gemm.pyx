@@ -13,8 +13,8 @@ Forward. Most layers read their columns implicitly: each task copies its band of
 zero-padded, and a register tile of output positions x filters (6 x 16 on AVX2, 12 x 32 on
 AVX-512) reads every column entry from the band through an offset, so no column is ever written
 (im2col_gemm_implicit_tmpl.h; 2 threads: resnet_down 5.41 vs 5.74 ms, resnet_c4 10.0 vs 11.4,
-mnist_c2 2.67 vs 3.75, lenet_c2 0.14 vs 0.38, against the packed path). Pointwise layers and tiny
-C*R*S pack: columns packed in cache-sized blocks (a pointwise layer's read from x in place), the
+mnist_c2 2.67 vs 3.75, lenet_c2 0.14 vs 0.38, against the packed path). 1x1 unpadded layers (at
+any stride) and tiny C*R*S pack: columns packed in cache-sized blocks (a pointwise layer's read from x in place), the
 weights packed once, and the micro-kernel Winograd uses (im2col_gemm_packed_tmpl.h). Against the
 BLAS forward it replaced (interleaved, same process, 1 thread pinned | 2 threads, in its first
 version, before 256-position blocks and -fno-wrapv made it another ~10 % faster): alexnet_c1
