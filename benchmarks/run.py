@@ -37,7 +37,9 @@ def parse_args(argv):
                    help=f"a small subset ({', '.join(suite.QUICK)}), fewer repetitions")
     p.add_argument("--layers", type=_names, metavar="A,B",
                    help="cases to run by name (conv layers, pooling cases, train_step); "
-                        f"known: {', '.join(suite.ALL_CASES)}")
+                        f"known: {', '.join(suite.ALL_CASES)}; not run by default: "
+                        f"{', '.join(suite.OPT_IN_CASES)}, or all of them as "
+                        f"{', '.join(suite.GROUPS)}")
     p.add_argument("--custom", action="append", default=[],
                    metavar="[NAME=]N,C,H,W,K,R,STRIDE,PAD[,DILATION[,GROUPS]]",
                    help="an extra conv layer (repeatable); alone (without --layers) only these run")

@@ -111,6 +111,14 @@ def test_quick_subset_is_small():
     assert all(c.flops("forward") < 1e9 for c in cases if c.kind == "conv")
 
 
+def test_resnet50_layers_run_only_when_asked_for():
+    default = {c.name for c in suite.select()}
+    group = suite.select(["resnet50"])
+    assert {c.name for c in group} == set(suite.OPT_IN_CASES) and not default & set(suite.OPT_IN_CASES)
+    assert [c.name for c in suite.select(["r50_proj56", "lenet_c1"])] == ["r50_proj56", "lenet_c1"]
+    assert [c.name for c in run.parse_args(["--layers", "resnet50"]).cases] == [c.name for c in group]
+
+
 def test_repetitions_respect_minimum_and_budget():
     assert timing.repetitions(10.0, 1.0, 15) == timing.MIN_REPS
     assert timing.repetitions(0.01, 1.0, 15) == 15
