@@ -6,9 +6,9 @@
  * Why a cache: a call's scratch (Winograd's tile buffers, im2col's packed panels) runs to
  * megabytes, which glibc serves with mmap once a block passes its adaptive threshold and returns
  * with munmap, so a call in a plain loop faults in and zeroes fresh pages every time, and a
- * thread that faults stalls the team at the next barrier. Measured on resnet_c4 (2 threads, Zen 3,
- * a loop calling the layer and dropping its result), Winograd forward 8.6 -> 5.4 ms and
- * backward-weights 16.8 -> 9.6 ms with the pages kept (docs/architecture.md, "Scratch memory").
+ * thread that faults stalls the team at the next barrier (resnet_c4 in a plain loop, 2 threads,
+ * Zen 3: Winograd forward 10.2 -> 7.2 ms, backward-weights 22.4 -> 13.9; docs/architecture.md,
+ * "Scratch memory").
  * Blocks of FC_SCRATCH_MIN_BYTES or more are therefore kept when a call returns them and handed
  * out again, best fit, to a later request of at least half their size. The cache never keeps more
  * than the most bytes its module's calls had out at once (the peak of live bytes), so it holds
@@ -17,7 +17,6 @@
 #define FC_ALLOC_H
 
 #include <stdlib.h>
-#include <string.h>
 
 /* Smaller blocks come from malloc's heap without page faults (below glibc's default mmap
  * threshold); they bypass the cache. */
