@@ -131,3 +131,32 @@ def test_fit_augments_from_the_generator_it_is_given(tmp_path):
         load_augment_rng(path, 0, 1)
     save_checkpoint(path, m, nn.SGD(0.1), 1, np.random.default_rng(0), {"loss": [1.0]})
     assert load_augment_rng(path) is None
+
+
+def test_a_resumed_checkpoint_draws_the_dropout_masks_an_unbroken_run_draws(tmp_path):
+    from fastconv.checkpoint import load_checkpoint, save_checkpoint
+    x, y = data()
+    x = x.reshape(len(x), -1)
+    features = x.shape[1]
+
+    def model():  # Dropout at the top level and inside a Residual branch
+        return nn.Sequential([nn.Dense(features, 8, seed=0), nn.ReLU(), nn.Dropout(0.5, seed=1),
+                              nn.Residual([nn.Dense(8, 8, seed=2), nn.Dropout(0.3, seed=3)]),
+                              nn.Dense(8, 3, seed=4)])
+
+    unbroken, opt = model(), nn.Adam(1e-2)
+    unbroken.train_step(x, y, opt)
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, unbroken, opt, 1, np.random.default_rng(0), {"loss": [1.0]})
+    resumed, state, _, _, _ = load_checkpoint(path)
+    opt2 = nn.Adam(1e-2)
+    opt2.load_state_dict(resumed, state)
+    losses = []
+    for _ in range(3):  # the same masks, so the same losses and weights, step after step
+        losses.append(resumed.train_step(x, y, opt2)[0])
+        assert unbroken.train_step(x, y, opt)[0] == losses[-1]
+    np.testing.assert_array_equal(unbroken.layers[0].params["w"], resumed.layers[0].params["w"])
+    plain = nn.Sequential.load(path)  # the model file alone: its Dropout generators start anew
+    opt3 = nn.Adam(1e-2)
+    opt3.load_state_dict(plain, state)
+    assert plain.train_step(x, y, opt3)[0] != losses[0]

@@ -3,14 +3,15 @@
 A checkpoint is a model file (`Sequential.load` reads it as one) with three more kinds of entry:
 the optimiser's state (`optimizer.*`: step count, learning rate, Adam's moments), and one JSON
 entry with the number of completed epochs, the shuffling generator's state, the augmentation
-generators' states (one per rank, when the run augments) and the history. Written atomically,
-like every file fastconv writes.
+generators' states (one per rank, when the run augments), the generator state of every Dropout
+layer (so a resumed run draws the masks it would have drawn) and the history. Written
+atomically, like every file fastconv writes.
 """
 import json
 
 import numpy as np
 
-from .nn import Sequential
+from .nn import Dropout, Residual, Sequential
 
 _META = "checkpoint"
 _OPTIMIZER = "optimizer."
@@ -24,6 +25,7 @@ def save_checkpoint(path, model, optimizer, epoch, rng, history, augment_states=
             "history": {k: v for k, v in history.items() if isinstance(v, list)}}
     if augment_states is not None:
         meta["augment_rngs"] = list(augment_states)
+    meta["dropout_rngs"] = [layer.rng.bit_generator.state for layer in _dropouts(model.layers)]
     extra = {_OPTIMIZER + k: v for k, v in optimizer.state_dict(model).items()}
     extra[_META] = np.array(json.dumps(meta))
     model.save(path, extra)
@@ -40,6 +42,14 @@ def load_checkpoint(path):
             meta = json.loads(str(data[_META]))
             rng = _generator(meta["rng"])
             epoch, history = int(meta["epoch"]), dict(meta["history"])
+            dropouts = list(_dropouts(model.layers))
+            states = meta.get("dropout_rngs")  # absent from checkpoints written before it was kept
+            if states is not None:
+                if len(states) != len(dropouts):
+                    raise ValueError(f"{len(states)} Dropout generator(s) for a model with "
+                                     f"{len(dropouts)} Dropout layer(s)")
+                for layer, state in zip(dropouts, states):
+                    layer.rng = _generator(state)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{path}: damaged checkpoint entry ({type(exc).__name__}: {exc})") from None
         state = {k[len(_OPTIMIZER):]: data[k] for k in data.files if k.startswith(_OPTIMIZER)}
@@ -68,3 +78,14 @@ def _generator(state):
     rng = np.random.Generator(getattr(np.random, state["bit_generator"])())
     rng.bit_generator.state = state
     return rng
+
+
+def _dropouts(layers):
+    """The Dropout layers among `layers`, in order, those inside Residual branches included."""
+    for layer in layers:
+        if isinstance(layer, Dropout):
+            yield layer
+        elif isinstance(layer, Residual):
+            for branch in (layer.body, layer.shortcut):
+                if branch is not None:
+                    yield from _dropouts(branch.layers)
