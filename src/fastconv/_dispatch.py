@@ -3,8 +3,9 @@
 `functional` asks `resolve()` for a concrete algorithm ("direct", "im2col", "winograd2",
 "winograd4") given the user's request, the layer's geometry and the pass. "auto" uses a
 heuristic derived from benchmark measurements (docs/architecture.md records them), or, with
-`autotune(True)`, times the candidates once per geometry (with callables `functional` hands over,
-so this module imports no kernel) and caches the winner for the process.
+`autotune(True)`, times the candidates once per geometry (with callables `functional` hands over:
+this module runs no kernel; the one fact it takes from a build is its register tile's width,
+through `_isa.compiled_for`) and caches the winner for the process.
 """
 import collections
 import functools
