@@ -70,6 +70,11 @@ int fc_conv_packed_bwd_data_f32(const float *dy, ptrdiff_t N, const fc_conv_geom
 int fc_conv_packed_bwd_data_f64(const double *dy, ptrdiff_t N, const fc_conv_geom *g,
                                 const double *w, ptrdiff_t K, double *dx, int nthreads,
                                 size_t workspace);
+/* Whether that backward-data runs g as the forward over dy with flipped filters, no col2im: at
+ * stride 1, padding below the kernel, not pointwise, and C filling the forward's register tile
+ * of this precision (on AVX2, 16 floats or 8 doubles). */
+int fc_conv_bwd_data_flips_f32(const fc_conv_geom *g);
+int fc_conv_bwd_data_flips_f64(const fc_conv_geom *g);
 
 /* dw (K, C, R, S) = the gradient of that convolution's weights for dy (N, K, Ho, Wo), without
  * BLAS: the implicit forward's register tile with its offsets' roles swapped, walking the output

@@ -18,13 +18,19 @@
  * windows of neighbouring positions overlap in dx, different channels never do), or (image,
  * block of positions) for a pointwise layer. */
 
+int SFX(fc_conv_bwd_data_flips)(const fc_conv_geom *g)
+{
+    return g->sh == 1 && g->sw == 1 && g->ph < g->R && g->pw < g->S && !fc_is_pointwise(g) &&
+           g->C >= SUB;
+}
+
 int SFX(fc_conv_packed_bwd_data)(const REAL *dy, ptrdiff_t N, const fc_conv_geom *g,
                                  const REAL *w, ptrdiff_t K, REAL *dx, int nthreads,
                                  size_t workspace)
 {
     const ptrdiff_t P = g->Ho * g->Wo, RS = g->R * g->S, CRS = g->C * RS, HW = g->H * g->W;
     const int pointwise = fc_is_pointwise(g);
-    if (g->sh == 1 && g->sw == 1 && g->ph < g->R && g->pw < g->S && !pointwise && g->C >= SUB) {
+    if (SFX(fc_conv_bwd_data_flips)(g)) {
         const fc_conv_geom gt = {K, g->Ho, g->Wo, g->R, g->S, 1, 1, g->R - 1 - g->ph,
                                  g->S - 1 - g->pw, g->H, g->W}; /* dy as a stride-1 input */
         REAL *wt = (REAL *)fc_aligned_alloc((size_t)(K * CRS) * sizeof(REAL));

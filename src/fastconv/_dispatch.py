@@ -4,11 +4,9 @@
 "winograd4") given the user's request, the layer's geometry and the pass. "auto" uses a
 heuristic derived from benchmark measurements (docs/architecture.md records them), or, with
 `autotune(True)`, times the candidates once per geometry (with callables `functional` hands over:
-this module runs no kernel; the one fact it takes from a build is its register tile's width,
-through `_isa.compiled_for`) and caches the winner for the process.
+this module runs no kernel; it asks im2col's build which route its backward-data takes) and caches the winner for the process.
 """
 import collections
-import functools
 import threading
 import time
 
@@ -204,16 +202,9 @@ def _direct_backward_data_pays(g):
         return False
     if g.r == g.s == 1 and g.ph == g.pw == 0:
         return False  # pointwise: im2col's product is dx itself
-    flipped_route = g.ph < g.r and g.pw < g.s and g.c >= _register_tile_filters(_isa.active())
-    return not flipped_route
-
-
-@functools.lru_cache(maxsize=None)
-def _register_tile_filters(target):
-    """Filters in im2col's register tile on `target` (16 on AVX2, 32 on AVX-512); 16 where its
-    im2col module is not built."""
-    info = _isa.compiled_for()
-    return info["microkernel"][1] if info else 16
+    # (float32's route, the one measured, for float64 layers too)
+    return not _isa.kernels("im2col_gemm").backward_data_flips(g.c, g.h, g.w, g.r, g.s, g.sh,
+                                                               g.sw, g.ph, g.pw)
 
 
 def _grouped_direct(g, pass_):

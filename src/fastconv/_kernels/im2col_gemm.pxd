@@ -21,6 +21,7 @@ cdef extern from "im2col_gemm.h" nogil:
     int fc_conv_packed_bwd_data_f32(const float *dy, Py_ssize_t N, const fc_conv_geom *g,
                                     const float *w, Py_ssize_t K, float *dx, int nthreads,
                                     size_t workspace)
+    bint fc_conv_bwd_data_flips_f32(const fc_conv_geom *g)
     int fc_conv_packed_bwd_data_f64(const double *dy, Py_ssize_t N, const fc_conv_geom *g,
                                     const double *w, Py_ssize_t K, double *dx, int nthreads,
                                     size_t workspace)

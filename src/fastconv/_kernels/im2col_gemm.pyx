@@ -14,8 +14,8 @@ zero-padded, and a register tile of output positions x filters (6 x 16 on AVX2, 
 AVX-512) reads every column entry from the band through an offset, so no column is ever written
 (im2col_gemm_implicit_tmpl.h; 2 threads: resnet_down 5.41 vs 5.74 ms, resnet_c4 10.0 vs 11.4,
 mnist_c2 2.67 vs 3.75, lenet_c2 0.14 vs 0.38, against the packed path). 1x1 unpadded layers (at
-any stride) and tiny C*R*S pack: columns packed in cache-sized blocks (a pointwise layer's read from x in place), the
-weights packed once, and the micro-kernel Winograd uses (im2col_gemm_packed_tmpl.h). Against the
+any stride) and tiny C*R*S pack: columns packed in cache-sized blocks (a pointwise layer's read
+from x in place where its rows allow), the weights packed once, and the micro-kernel Winograd uses (im2col_gemm_packed_tmpl.h). Against the
 BLAS forward it replaced (interleaved, same process, 1 thread pinned | 2 threads, in its first
 version, before 256-position blocks and -fno-wrapv made it another ~10 % faster): alexnet_c1
 1.14-1.19x | 1.11x, resnet_c4 1.02-1.09x | 1.08x, resnet_down 1.00-1.02x | 0.95x, mnist_c2 1.15x
@@ -74,6 +74,15 @@ def compiled_for():
     floats per vector register and the float micro-kernel's register tile (rows, floats)."""
     return {"isa": FC_ISA_NAME.decode("ascii"), "float_lanes": FC_WL,
             "microkernel": (FC_MK_MR, FC_MK_NV_F32 * FC_WL)}
+
+
+def backward_data_flips(Py_ssize_t C, Py_ssize_t H, Py_ssize_t W, Py_ssize_t R, Py_ssize_t S,
+                        Py_ssize_t sh, Py_ssize_t sw, Py_ssize_t ph, Py_ssize_t pw):
+    """Whether float32 backward_data runs this layer as the forward over dy with flipped filters
+    (no col2im): what "auto" needs to know of it."""
+    cdef fc_conv_geom g = _geom(C, H, W, R, S, sh, sw, ph, pw, (H + 2 * ph - R) // sh + 1,
+                                (W + 2 * pw - S) // sw + 1)
+    return fc_conv_bwd_data_flips_f32(&g)
 
 
 def release_scratch():
