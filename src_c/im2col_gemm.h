@@ -43,8 +43,9 @@ void fc_col2im_f64(const double *cols, const fc_conv_geom *g, ptrdiff_t p0, ptrd
  * Most layers: implicit im2col (im2col_gemm_implicit_tmpl.h), OpenMP over (image, band of output
  * rows) tasks, each copying its input rows zero-padded and reading every column entry from there
  * through an offset, 6 positions x 16 filters per register tile. Pointwise layers, C*R*S < 16,
- * and a workspace too small for the implicit path's buffers: OpenMP over (image, block of output
- * positions) tasks, each packing blocks of its columns (im2col into a cache-sized buffer; a
+ * and a workspace too small for the implicit path's buffers: OpenMP over tasks of up to 256 output
+ * positions (of one image where x is read in place, else of the batch's positions in sequence,
+ * across images), each packing blocks of its columns (im2col into a cache-sized buffer; a
  * pointwise layer reads x in place but for a last partial micro-tile) and running the shared
  * register-tiled micro-kernel (fc_microkernel_tmpl.h) over the weights, packed once per call. Scratch memory: the packed weights plus one column block per
  * thread, kept under `workspace` bytes where the weights allow. Each output is the same ordered
@@ -60,7 +61,7 @@ int fc_conv_packed_fwd_f64(const double *x, ptrdiff_t N, const fc_conv_geom *g, 
  * filters flipped and transposed. Otherwise per image, W^T . dy_n through the packed forward's
  * micro-kernel (dy read in place, as a pointwise layer reads x), then col2im, a block of
  * positions at a time (a pointwise layer's product is dx itself), OpenMP over (image, block of
- * input channels) tasks, or (image, block of positions) for a pointwise layer. Each output the
+ * input channels) tasks, or the forward's blocks of positions for a pointwise layer. Each output the
  * same ordered sum at any thread count.
  * Scratch memory: W^T packed, plus a block of columns per thread, kept under `workspace` bytes
  * where W allows. Returns 0, or -1 when scratch memory could not be allocated. */

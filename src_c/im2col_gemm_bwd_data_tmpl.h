@@ -15,8 +15,8 @@
  * col2im scatters it into dx, a block of positions at a time from a per-thread buffer (a
  * pointwise layer's product is dx itself: no col2im, and no flipped copy of W, which cost it
  * 6 %). Tasks: (image, block of input channels), each running its positions in order (col2im
- * windows of neighbouring positions overlap in dx, different channels never do), or (image,
- * block of positions) for a pointwise layer. */
+ * windows of neighbouring positions overlap in dx, different channels never do), or the
+ * forward's blocks of positions (cut_positions) for a pointwise layer. */
 
 int SFX(fc_conv_bwd_data_flips)(const fc_conv_geom *g)
 {
@@ -55,10 +55,12 @@ int SFX(fc_conv_packed_bwd_data)(const REAL *dy, ptrdiff_t N, const fc_conv_geom
     const ptrdiff_t panel_reals = FC_MK_MR * K, block_reals = block_panels * panel_reals;
     const size_t wp_bytes = (size_t)(cblocks * block_reals) * sizeof(REAL);
     const ptrdiff_t out_rows = pointwise ? 0 : block_rows;
+    /* (a pointwise layer's tasks are the forward's, which span images where dy is packed) */
+    const int in_place = SFX(reads_in_place)(&gdy), per_image = in_place || !pointwise;
     ptrdiff_t kc, nc, ldb;
-    SFX(packed_blocks)(K, P, SFX(reads_in_place)(&gdy), out_rows, workspace, wp_bytes, &kc, &nc,
-                       &ldb);
-    const ptrdiff_t chunks = (P + nc - 1) / nc, tasks = N * (pointwise ? chunks : cblocks);
+    SFX(packed_blocks)(K, P, in_place, out_rows, workspace, wp_bytes, &kc, &nc, &ldb);
+    const SFX(position_tasks) cut = SFX(cut_positions)(N, P, nc, per_image);
+    const ptrdiff_t tasks = pointwise ? cut.tasks : N * cblocks;
     const size_t buf_reals = (size_t)kc * (size_t)ldb, cols_reals = (size_t)(out_rows * nc);
     REAL *Wp = (REAL *)fc_aligned_alloc(wp_bytes);
     if (!Wp) return -1;
@@ -86,10 +88,10 @@ int SFX(fc_conv_packed_bwd_data)(const REAL *dy, ptrdiff_t N, const fc_conv_geom
         for (t = 0; t < tasks; t++) {
             if (!buf) continue;
             if (pointwise) {
-                const ptrdiff_t n = t / chunks, p0 = (t % chunks) * nc;
-                const ptrdiff_t p1 = p0 + nc < P ? p0 + nc : P;
-                SFX(packed_task)(dy + n * K * P, &gdy, Wp, g->C, NULL, dx + n * g->C * P + p0, P,
-                                 p0, p1, kc, buf, ldb);
+                const SFX(packed_io) io = {dy, K * P, dx, g->C * P, P};
+                ptrdiff_t p0, p1;
+                SFX(task_positions)(&cut, t, &p0, &p1);
+                SFX(packed_task)(&io, &gdy, Wp, g->C, NULL, p0, p1, kc, buf, ldb);
                 continue;
             }
             const ptrdiff_t n = t / cblocks, b = t % cblocks, c0 = b * cb;
@@ -98,8 +100,10 @@ int SFX(fc_conv_packed_bwd_data)(const REAL *dy, ptrdiff_t N, const fc_conv_geom
             memset(dxn + c0 * HW, 0, (size_t)((c1 - c0) * HW) * sizeof(REAL));
             for (ptrdiff_t p0 = 0; p0 < P; p0 += nc) {
                 const ptrdiff_t p1 = p0 + nc < P ? p0 + nc : P;
-                SFX(packed_task)(dy + n * K * P, &gdy, Wp + b * block_reals, (c1 - c0) * RS, NULL,
-                                 dcols, p1 - p0, p0, p1, kc, buf, ldb);
+                /* (image n's columns p0 .. p1 into dcols, row stride p1 - p0) */
+                const SFX(packed_io) io = {dy, K * P, dcols - p0, 0, p1 - p0};
+                SFX(packed_task)(&io, &gdy, Wp + b * block_reals, (c1 - c0) * RS, NULL,
+                                 n * P + p0, n * P + p1, kc, buf, ldb);
                 SFX(fc_col2im)(dcols, g, p0, p1, c0, c1, dxn);
             }
         }

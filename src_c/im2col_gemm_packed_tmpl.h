@@ -50,49 +50,171 @@ FC_INLINE int SFX(reads_in_place)(const fc_conv_geom *g)
     return fc_is_pointwise(g) && row_bytes % 64 == 0 && row_bytes % 1024 != 0;
 }
 
-/* One task: positions [p0, p1) of one image, into y (row k, position p at y + k * ldy + p - p0).
- * For each block of column rows [q0, q1): the block's columns (im2col into buf, row stride ldb)
- * times the packed weight panels, micro-tile by micro-tile: stored with the bias for the first
- * block, added for the others. Where a pointwise layer's x is read in place (reads_in_place),
- * only a last partial micro-tile is packed, so that no load runs past the end of x. */
-static FC_NOINLINE void SFX(packed_task)(const REAL *xn, const fc_conv_geom *g, const REAL *Wp,
-                                         ptrdiff_t K, const REAL *bias, REAL *y, ptrdiff_t ldy,
+/* Where a packed pass reads and writes: image n's input (its layer g) at x + n * x_image, its
+ * output row k, position p at y + n * y_image + k * ldy + p. Positions of the batch are numbered
+ * across images: image n's position p is n * P + p. */
+typedef struct {
+    const REAL *x;
+    ptrdiff_t x_image;
+    REAL *y;
+    ptrdiff_t y_image, ldy;
+} SFX(packed_io);
+
+/* `tiles` whole micro-tiles of one image side by side (the first one's columns, rows q0 .. q1,
+ * at v, row stride ldv), each through every weight panel, into y (row stride ldy) at y0: stored
+ * with the bias for the first block of rows (q0 == 0), added for the others. (The micro-tile
+ * kinds are functions of their own, the micro-kernel inlined into each: inlined side by side into
+ * packed_task, GCC 12 kept one of its accumulators on the stack, a store-forwarding chain on every
+ * step, pointwise backward-data 1.75x slower; a call per panel instead cost the first layer's
+ * 9-step tiles 11 %.) */
+static FC_NOINLINE void SFX(whole_tiles)(const REAL *Wp, ptrdiff_t K, ptrdiff_t CRS, ptrdiff_t q0,
+                                         ptrdiff_t q1, const REAL *bias, const REAL *v,
+                                         ptrdiff_t ldv, REAL *y0, ptrdiff_t ldy, ptrdiff_t tiles)
+{
+    for (ptrdiff_t t = 0; t < tiles; t++, v += SUB, y0 += SUB)
+        for (ptrdiff_t k0 = 0; k0 < K; k0 += FC_MK_MR) {
+            const int rows = (int)(K - k0 < FC_MK_MR ? K - k0 : FC_MK_MR);
+            const REAL *u = Wp + (k0 * CRS + q0 * FC_MK_MR);
+            REAL *dst = y0 + k0 * ldy;
+            SFX(prefetch_tile)(dst + FC_MK_MR * ldy, ldy,
+                               K - k0 - FC_MK_MR < FC_MK_MR ? K - k0 - FC_MK_MR : FC_MK_MR);
+            if (q0 == 0)
+                SFX(micro_kernel)(FC_NV, 0, bias ? bias + k0 : NULL, q1 - q0, u, v, ldv, dst, ldy,
+                                  rows);
+            else
+                SFX(micro_kernel)(FC_NV, 1, NULL, q1 - q0, u, v, ldv, dst, ldy, rows);
+        }
+}
+
+/* part = a panel's product with a micro-tile's columns (kc steps at v, row stride ldv), all of its
+ * vectors or the first; each a function of its own, as whole_tiles (inlined into partial_tile,
+ * GCC 12 kept two accumulators on the stack). */
+static FC_NOINLINE void SFX(part_product)(ptrdiff_t kc, const REAL *u, const REAL *v,
+                                          ptrdiff_t ldv, REAL *part, int rows)
+{
+    SFX(micro_kernel)(FC_NV, 0, NULL, kc, u, v, ldv, part, SUB, rows);
+}
+
+static FC_NOINLINE void SFX(part_product_one_vector)(ptrdiff_t kc, const REAL *u, const REAL *v,
+                                                     ptrdiff_t ldv, REAL *part, int rows)
+{
+    SFX(micro_kernel)(1, 0, NULL, kc, u, v, ldv, part, SUB, rows);
+}
+
+/* The same for a micro-tile that is partial (width < SUB) or spans two images (batch positions
+ * s0 .. s0 + width): each panel's product goes through `part`, then to each image's share of y. */
+static FC_NOINLINE void SFX(partial_tile)(const SFX(packed_io) *io, ptrdiff_t P, const REAL *Wp,
+                                          ptrdiff_t K, ptrdiff_t CRS, ptrdiff_t q0, ptrdiff_t q1,
+                                          const REAL *bias, const REAL *v, ptrdiff_t ldv,
+                                          ptrdiff_t s0, int width)
+{
+    REAL part[FC_MK_MR * SUB];
+    for (ptrdiff_t k0 = 0; k0 < K; k0 += FC_MK_MR) {
+        const int rows = (int)(K - k0 < FC_MK_MR ? K - k0 : FC_MK_MR);
+        const REAL *u = Wp + (k0 * CRS + q0 * FC_MK_MR);
+        /* (columns past width in buf are stale or zero: computed, dropped) */
+        if (FC_NV > 1 && width <= FC_WL) /* one vector wide: half the wasted work */
+            SFX(part_product_one_vector)(q1 - q0, u, v, ldv, part, rows);
+        else
+            SFX(part_product)(q1 - q0, u, v, ldv, part, rows);
+        for (ptrdiff_t a = s0; a < s0 + width;) { /* each image's share of the tile */
+            const ptrdiff_t n = a / P, e = (n + 1) * P < s0 + width ? (n + 1) * P : s0 + width;
+            REAL *dst = io->y + n * io->y_image + k0 * io->ldy + (a - n * P);
+            SFX(put_partial)(part + (a - s0), rows, (int)(e - a), q0 == 0, bias ? bias + k0 : NULL,
+                             dst, io->ldy);
+            SFX(prefetch_tile)(dst + FC_MK_MR * io->ldy, io->ldy,
+                               K - k0 - FC_MK_MR < FC_MK_MR ? K - k0 - FC_MK_MR : FC_MK_MR);
+            a = e;
+        }
+    }
+}
+
+/* One task: the batch's positions [p0, p1), which may span images. For each block of column rows
+ * [q0, q1): the block's columns (im2col into buf, row stride ldb, image by image) times the packed
+ * weight panels, micro-tile by micro-tile: stored with the bias for the first block, added for the
+ * others. A micro-tile that is partial, or that spans two images, goes through `part`. Where a
+ * pointwise layer's x is read in place (reads_in_place, and a task within one image), only a last
+ * partial micro-tile is packed, so that no load runs past the end of x. */
+static FC_NOINLINE void SFX(packed_task)(const SFX(packed_io) *io, const fc_conv_geom *g,
+                                         const REAL *Wp, ptrdiff_t K, const REAL *bias,
                                          ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t kc, REAL *buf,
                                          ptrdiff_t ldb)
 {
     const ptrdiff_t P = g->Ho * g->Wo, CRS = g->C * g->R * g->S;
-    const ptrdiff_t packed_from = SFX(reads_in_place)(g) ? p0 + (p1 - p0) / SUB * SUB : p0;
-    REAL part[FC_MK_MR * SUB];
+    const int in_place = SFX(reads_in_place)(g) && (p1 - 1) / P == p0 / P;
+    const ptrdiff_t packed_from = in_place ? p0 + (p1 - p0) / SUB * SUB : p0;
     for (ptrdiff_t q0 = 0; q0 < CRS; q0 += kc) {
         const ptrdiff_t q1 = q0 + kc < CRS ? q0 + kc : CRS;
-        if (packed_from < p1)
-            SFX(fc_im2col)(xn, g, packed_from, p1, q0, q1, buf + (packed_from - p0), ldb);
-        for (ptrdiff_t s0 = p0; s0 < p1; s0 += SUB) {
-            const int width = (int)(p1 - s0 < SUB ? p1 - s0 : SUB);
-            const REAL *v = s0 < packed_from ? xn + q0 * P + s0 : buf + (s0 - p0);
-            const ptrdiff_t ldv = s0 < packed_from ? P : ldb;
-            for (ptrdiff_t k0 = 0; k0 < K; k0 += FC_MK_MR) {
-                const int rows = (int)(K - k0 < FC_MK_MR ? K - k0 : FC_MK_MR);
-                const REAL *u = Wp + (k0 * CRS + q0 * FC_MK_MR);
-                const REAL *b = bias ? bias + k0 : NULL;
-                REAL *dst = y + k0 * ldy + (s0 - p0);
-                if (width == SUB && k0 + FC_MK_MR < K) /* the next panel's rows */
-                    SFX(prefetch_tile)(dst + FC_MK_MR * ldy, ldy,
-                                       K - k0 < 2 * FC_MK_MR ? K - k0 - FC_MK_MR : FC_MK_MR);
-                if (width == SUB && q0 == 0) {
-                    SFX(micro_kernel)(FC_NV, 0, b, q1 - q0, u, v, ldv, dst, ldy, rows);
-                } else if (width == SUB) {
-                    SFX(micro_kernel)(FC_NV, 1, NULL, q1 - q0, u, v, ldv, dst, ldy, rows);
-                } else { /* (columns past width in buf are stale or zero: computed, dropped) */
-                    if (FC_NV > 1 && width <= FC_WL) /* one vector wide: half the wasted work */
-                        SFX(micro_kernel)(1, 0, NULL, q1 - q0, u, v, ldb, part, SUB, rows);
-                    else
-                        SFX(micro_kernel)(FC_NV, 0, NULL, q1 - q0, u, v, ldb, part, SUB, rows);
-                    SFX(put_partial)(part, rows, width, q0 == 0, b, dst, ldy);
-                }
+        for (ptrdiff_t a = packed_from; a < p1;) { /* each image's share of the packed columns */
+            const ptrdiff_t n = a / P, b = (n + 1) * P < p1 ? (n + 1) * P : p1;
+            SFX(fc_im2col)(io->x + n * io->x_image, g, a - n * P, b - n * P, q0, q1,
+                           buf + (a - p0), ldb);
+            a = b;
+        }
+        for (ptrdiff_t s0 = p0; s0 < p1;) {
+            const ptrdiff_t n = s0 / P, p = s0 - n * P, image_end = (n + 1) * P;
+            const int packed = s0 >= packed_from;
+            const REAL *v = packed ? buf + (s0 - p0) : io->x + n * io->x_image + q0 * P + p;
+            const ptrdiff_t ldv = packed ? ldb : P;
+            /* whole micro-tiles of this image (and of one kind of column storage) from s0 on */
+            const ptrdiff_t end = p1 < image_end ? p1 : image_end;
+            const ptrdiff_t tiles = ((packed || packed_from > end ? end : packed_from) - s0) / SUB;
+            if (tiles > 0) {
+                SFX(whole_tiles)(Wp, K, CRS, q0, q1, bias, v, ldv, io->y + n * io->y_image + p,
+                                 io->ldy, tiles);
+                s0 += tiles * SUB;
+            } else { /* a partial micro-tile, or one that spans two images */
+                const int width = (int)(p1 - s0 < SUB ? p1 - s0 : SUB);
+                SFX(partial_tile)(io, P, Wp, K, CRS, q0, q1, bias, v, ldv, s0, width);
+                s0 += width;
             }
         }
     }
+}
+
+/* How a packed pass over N images of P positions cuts them into tasks of at most nc positions
+ * (a multiple of SUB). A task reading its columns in place keeps to one image: image by image,
+ * ceil(P / nc) tasks each. Otherwise the batch's N * P positions are one sequence: as many tasks as
+ * fill nc-position blocks, rounded up to a multiple of the threads budgeted (fc_budget_threads,
+ * never the count asked for: which positions share a micro-tile decides how a bias is added, so the
+ * cut must not depend on the thread count), cut at multiples of SUB. Small images then share
+ * micro-tiles (per image, ResNet-50's 7x7 layers left their fourth micro-tile with one position
+ * of 16, and a batch of one image ran on one thread). */
+typedef struct {
+    ptrdiff_t N, P, nc, per_image_chunks, tiles, tasks;
+} SFX(position_tasks);
+
+static SFX(position_tasks) SFX(cut_positions)(ptrdiff_t N, ptrdiff_t P, ptrdiff_t nc, int per_image)
+{
+    SFX(position_tasks) c = {N, P, nc, 0, 0, 0};
+    if (per_image) {
+        c.per_image_chunks = (P + nc - 1) / nc;
+        c.tasks = N * c.per_image_chunks;
+        return c;
+    }
+    const ptrdiff_t budget = fc_budget_threads();
+    c.tiles = (N * P + SUB - 1) / SUB;
+    c.tasks = (c.tiles + nc / SUB - 1) / (nc / SUB);
+    c.tasks = (c.tasks + budget - 1) / budget * budget;
+    if (c.tasks > c.tiles) c.tasks = c.tiles;
+    return c;
+}
+
+/* Task t's positions [*p0, *p1) of the batch. */
+FC_INLINE void SFX(task_positions)(const SFX(position_tasks) *c, ptrdiff_t t, ptrdiff_t *p0,
+                                   ptrdiff_t *p1)
+{
+    if (c->per_image_chunks) {
+        const ptrdiff_t n = t / c->per_image_chunks, a = n * c->P + (t % c->per_image_chunks) * c->nc;
+        *p0 = a;
+        *p1 = a + c->nc < (n + 1) * c->P ? a + c->nc : (n + 1) * c->P;
+        return;
+    }
+    const ptrdiff_t NP = c->N * c->P;
+    const ptrdiff_t a = SUB * ((t * c->tiles + c->tasks - 1) / c->tasks);
+    const ptrdiff_t b = SUB * (((t + 1) * c->tiles + c->tasks - 1) / c->tasks);
+    *p0 = a < NP ? a : NP;
+    *p1 = b < NP ? b : NP;
 }
 
 /* The blocks of a packed pass over `depth` column rows and P positions, for the workspace left
@@ -145,12 +267,15 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
     const ptrdiff_t P = g->Ho * g->Wo, CRS = g->C * g->R * g->S, CHW = g->C * g->H * g->W;
     const ptrdiff_t panels = (K + FC_MK_MR - 1) / FC_MK_MR;
     const size_t wp_bytes = (size_t)panels * FC_MK_MR * (size_t)CRS * sizeof(REAL);
+    const int in_place = SFX(reads_in_place)(g);
     ptrdiff_t kc, nc, ldb;
-    SFX(packed_blocks)(CRS, P, SFX(reads_in_place)(g), 0, workspace, wp_bytes, &kc, &nc, &ldb);
-    const ptrdiff_t chunks = (P + nc - 1) / nc, tasks = N * chunks;
+    SFX(packed_blocks)(CRS, P, in_place, 0, workspace, wp_bytes, &kc, &nc, &ldb);
+    const SFX(position_tasks) cut = SFX(cut_positions)(N, P, nc, in_place);
+    const ptrdiff_t tasks = cut.tasks;
     const size_t buf_reals = (size_t)kc * (size_t)ldb;
     REAL *Wp = (REAL *)fc_aligned_alloc(wp_bytes);
     if (!Wp) return -1;
+    const SFX(packed_io) io = {x, CHW, y, K * P, P};
     nthreads = fc_budgeted_team(nthreads, tasks);
     int failed = 0;
 
@@ -170,10 +295,9 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
 #pragma omp for schedule(dynamic, 1)
         for (t = 0; t < tasks; t++) {
             if (!buf) continue;
-            const ptrdiff_t n = t / chunks, p0 = (t % chunks) * nc;
-            const ptrdiff_t p1 = p0 + nc < P ? p0 + nc : P;
-            SFX(packed_task)(x + n * CHW, g, Wp, K, bias, y + n * K * P + p0, P, p0, p1, kc, buf,
-                             ldb);
+            ptrdiff_t p0, p1;
+            SFX(task_positions)(&cut, t, &p0, &p1);
+            SFX(packed_task)(&io, g, Wp, K, bias, p0, p1, kc, buf, ldb);
         }
         fc_aligned_free(buf);
         fc_ftz_leave(fp);

@@ -33,6 +33,9 @@ SHAPES = [
     (2, 48, 9, 10, 7, 5, 5, 2, 2, 2, 2),        # C*R*S = 1200, strided
     (1, 1100, 4, 4, 3, 1, 1, 1, 1, 0, 0),       # pointwise with C > 1000
     (3, 20, 6, 7, 37, 1, 1, 1, 1, 0, 0),        # pointwise, 37 filters: 3 slices of dw's 16
+    (3, 40, 7, 7, 13, 1, 1, 1, 1, 0, 0),        # pointwise 7x7: micro-tiles straddle images
+    (5, 8, 3, 3, 7, 1, 1, 1, 1, 0, 0),          # 9 positions: one micro-tile holds several images
+    (1, 6, 9, 9, 5, 1, 1, 4, 4, 0, 0),          # strided 1x1 on 3x3 positions, batch 1
     (2, 2, 5, 5, 3, 3, 3, 2, 2, 3, 3),          # padding = kernel: whole padding rows/columns
     (6, 7, 5, 6, 9, 3, 3, 1, 1, 1, 1),          # small Ho*Wo: forward puts 2-6 images in one GEMM
     (1, 20, 23, 19, 21, 3, 3, 1, 1, 1, 1),      # 21 filters: a full and a partial 16-filter slice

@@ -121,11 +121,13 @@ import numpy as np, fastconv
 from fastconv import functional as F
 rng = np.random.default_rng(0)
 layers = [((8, 64, 28, 28), (64, 64, 3, 3), 1, 1), ((4, 32, 30, 30), (48, 32, 5, 5), 1, 2),
-          ((8, 64, 28, 28), (96, 64, 3, 3), 2, 1), ((8, 96, 14, 14), (64, 96, 1, 1), 1, 0)]
+          ((8, 64, 28, 28), (96, 64, 3, 3), 2, 1), ((8, 96, 14, 14), (64, 96, 1, 1), 1, 0),
+          ((3, 40, 7, 7), (13, 40, 1, 1), 1, 0)]
 bad = []
 for xs, ws, stride, pad in layers:
     x = rng.standard_normal(xs).astype(np.float32)
     w = rng.standard_normal(ws).astype(np.float32)
+    bias = rng.standard_normal(ws[0]).astype(np.float32)  # (a bias is added where a tile's sum starts)
     dy = rng.standard_normal(F.conv2d(x, w, stride=stride, padding=pad).shape).astype(np.float32)
     for limit in (1 << 20, 3 << 20, None):
         fastconv.set_workspace_limit(limit)
@@ -135,7 +137,7 @@ for xs, ws, stride, pad in layers:
             results = []
             for threads in (1, 2, 3):
                 fastconv.set_num_threads(threads)
-                y = F.conv2d(x, w, stride=stride, padding=pad, algorithm=algorithm)
+                y = F.conv2d(x, w, bias, stride=stride, padding=pad, algorithm=algorithm)
                 dx, dw, _ = F.conv2d_backward(dy, x, w, stride=stride, padding=pad, algorithm=algorithm)
                 results.append((y, dx, dw))
             for t, other in zip((2, 3), results[1:]):
