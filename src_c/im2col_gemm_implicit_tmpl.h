@@ -34,22 +34,22 @@ FC_INLINE void SFX(implicit_kernel)(ptrdiff_t kc, const REAL *band, const ptrdif
                                     const ptrdiff_t *po, const REAL *FC_RESTRICT v,
                                     REAL *FC_RESTRICT t)
 {
-    VEC acc[FC_MK_MR][FC_NV];
+    SFX(mkvec) acc[FC_MK_MR][FC_NV];
     const REAL *xi[FC_MK_MR]; /* one base pointer per position: base + index addressing */
     for (int i = 0; i < FC_MK_MR; i++) xi[i] = band + po[i];
     for (int i = 0; i < FC_MK_MR; i++)
-        for (int j = 0; j < FC_NV; j++) acc[i][j] = (VEC){0};
+        for (int j = 0; j < FC_NV; j++) acc[i][j] = (SFX(mkvec)){0};
     for (ptrdiff_t k = 0; k < kc; k++, v += SUB) {
         const ptrdiff_t off = koff[k];
-        VEC b[FC_NV];
-        for (int j = 0; j < FC_NV; j++) b[j] = LD(v + j * FC_WL);
+        SFX(mkvec) b[FC_NV];
+        for (int j = 0; j < FC_NV; j++) b[j] = SFX(mk_load)(v + j * FC_MK_LANES);
         for (int i = 0; i < FC_MK_MR; i++) {
-            const REAL a = xi[i][off];
+            const SFX(mkvec) a = SFX(mk_set1)(xi[i][off]);
             for (int j = 0; j < FC_NV; j++) acc[i][j] = b[j] * a + acc[i][j];
         }
     }
     for (int i = 0; i < FC_MK_MR; i++)
-        for (int j = 0; j < FC_NV; j++) ST(t + i * SUB + j * FC_WL, acc[i][j]);
+        for (int j = 0; j < FC_NV; j++) SFX(mk_store)(t + i * SUB + j * FC_MK_LANES, acc[i][j]);
 }
 
 /* band[c][row][0 .. Wpad) <- x_pad rows [h0, h0 + rows) of every channel (zeros for padding). */

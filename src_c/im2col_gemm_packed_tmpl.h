@@ -4,7 +4,7 @@
 #include "fc_vec_tmpl.h" /* VEC, LD, ST */
 #include "fc_microkernel_tmpl.h" /* micro_kernel, pack_panels, FC_NV */
 
-#define SUB (FC_NV * FC_WL) /* output positions per micro-tile */
+#define SUB (FC_NV * FC_MK_LANES) /* output positions per micro-tile */
 /* Column rows (reduction steps) a register tile sums before it goes to y, in both forward paths:
  * deeper blocks mean fewer passes of y through the tile's loads and stores (measurements at
  * their use). */
@@ -113,7 +113,7 @@ static FC_NOINLINE void SFX(partial_tile)(const SFX(packed_io) *io, ptrdiff_t P,
         const int rows = (int)(K - k0 < FC_MK_MR ? K - k0 : FC_MK_MR);
         const REAL *u = Wp + (k0 * CRS + q0 * FC_MK_MR);
         /* (columns past width in buf are stale or zero: computed, dropped) */
-        if (FC_NV > 1 && width <= FC_WL) /* one vector wide: half the wasted work */
+        if (FC_NV > 1 && width <= FC_MK_LANES) /* one vector wide: half the wasted work */
             SFX(part_product_one_vector)(q1 - q0, u, v, ldv, part, rows);
         else
             SFX(part_product)(q1 - q0, u, v, ldv, part, rows);
@@ -314,6 +314,7 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
 #undef IMPLICIT_MIN_CRS
 #undef IMPLICIT_BAND_BYTES
 #undef FC_NV
+#undef FC_MK_LANES
 #undef VEC
 #undef LD
 #undef ST

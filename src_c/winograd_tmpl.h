@@ -404,17 +404,20 @@ static void SFX(transform_inputs)(int alpha, const REAL *x, ptrdiff_t C, ptrdiff
 static FC_NOINLINE void SFX(tile_gemm)(const REAL *Up, const REAL *V, REAL *M, ptrdiff_t K, ptrdiff_t C,
                            ptrdiff_t ld, ptrdiff_t nt)
 {
-    const ptrdiff_t groups = (nt + FC_WL - 1) / FC_WL;
+    /* (a lane group is FC_WL tiles: FC_WL / FC_MK_LANES of the micro-kernel's vectors) */
+    const ptrdiff_t groups = (nt + FC_WL - 1) / FC_WL, per_call = FC_NV * FC_MK_LANES / FC_WL;
     for (ptrdiff_t k0 = 0; k0 < K; k0 += FC_WINO_MR, Up += FC_WINO_MR * C) {
         const int rows = (int)(K - k0 < FC_WINO_MR ? K - k0 : FC_WINO_MR);
         ptrdiff_t g = 0;
-        for (; g + FC_NV <= groups; g += FC_NV)
+        for (; g + per_call <= groups; g += per_call)
             SFX(micro_kernel)(FC_NV, 0, NULL, C, Up, V + g * FC_WL, ld, M + k0 * ld + g * FC_WL, ld, rows);
         for (; g < groups; g++)
-            SFX(micro_kernel)(1, 0, NULL, C, Up, V + g * FC_WL, ld, M + k0 * ld + g * FC_WL, ld, rows);
+            SFX(micro_kernel)(FC_WL / FC_MK_LANES, 0, NULL, C, Up, V + g * FC_WL, ld,
+                              M + k0 * ld + g * FC_WL, ld, rows);
     }
 }
 #undef FC_NV
+#undef FC_MK_LANES
 
 /* ------------------------------------------------------------------ chunking */
 /* Distance between the alpha^2 matrices of V and M. A transform writes (and the output transform
