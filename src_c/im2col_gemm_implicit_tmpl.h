@@ -1,5 +1,5 @@
 /* One precision of the implicit im2col forward; included by im2col_gemm_packed_tmpl.h after the
- * micro-kernel fragment (VEC, LD, ST, FC_NV, SUB, KC_MAX).
+ * micro-kernel fragment (mkvec, FC_MK_LANES, FC_NV, SUB, KC_MAX).
  *
  * The column matrix is never built. Its entry (k, p) for k = (c, r, s) and output position
  * p = (i, j) is x_pad[c, i*sh + r, j*sw + s] = band[koff[k] + poff[p]]: an offset that depends

@@ -1,8 +1,7 @@
 /* One precision of the packed im2col forward; included by im2col_gemm.c with REAL,
  * FC_REAL_IS_FLOAT and SFX(name). */
 
-#include "fc_vec_tmpl.h" /* VEC, LD, ST */
-#include "fc_microkernel_tmpl.h" /* micro_kernel, pack_panels, FC_NV */
+#include "fc_microkernel_tmpl.h" /* micro_kernel, pack_panels, FC_NV, FC_MK_LANES, mkvec */
 
 #define SUB (FC_NV * FC_MK_LANES) /* output positions per micro-tile */
 /* Column rows (reduction steps) a register tile sums before it goes to y, in both forward paths:
@@ -65,8 +64,8 @@ typedef struct {
  * with the bias for the first block of rows (q0 == 0), added for the others. (The micro-tile
  * kinds are functions of their own, the micro-kernel inlined into each: inlined side by side into
  * packed_task, GCC 12 kept one of its accumulators on the stack, a store-forwarding chain on every
- * step, pointwise backward-data 1.75x slower; a call per panel instead cost the first layer's
- * 9-step tiles 11 %.) */
+ * step, pointwise backward-data up to 1.8x slower. One call per run of whole tiles, not per
+ * panel: a first layer's panels are 9 steps long.) */
 static FC_NOINLINE void SFX(whole_tiles)(const REAL *Wp, ptrdiff_t K, ptrdiff_t CRS, ptrdiff_t q0,
                                          ptrdiff_t q1, const REAL *bias, const REAL *v,
                                          ptrdiff_t ldv, REAL *y0, ptrdiff_t ldy, ptrdiff_t tiles)
@@ -315,6 +314,3 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
 #undef IMPLICIT_BAND_BYTES
 #undef FC_NV
 #undef FC_MK_LANES
-#undef VEC
-#undef LD
-#undef ST
