@@ -71,8 +71,28 @@ static void SFX(store_dw)(const REAL *acc, ptrdiff_t groups, ptrdiff_t step, ptr
     for (ptrdiff_t sl = s0; sl < s1; sl++) {
         const int filters = (int)(K - sl * SUB < SUB ? K - sl * SUB : SUB);
         const REAL *a = acc + (sl - s0) * block_rows * SUB;
+        ptrdiff_t q_done = 0;
+#if FC_REAL_IS_FLOAT && defined(__AVX__) && SUB % 8 == 0
+        /* 8 x 8 blocks through registers, the groups added in the same order as below: the
+         * scalar loop read a column of acc, one element per cache line, and took a tenth of
+         * ResNet-50's 2048 -> 512 on 7x7 backward-weights (perf, 2 threads). */
+        if (filters == SUB)
+            for (; q_done + 8 <= nq; q_done += 8)
+                for (int f0 = 0; f0 < SUB; f0 += 8) {
+                    __m256 r[8];
+                    for (int j = 0; j < 8; j++) {
+                        const REAL *row = a + (q_done + j) * SUB + f0;
+                        r[j] = _mm256_loadu_ps(row);
+                        for (ptrdiff_t gr = 1; gr < groups; gr++)
+                            r[j] = _mm256_add_ps(r[j], _mm256_loadu_ps(row + gr * step));
+                    }
+                    fc_transpose8_ps(r);
+                    for (int j = 0; j < 8; j++)
+                        _mm256_storeu_ps(dw + (sl * SUB + f0 + j) * CRS + q0 + q_done, r[j]);
+                }
+#endif
         for (int f = 0; f < filters; f++)
-            for (ptrdiff_t q = 0; q < nq; q++) {
+            for (ptrdiff_t q = q_done; q < nq; q++) {
                 REAL sum = a[q * SUB + f];
                 for (ptrdiff_t gr = 1; gr < groups; gr++) sum += a[gr * step + q * SUB + f];
                 dw[(sl * SUB + f) * CRS + q0 + q] = sum;
