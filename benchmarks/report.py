@@ -88,7 +88,7 @@ def header_lines(doc):
         f"fastconv benchmarks ({doc['created']}, fastconv {m['fastconv']}"
         f"{' @ ' + m['fastconv_commit'] if m.get('fastconv_commit') else ''})",
         f"CPU: {m['cpu']}, {m['cores']} usable cores; {s['threads']} thread(s) for every peer "
-        f"(OpenMP {'on' if m['openmp'] else 'OFF'})",
+        f"(OpenMP {'on' if m['openmp'] else 'OFF'}); data: {s.get('dtype', 'float32')}",
         f"fastconv ISA target: {m.get('isa', '?')}{vectors} (runnable here: "
         f"{', '.join(m.get('isa_runnable', [])) or '?'}; CPU features "
         f"{' '.join(m.get('cpu_features', [])) or '?'})",

@@ -12,6 +12,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 import benchmarks
 import fastconv
 from fastconv._files import atomic_write
@@ -19,13 +21,14 @@ from fastconv._files import atomic_write
 from . import machine, peers as peers_mod, report, suite, timing
 
 SCHEMA_VERSION = 1
+DTYPES = ("float32", "float64")
 DEFINITIONS = {
     "speedup": "ratio_torch = torch median / this peer's median; ratio_reference = reference "
                "median / this peer's median. Above 1: this peer is faster. Null when either side "
                "did not run or gave a wrong answer.",
     "gflops": "direct-convolution FLOPs 2*N*K*C*R*S*Ho*Wo / median time, the same count for every "
               "pass and algorithm, so Winograd's figure is an effective rate",
-    "gbps": "pooling: bytes a pass must touch (forward x + y, backward 2x + y, float32) / median",
+    "gbps": "pooling: bytes a pass must touch (forward x + y, backward 2x + y, in the run's dtype) / median",
     "pct_sgemm": "gflops / the best float32 n^3 matmul GFLOP/s measured at the start of the run",
     "max_rel_error": "max |peer - reference| / max |reference|, per output array, worst array",
 }
@@ -59,6 +62,9 @@ def parse_args(argv):
     p.add_argument("--sgemm-size", type=int, default=None,
                    help="n of the n^3 float32 matmul measuring the machine's throughput "
                         "(default 2048, --quick 1024)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="the convolution and pooling cases' data type (default %(default)s; "
+                        "float64 leaves out train_step, a float32 model on both sides)")
     p.add_argument("--json", metavar="PATH", help="write all results as JSON")
     p.add_argument("--markdown", metavar="PATH", help="write the tables as Markdown")
     p.add_argument("--plot", metavar="PATH", help="write a PNG bar chart of speed ratios vs PyTorch")
@@ -76,6 +82,8 @@ def parse_args(argv):
         else:
             args.cases = suite.select(args.layers, args.quick) + custom
         args.peers = peers_mod.make_peers(args.algorithms)
+        if args.dtype != "float32":
+            args.cases = [c for c in args.cases if c.kind != "step"]
     except ValueError as exc:
         p.error(str(exc))
     unknown = set(args.passes or ()) - set(suite.ALL_PASSES)
@@ -115,7 +123,9 @@ def _describe_error(exc):
 
 def run_cell(case, pass_, peers, args, sgemm):
     """Records of every peer on one case and pass."""
-    data = case.inputs(pass_)
+    data = {k: v.astype(args.dtype) if getattr(v, "dtype", None) == np.float32 else v
+            for k, v in case.inputs(pass_).items()}
+    bytes_scale = np.dtype(args.dtype).itemsize / 4  # case.nbytes counts float32
     records, runs, outputs, warm = {}, {}, {}, {}
     reference = next((p for p in peers if p.name == "reference"), None)
     oracle = reference or peers_mod.Reference()
@@ -170,12 +180,15 @@ def run_cell(case, pass_, peers, args, sgemm):
             if case.kind == "conv":
                 rec["pct_sgemm"] = 100.0 * rec["gflops"] / sgemm["gflops"]
         if case.nbytes(pass_):
-            rec["gbps"] = case.nbytes(pass_) / seconds / 1e9
+            rec["gbps"] = case.nbytes(pass_) * bytes_scale / seconds / 1e9
         records[name] = rec
     if case.kind == "conv":
         for name, rec in records.items():
             if isinstance(by_name[name], peers_mod.FastconvConv) and rec["status"] != "n/a":
                 rec["algorithm"] = by_name[name].concrete(case, pass_)
+    for rec in records.values():
+        if rec["bytes"]:
+            rec["bytes"] = int(rec["bytes"] * bytes_scale)
     _add_ratios(records)
     return [records[p.name] for p in peers]
 
@@ -233,7 +246,8 @@ def main(argv=None):
         "schema": SCHEMA_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": facts,
-        "settings": {"threads": args.threads, "quick": args.quick, "repeat": args.repeat,
+        "settings": {"threads": args.threads, "dtype": args.dtype, "quick": args.quick,
+                     "repeat": args.repeat,
                      "min_reps": timing.MIN_REPS, "budget_s": args.budget, "warmup": 1,
                      "prime_below_s": timing.PRIME_BELOW_S,
                      "openblas_spin_limited": benchmarks.OPENBLAS_SPIN_LIMITED,

@@ -75,6 +75,23 @@ def test_pool_case_and_filters(tmp_path):
         assert rec["gflops"] is None and rec["gbps"] > 0
 
 
+def test_float64_run_computes_and_checks_in_float64(tmp_path, capsys):
+    code, doc = _run(tmp_path, "--dtype", "float64", "--custom", TINY, "--layers",
+                     "maxpool_small,train_step", "--passes", "forward",
+                     "--algorithms", "reference,im2col,fastconv")
+    assert code == 0
+    assert doc["settings"]["dtype"] == "float64"
+    assert "data: float64" in capsys.readouterr().out
+    # train_step (a float32 model on both sides) is left out; every other answer was checked.
+    assert {r["case"] for r in doc["results"]} == {"tiny", "maxpool_small"}
+    assert all(r["status"] == "ok" for r in doc["results"])
+    # float32 arithmetic could not agree with the float64 reference this closely
+    conv = next(r for r in doc["results"] if r["peer"] == "im2col")
+    assert conv["max_rel_error"] < 1e-12
+    float32_bytes = suite.select(["maxpool_small"], False)[0].nbytes("forward")
+    assert all(r["bytes"] == 2 * float32_bytes for r in doc["results"] if r["case"] == "maxpool_small")
+
+
 class _WrongPeer(peers.Peer):
     """A peer that answers fast and wrong: it must be flagged and never get a speedup."""
 
