@@ -186,6 +186,9 @@ int SFX(fc_conv_implicit_bwd_weights)(const REAL *x, const REAL *dy, ptrdiff_t N
     if (in_place && rows == g->Ho && P < BWDW_PASS_STEPS) {
         band_images = BWDW_PASS_STEPS / P;
         if (band_images > group_images) band_images = group_images;
+        /* (within the workspace, as one image's pass was: its dy^T and offsets per image) */
+        const size_t image_bytes = (size_t)(group_slices * P * SUB) * sizeof(REAL) + (size_t)P * sizeof(ptrdiff_t);
+        while (band_images > 1 && (size_t)band_images * image_bytes + acc_bytes > avail) band_images--;
     }
     const ptrdiff_t in_rows = (rows - 1) * bsh + g->R, max_pos = band_images * rows * g->Wo;
     const ptrdiff_t plane = in_place ? HW : in_rows * Wpad; /* a channel's stride in the band */

@@ -210,8 +210,9 @@ FC_INLINE void SFX(task_positions)(const SFX(position_tasks) *c, ptrdiff_t t, pt
         return;
     }
     const ptrdiff_t NP = c->N * c->P;
-    const ptrdiff_t a = SUB * ((t * c->tiles + c->tasks - 1) / c->tasks);
-    const ptrdiff_t b = SUB * (((t + 1) * c->tiles + c->tasks - 1) / c->tasks);
+    /* (t * tiles in 128 bits: it passes 2^63 for batches of 5e10 positions) */
+    const ptrdiff_t a = SUB * (ptrdiff_t)(((__int128)t * c->tiles + c->tasks - 1) / c->tasks);
+    const ptrdiff_t b = SUB * (ptrdiff_t)(((__int128)(t + 1) * c->tiles + c->tasks - 1) / c->tasks);
     *p0 = a < NP ? a : NP;
     *p1 = b < NP ? b : NP;
 }
