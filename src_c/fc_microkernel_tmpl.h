@@ -12,7 +12,7 @@
 /* The micro-kernel's vectors are one register of the target each, FC_MK_LANES lanes, whatever the
  * includer's VEC: as vectors of FC_WL doubles (two registers on AVX2) GCC 12 kept the
  * accumulators in memory and moved them through general registers half by half (float64 at
- * 3-14 GFLOP/s against 37-67 in registers, 2 threads). FC_NV of them per micro-tile row
+ * 3-14 GFLOP/s against 37-81 in registers, 2 threads). FC_NV of them per micro-tile row
  * (fc_isa.h: the target's tile shape; FC_MK_NV_F64 counts vectors of FC_WL doubles). */
 #if FC_REAL_IS_FLOAT
 #define FC_MK_LANES FC_WL
