@@ -46,7 +46,8 @@ void fc_col2im_f64(const double *cols, const fc_conv_geom *g, ptrdiff_t p0, ptrd
  * and a workspace too small for the implicit path's buffers: OpenMP over tasks of up to 256 output
  * positions (of one image where x is read in place, else of the batch's positions in sequence,
  * across images), each packing blocks of its columns (im2col into a cache-sized buffer; a
- * pointwise layer reads x in place but for a last partial micro-tile) and running the shared
+ * pointwise layer reads x where it is, one micro-tile's rows gathered at a time, and packs only
+ * a last partial micro-tile) and running the shared
  * register-tiled micro-kernel (fc_microkernel_tmpl.h) over the weights, packed once per call. Scratch memory: the packed weights plus one column block per
  * thread, kept under `workspace` bytes where the weights allow. Each output is the same ordered
  * sum at any thread count. Returns 0, or -1 when scratch memory could not be allocated. */

@@ -61,7 +61,7 @@ int SFX(fc_conv_packed_bwd_data)(const REAL *dy, ptrdiff_t N, const fc_conv_geom
     SFX(packed_blocks)(K, P, in_place, out_rows, workspace, wp_bytes, &kc, &nc, &ldb);
     const SFX(position_tasks) cut = SFX(cut_positions)(N, P, nc, per_image);
     const ptrdiff_t tasks = pointwise ? cut.tasks : N * cblocks;
-    const size_t buf_reals = (size_t)kc * (size_t)ldb, cols_reals = (size_t)(out_rows * nc);
+    const size_t buf_reals = SFX(task_scratch_reals)(kc, ldb, in_place), cols_reals = (size_t)(out_rows * nc);
     REAL *Wp = (REAL *)fc_aligned_alloc(wp_bytes);
     if (!Wp) return -1;
     nthreads = fc_budgeted_team(nthreads, tasks);

@@ -67,23 +67,46 @@ typedef struct {
  * kinds are functions of their own, the micro-kernel inlined into each: inlined side by side into
  * packed_task, GCC 12 kept one of its accumulators on the stack, a store-forwarding chain on every
  * step, pointwise backward-data up to 1.8x slower. One call per run of whole tiles, not per
- * panel: a first layer's panels are 9 steps long.) */
+ * panel: a first layer's panels are 9 steps long.)
+ * Columns read in place (gathered != NULL: room for q1 - q0 rows of SUB) are copied into
+ * gathered first, one contiguous slice that every panel then reads, and the next tile's rows are
+ * fetched into L2, a share per panel. Read in place, a slice's rows lie an image row apart, a
+ * 256-row slice over 200 pages (Zen 3's first-level data TLB holds 64), in lines no prefetcher
+ * follows; the copy reads them once (the VM has no counters to say which of these cost most).
+ * 2 | 1 threads, in-process A/B, 31 calls, forward / backward-data: 256 -> 128 on 28x28
+ * 1.33x / 1.12x | 1.34x / 1.06x, 64 -> 64 on 56x56 1.37x / 1.42x | 1.21x / 1.05x, 256 -> 64
+ * on 56x56 1.40x / 1.23x | 1.25x / 1.21x, 128 -> 512 on 28x28 1.31x / 1.62x | 1.00x / 1.04x,
+ * 512 -> 128 on 28x28 1.20x / 1.13x | 1.32x / 1.01x, 128 -> 32 1.15x / 1.00x | 1.02x / 1.03x.
+ * The copy alone lost on 256 -> 64 (0.78-0.93x forward: few panels share it) until the prefetch. */
 static FC_NOINLINE void SFX(whole_tiles)(const REAL *Wp, ptrdiff_t K, ptrdiff_t CRS, ptrdiff_t q0,
                                          ptrdiff_t q1, const REAL *bias, const REAL *v,
-                                         ptrdiff_t ldv, REAL *y0, ptrdiff_t ldy, ptrdiff_t tiles)
+                                         ptrdiff_t ldv, REAL *y0, ptrdiff_t ldy, ptrdiff_t tiles,
+                                         REAL *gathered)
 {
-    for (ptrdiff_t t = 0; t < tiles; t++, v += SUB, y0 += SUB)
+    const ptrdiff_t kc = q1 - q0, panels = (K + FC_MK_MR - 1) / FC_MK_MR;
+    const ptrdiff_t ahead = (kc + panels - 1) / panels; /* next-tile rows fetched per panel */
+    for (ptrdiff_t t = 0; t < tiles; t++, v += SUB, y0 += SUB) {
+        const REAL *b = v;
+        ptrdiff_t ldb = ldv;
+        if (gathered) {
+            for (ptrdiff_t k = 0; k < kc; k++) memcpy(gathered + k * SUB, v + k * ldv, SUB * sizeof(REAL));
+            b = gathered;
+            ldb = SUB;
+        }
         for (ptrdiff_t k0 = 0; k0 < K; k0 += FC_MK_MR) {
             const int rows = (int)(K - k0 < FC_MK_MR ? K - k0 : FC_MK_MR);
             const REAL *u = Wp + (k0 * CRS + q0 * FC_MK_MR);
             REAL *dst = y0 + k0 * ldy;
             SFX(prefetch_next_panel)(dst, ldy, K, k0);
+            if (gathered && t + 1 < tiles)
+                for (ptrdiff_t r = k0 / FC_MK_MR * ahead; r < (k0 / FC_MK_MR + 1) * ahead && r < kc; r++)
+                    __builtin_prefetch(v + SUB + r * ldv, 0, 2);
             if (q0 == 0)
-                SFX(micro_kernel)(FC_NV, 0, bias ? bias + k0 : NULL, q1 - q0, u, v, ldv, dst, ldy,
-                                  rows);
+                SFX(micro_kernel)(FC_NV, 0, bias ? bias + k0 : NULL, kc, u, b, ldb, dst, ldy, rows);
             else
-                SFX(micro_kernel)(FC_NV, 1, NULL, q1 - q0, u, v, ldv, dst, ldy, rows);
+                SFX(micro_kernel)(FC_NV, 1, NULL, kc, u, b, ldb, dst, ldy, rows);
         }
+    }
 }
 
 /* part = a panel's product with a micro-tile's columns (kc steps at v, row stride ldv), all of its
@@ -128,12 +151,25 @@ static FC_NOINLINE void SFX(partial_tile)(const SFX(packed_io) *io, ptrdiff_t P,
     }
 }
 
+/* A task's scratch for kc column rows: the column block (row stride ldb), then, where the columns
+ * are read in place, one gathered micro-tile (whole_tiles) at gathered_tile. */
+FC_INLINE size_t SFX(task_scratch_reals)(ptrdiff_t kc, ptrdiff_t ldb, int in_place)
+{
+    return (size_t)(kc * (ldb + (in_place ? SUB : 0)));
+}
+
+FC_INLINE REAL *SFX(gathered_tile)(REAL *buf, ptrdiff_t kc, ptrdiff_t ldb)
+{
+    return buf + kc * ldb;
+}
+
 /* One task: the batch's positions [p0, p1), which may span images. For each block of column rows
  * [q0, q1): the block's columns (im2col into buf, row stride ldb, image by image) times the packed
  * weight panels, micro-tile by micro-tile: stored with the bias for the first block, added for the
  * others. A micro-tile that is partial, or that spans two images, goes through `part`. Where a
  * pointwise layer's x is read in place (reads_in_place, and a task within one image), only a last
- * partial micro-tile is packed, so that no load runs past the end of x. */
+ * partial micro-tile is packed, so that no load runs past the end of x, and the whole ones are
+ * gathered one by one after the block (buf holds task_scratch_reals). */
 static FC_NOINLINE void SFX(packed_task)(const SFX(packed_io) *io, const fc_conv_geom *g,
                                          const REAL *Wp, ptrdiff_t K, const REAL *bias,
                                          ptrdiff_t p0, ptrdiff_t p1, ptrdiff_t kc, REAL *buf,
@@ -160,7 +196,7 @@ static FC_NOINLINE void SFX(packed_task)(const SFX(packed_io) *io, const fc_conv
             const ptrdiff_t tiles = ((packed || packed_from > end ? end : packed_from) - s0) / SUB;
             if (tiles > 0) {
                 SFX(whole_tiles)(Wp, K, CRS, q0, q1, bias, v, ldv, io->y + n * io->y_image + p,
-                                 io->ldy, tiles);
+                                 io->ldy, tiles, packed ? NULL : SFX(gathered_tile)(buf, kc, ldb));
                 s0 += tiles * SUB;
             } else { /* a partial micro-tile, or one that spans two images */
                 const int width = (int)(p1 - s0 < SUB ? p1 - s0 : SUB);
@@ -226,15 +262,15 @@ FC_INLINE void SFX(task_positions)(const SFX(position_tasks) *c, ptrdiff_t t, pt
  * resnet_down 5.76 vs 5.98 ms, resnet_c4 11.4 vs 11.9, vgg_c3 81.6 vs 85.0, mnist_c2 3.76 vs
  * 3.86 (kc = 576 in between, 2304 1-2 % slower than 1152). nc = 256 measured 10% faster than
  * 128 at 2 threads (resnet_down, alexnet_c1: fewer y passes and partial micro-tiles), and no
- * faster at 384-1024. Columns read in place (in_place) are not a block: a slice's rows lie a
- * whole image row of x apart, where no prefetcher follows them, so kc keeps the slice within
- * IN_PLACE_SLICE_BYTES of L1 instead (2 threads, in-process A/B, kc = 256 vs the whole depth:
- * 512 -> 128 on 28x28 forward 1.21x, backward-data of 128 -> 512 1.11x; 256 -> 128 and 256 ->
- * 64 on 56x56 0.99-1.01x; kc = 192 and 384 no better; packed blocks, 1024 -> 256 on 14x14 and
- * 2048 -> 512 on 7x7, lose 6-7 % at kc = 256, so they keep KC_MAX). */
-#define IN_PLACE_SLICE_BYTES (16 << 10)
-FC_INLINE size_t SFX(block_bytes)(ptrdiff_t kc, ptrdiff_t nc, ptrdiff_t out_rows) {
-    return (size_t)(kc * (nc + SUB) + out_rows * nc) * sizeof(REAL);
+ * faster at 384-1024. Columns read in place (in_place) take the same depth now that each
+ * micro-tile is gathered into a contiguous slice (they kept 16 KiB of a slice in L1 before;
+ * in-process A/B, 1152 vs 256 rows, forward, 2 | 1 threads: 512 -> 256 on 28x28 1.13x | 1.05x,
+ * 512 -> 512 on 28x28 at batch 1 1.08x | 1.08x; layers of 256 channels or fewer, one block
+ * either way, 0.95-1.05x). */
+FC_INLINE size_t SFX(block_bytes)(ptrdiff_t kc, ptrdiff_t nc, int in_place, ptrdiff_t out_rows)
+{
+    /* (nc + SUB: the largest row stride packed_blocks picks) */
+    return (SFX(task_scratch_reals)(kc, nc + SUB, in_place) + (size_t)(out_rows * nc)) * sizeof(REAL);
 }
 
 static void SFX(packed_blocks)(ptrdiff_t depth, ptrdiff_t P, int in_place, ptrdiff_t out_rows,
@@ -242,12 +278,11 @@ static void SFX(packed_blocks)(ptrdiff_t depth, ptrdiff_t P, int in_place, ptrdi
                                ptrdiff_t *nc_out, ptrdiff_t *ldb_out)
 {
     const size_t avail = workspace > wp_bytes ? (workspace - wp_bytes) / (size_t)fc_budget_threads() : 0;
-    const ptrdiff_t kc_max = in_place ? IN_PLACE_SLICE_BYTES / (SUB * (ptrdiff_t)sizeof(REAL)) : KC_MAX;
-    ptrdiff_t kc = depth < kc_max ? depth : kc_max;
+    ptrdiff_t kc = depth < KC_MAX ? depth : KC_MAX;
     ptrdiff_t nc = (P + SUB - 1) / SUB * SUB;
     if (nc > 256) nc = 256;
-    while (SFX(block_bytes)(kc, nc, out_rows) > avail && nc > SUB) nc -= SUB;
-    while (SFX(block_bytes)(kc, nc, out_rows) > avail && kc > 1) kc = (kc + 1) / 2;
+    while (SFX(block_bytes)(kc, nc, in_place, out_rows) > avail && nc > SUB) nc -= SUB;
+    while (SFX(block_bytes)(kc, nc, in_place, out_rows) > avail && kc > 1) kc = (kc + 1) / 2;
     *kc_out = kc;
     *nc_out = nc;
     /* An odd number of cache lines: at an even one the kc rows of a SUB-wide slice fall into a
@@ -272,7 +307,7 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
     SFX(packed_blocks)(CRS, P, in_place, 0, workspace, wp_bytes, &kc, &nc, &ldb);
     const SFX(position_tasks) cut = SFX(cut_positions)(N, P, nc, in_place);
     const ptrdiff_t tasks = cut.tasks;
-    const size_t buf_reals = (size_t)kc * (size_t)ldb;
+    const size_t buf_reals = SFX(task_scratch_reals)(kc, ldb, in_place);
     REAL *Wp = (REAL *)fc_aligned_alloc(wp_bytes);
     if (!Wp) return -1;
     const SFX(packed_io) io = {x, CHW, y, K * P, P};
@@ -310,7 +345,6 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
 
 #undef SUB
 #undef KC_MAX
-#undef IN_PLACE_SLICE_BYTES
 #undef IMPLICIT_MIN_CRS
 #undef IMPLICIT_BAND_BYTES
 #undef FC_NV

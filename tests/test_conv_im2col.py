@@ -32,6 +32,7 @@ SHAPES = [
     (1, 130, 7, 7, 9, 3, 3, 1, 1, 1, 1),        # C*R*S = 1170 > 1000, batch 1
     (2, 48, 9, 10, 7, 5, 5, 2, 2, 2, 2),        # C*R*S = 1200, strided
     (1, 1100, 4, 4, 3, 1, 1, 1, 1, 0, 0),       # pointwise with C > 1000
+    (2, 1160, 8, 8, 7, 1, 1, 1, 1, 0, 0),       # in place, deeper than one column block (1152)
     (3, 20, 6, 7, 37, 1, 1, 1, 1, 0, 0),        # pointwise, 37 filters: 3 slices of dw's 16
     (3, 40, 7, 7, 13, 1, 1, 1, 1, 0, 0),        # pointwise 7x7: micro-tiles straddle images
     (5, 8, 3, 3, 7, 1, 1, 1, 1, 0, 0),          # 9 positions: one micro-tile holds several images
