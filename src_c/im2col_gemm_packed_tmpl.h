@@ -73,10 +73,11 @@ typedef struct {
  * fetched into L2, a share per panel. Read in place, a slice's rows lie an image row apart, a
  * 256-row slice over 200 pages (Zen 3's first-level data TLB holds 64), in lines no prefetcher
  * follows; the copy reads them once (the VM has no counters to say which of these cost most).
- * 2 | 1 threads, in-process A/B, 31 calls, forward / backward-data: 256 -> 128 on 28x28
- * 1.33x / 1.12x | 1.34x / 1.06x, 64 -> 64 on 56x56 1.37x / 1.42x | 1.21x / 1.05x, 256 -> 64
- * on 56x56 1.40x / 1.23x | 1.25x / 1.21x, 128 -> 512 on 28x28 1.31x / 1.62x | 1.00x / 1.04x,
- * 512 -> 128 on 28x28 1.20x / 1.13x | 1.32x / 1.01x, 128 -> 32 1.15x / 1.00x | 1.02x / 1.03x.
+ * Against 494f52c, 2 | 1 threads, in-process A/B, 31 calls, forward / backward-data: 256 -> 128
+ * on 28x28 1.27x / 1.15x | 1.12x / 1.10x, 64 -> 64 on 56x56 1.33x / 1.26x | 1.00x / 1.15x,
+ * 256 -> 64 on 56x56 1.31x / 1.15x | 1.18x / 1.14x, 128 -> 512 on 28x28 1.14x / 1.20x | 1.08x /
+ * 1.17x, 512 -> 128 on 28x28 1.19x / 1.01x | 1.13x / 1.12x, 128 -> 32 0.99x / 0.95x | 1.05x /
+ * 1.12x (an earlier run: 1.00-1.79x, 128 -> 32 1.00-1.15x).
  * The copy alone lost on 256 -> 64 (0.78-0.93x forward: few panels share it) until the prefetch. */
 static FC_NOINLINE void SFX(whole_tiles)(const REAL *Wp, ptrdiff_t K, ptrdiff_t CRS, ptrdiff_t q0,
                                          ptrdiff_t q1, const REAL *bias, const REAL *v,
