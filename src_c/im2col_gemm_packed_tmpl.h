@@ -265,9 +265,9 @@ FC_INLINE void SFX(task_positions)(const SFX(position_tasks) *c, ptrdiff_t t, pt
  * 128 at 2 threads (resnet_down, alexnet_c1: fewer y passes and partial micro-tiles), and no
  * faster at 384-1024. Columns read in place (in_place) take the same depth now that each
  * micro-tile is gathered into a contiguous slice (they kept 16 KiB of a slice in L1 before;
- * in-process A/B, 1152 vs 256 rows, forward, 2 | 1 threads: 512 -> 256 on 28x28 1.13x | 1.05x,
- * 512 -> 512 on 28x28 at batch 1 1.08x | 1.08x; layers of 256 channels or fewer, one block
- * either way, 0.95-1.05x). */
+ * in-process A/B, 21 calls, 1152 vs 256 rows, 2 | 1 threads, forward: 512 -> 256 on 28x28
+ * 1.13x | 1.05x, 512 -> 128 1.04x | 1.21x, 512 -> 512 at batch 1 1.07x | 1.08x, its
+ * backward-data 1.06x | 1.06x; cells of one block either way, the noise: 0.87-1.09x). */
 FC_INLINE size_t SFX(block_bytes)(ptrdiff_t kc, ptrdiff_t nc, int in_place, ptrdiff_t out_rows)
 {
     /* (nc + SUB: the largest row stride packed_blocks picks) */
