@@ -31,6 +31,7 @@ SHAPES = [
     (2, 4, 6, 6, 5, 1, 1, 1, 1, 1, 1),          # padded 1x1: not the fast path
     (1, 130, 7, 7, 9, 3, 3, 1, 1, 1, 1),        # C*R*S = 1170 > 1000, batch 1
     (2, 48, 9, 10, 7, 5, 5, 2, 2, 2, 2),        # C*R*S = 1200, strided
+    (2, 24, 16, 16, 40, 3, 3, 2, 2, 1, 1),      # strided, dy 8x8: backward-data gathers dy's tiles
     (1, 1100, 4, 4, 3, 1, 1, 1, 1, 0, 0),       # pointwise with C > 1000
     (2, 1160, 8, 8, 7, 1, 1, 1, 1, 0, 0),       # in place, deeper than one column block (1152)
     (3, 20, 6, 7, 37, 1, 1, 1, 1, 0, 0),        # pointwise, 37 filters: 3 slices of dw's 16
