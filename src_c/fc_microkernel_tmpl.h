@@ -1,19 +1,20 @@
 /* The register-tiled GEMM micro-kernel shared by the Winograd and im2col kernels, for one
  * precision. A template fragment: the includer defines REAL, SFX(name) and FC_REAL_IS_FLOAT,
- * includes this file once per precision and #undefs FC_NV and FC_MK_LANES afterwards.
+ * includes fc_vec_tmpl.h and then this file once per precision, and #undefs FC_NV and
+ * FC_MK_LANES afterwards.
  *
  * It computes a FC_MK_MR x (nv * FC_MK_LANES) block of C = A . B over an inner dimension kc: A packed
  * in panels of FC_MK_MR rows ([k][FC_MK_MR]: one broadcast per row and k), B read as rows of nv
  * vectors (row k at v + k * ldv), the accumulators held in registers throughout (FC_MK_MR x FC_NV
- * vectors: 6 x 16 floats in 12 registers on AVX2, 12 x 32 in 24 on AVX-512). Nothing is packed per call: A is packed once per operand (pack_panels),
- * and B is whatever rows the caller already has contiguous. Each output is one k-ordered sum, so
+ * vectors: 6 x 16 floats in 12 registers on AVX2, 12 x 32 in 24 on AVX-512). Nothing is
+ * packed per call: A is packed once per operand (pack_panels), and B is whatever rows the caller
+ * already has contiguous. Each output is one k-ordered sum, so
  * results do not depend on how a caller splits the columns among threads. */
 
-/* The micro-kernel's vectors are one register of the target each, FC_MK_LANES lanes, whatever the
- * includer's VEC: as vectors of FC_WL doubles (two registers on AVX2) GCC 12 kept the
- * accumulators in memory and moved them through general registers half by half (float64 at
- * 3-14 GFLOP/s against 37-81 in registers, 2 threads). FC_NV of them per micro-tile row
- * (fc_isa.h: the target's tile shape; FC_MK_NV_F64 counts vectors of FC_WL doubles). */
+/* The micro-kernel's vectors are one register of the target each (fc_vec_tmpl.h's rvec, which the
+ * includer has included for this precision), FC_MK_LANES lanes, whatever the includer's VEC.
+ * FC_NV of them per micro-tile row (fc_isa.h: the target's tile shape; FC_MK_NV_F64 counts
+ * vectors of FC_WL doubles). */
 #if FC_REAL_IS_FLOAT
 #define FC_MK_LANES FC_WL
 #define FC_NV FC_MK_NV_F32
@@ -21,11 +22,6 @@
 #define FC_MK_LANES (FC_WL / 2)
 #define FC_NV (2 * FC_MK_NV_F64)
 #endif
-typedef REAL SFX(mkvec) __attribute__((vector_size(FC_MK_LANES * sizeof(REAL))));
-FC_INLINE SFX(mkvec) SFX(mk_load)(const REAL *p) { SFX(mkvec) v; memcpy(&v, p, sizeof v); return v; }
-FC_INLINE void SFX(mk_store)(REAL *p, SFX(mkvec) v) { memcpy(p, &v, sizeof v); }
-/* x in every lane (x - 0 folds to one broadcast: fc_vec_tmpl.h's vset1) */
-FC_INLINE SFX(mkvec) SFX(mk_set1)(REAL x) { return x - (SFX(mkvec)){0}; }
 
 /* m[i][0 .. nv * FC_MK_LANES) (row i at m + i * ldm) = start + sum_k u[k][i] v[k][..] for the `rows`
  * valid rows of a panel, where start is m[i][..] itself (add), else init[i] in every lane (init,
@@ -35,21 +31,21 @@ FC_INLINE void SFX(micro_kernel)(const int nv, const int add, const REAL *init, 
                                  const REAL *FC_RESTRICT u, const REAL *FC_RESTRICT v,
                                  ptrdiff_t ldv, REAL *FC_RESTRICT m, ptrdiff_t ldm, int rows)
 {
-    SFX(mkvec) acc[FC_MK_MR][FC_NV];
+    SFX(rvec) acc[FC_MK_MR][FC_NV];
     for (int i = 0; i < FC_MK_MR; i++)
-        for (int j = 0; j < nv; j++) acc[i][j] = (SFX(mkvec)){0} + (init && i < rows ? init[i] : (REAL)0);
+        for (int j = 0; j < nv; j++) acc[i][j] = (SFX(rvec)){0} + (init && i < rows ? init[i] : (REAL)0);
     for (ptrdiff_t k = 0; k < kc; k++, u += FC_MK_MR, v += ldv) {
-        SFX(mkvec) b[FC_NV];
-        for (int j = 0; j < nv; j++) b[j] = SFX(mk_load)(v + j * FC_MK_LANES);
+        SFX(rvec) b[FC_NV];
+        for (int j = 0; j < nv; j++) b[j] = SFX(rload)(v + j * FC_MK_LANES);
         for (int i = 0; i < FC_MK_MR; i++) {
-            const SFX(mkvec) a = SFX(mk_set1)(u[i]); /* one broadcast from memory; a FMA where the target has it */
+            const SFX(rvec) a = SFX(rset1)(u[i]); /* one broadcast from memory; a FMA where the target has it */
             for (int j = 0; j < nv; j++) acc[i][j] = b[j] * a + acc[i][j];
         }
     }
     for (int i = 0; i < rows; i++)
         for (int j = 0; j < nv; j++) {
             REAL *p = m + i * ldm + j * FC_MK_LANES;
-            SFX(mk_store)(p, add ? SFX(mk_load)(p) + acc[i][j] : acc[i][j]);
+            SFX(rstore)(p, add ? SFX(rload)(p) + acc[i][j] : acc[i][j]);
         }
 }
 

@@ -1,5 +1,5 @@
 /* One precision of the implicit im2col forward; included by im2col_gemm_packed_tmpl.h after the
- * micro-kernel fragment (mkvec, FC_MK_LANES, FC_NV, SUB, KC_MAX).
+ * micro-kernel fragment (rvec, FC_MK_LANES, FC_NV, SUB, KC_MAX).
  *
  * The column matrix is never built. Its entry (k, p) for k = (c, r, s) and output position
  * p = (i, j) is x_pad[c, i*sh + r, j*sw + s] = band[koff[k] + poff[p]]: an offset that depends
@@ -34,22 +34,22 @@ FC_INLINE void SFX(implicit_kernel)(ptrdiff_t kc, const REAL *band, const ptrdif
                                     const ptrdiff_t *po, const REAL *FC_RESTRICT v,
                                     REAL *FC_RESTRICT t)
 {
-    SFX(mkvec) acc[FC_MK_MR][FC_NV];
+    SFX(rvec) acc[FC_MK_MR][FC_NV];
     const REAL *xi[FC_MK_MR]; /* one base pointer per position: base + index addressing */
     for (int i = 0; i < FC_MK_MR; i++) xi[i] = band + po[i];
     for (int i = 0; i < FC_MK_MR; i++)
-        for (int j = 0; j < FC_NV; j++) acc[i][j] = (SFX(mkvec)){0};
+        for (int j = 0; j < FC_NV; j++) acc[i][j] = (SFX(rvec)){0};
     for (ptrdiff_t k = 0; k < kc; k++, v += SUB) {
         const ptrdiff_t off = koff[k];
-        SFX(mkvec) b[FC_NV];
-        for (int j = 0; j < FC_NV; j++) b[j] = SFX(mk_load)(v + j * FC_MK_LANES);
+        SFX(rvec) b[FC_NV];
+        for (int j = 0; j < FC_NV; j++) b[j] = SFX(rload)(v + j * FC_MK_LANES);
         for (int i = 0; i < FC_MK_MR; i++) {
-            const SFX(mkvec) a = SFX(mk_set1)(xi[i][off]);
+            const SFX(rvec) a = SFX(rset1)(xi[i][off]);
             for (int j = 0; j < FC_NV; j++) acc[i][j] = b[j] * a + acc[i][j];
         }
     }
     for (int i = 0; i < FC_MK_MR; i++)
-        for (int j = 0; j < FC_NV; j++) SFX(mk_store)(t + i * SUB + j * FC_MK_LANES, acc[i][j]);
+        for (int j = 0; j < FC_NV; j++) SFX(rstore)(t + i * SUB + j * FC_MK_LANES, acc[i][j]);
 }
 
 /* band[c][row][0 .. Wpad) <- x_pad rows [h0, h0 + rows) of every channel (zeros for padding). */

@@ -1,7 +1,8 @@
 /* One precision of the packed im2col forward; included by im2col_gemm.c with REAL,
  * FC_REAL_IS_FLOAT and SFX(name). */
 
-#include "fc_microkernel_tmpl.h" /* micro_kernel, pack_panels, FC_NV, FC_MK_LANES, mkvec */
+#include "fc_vec_tmpl.h"         /* rvec, rload, rstore, rset1 (and VEC, LD, ST) */
+#include "fc_microkernel_tmpl.h" /* micro_kernel, pack_panels, FC_NV, FC_MK_LANES */
 
 #define SUB (FC_NV * FC_MK_LANES) /* output positions per micro-tile */
 /* Column rows (reduction steps) a register tile sums before it goes to y, in both forward paths:
@@ -350,3 +351,6 @@ int SFX(fc_conv_packed_fwd)(const REAL *x, ptrdiff_t N, const fc_conv_geom *g, c
 #undef IMPLICIT_BAND_BYTES
 #undef FC_NV
 #undef FC_MK_LANES
+#undef VEC
+#undef LD
+#undef ST
