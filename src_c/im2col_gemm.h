@@ -74,7 +74,8 @@ int fc_conv_packed_bwd_data_f64(const double *dy, ptrdiff_t N, const fc_conv_geo
                                 size_t workspace);
 /* Whether that backward-data runs g as the forward over dy with flipped filters, no col2im: at
  * stride 1, padding below the kernel, not pointwise, and C filling the forward's register tile
- * of this precision (on AVX2, 16 floats or 8 doubles). */
+ * of this precision (on AVX2, 16 floats or 8 doubles); and, checked by the pass itself, every
+ * weight finite (the flipped route multiplies dy's padding by each weight: 0 * inf = NaN). */
 int fc_conv_bwd_data_flips_f32(const fc_conv_geom *g);
 int fc_conv_bwd_data_flips_f64(const fc_conv_geom *g);
 

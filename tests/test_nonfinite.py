@@ -47,6 +47,29 @@ def test_auto_backward_passes_give_the_reference_pattern(value):
     same_pattern(dw, rdw)
 
 
+# (16 floats / 8 doubles fill AVX2's register tile; 33 / 17 the 16-lane build's too)
+@pytest.mark.parametrize("dtype, channels", [(np.float32, 16), (np.float32, 33), (np.float64, 8),
+                                             (np.float64, 17)])
+@pytest.mark.parametrize("algorithm", ["im2col", "auto"])
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+def test_backward_data_of_a_non_finite_weight_gives_the_reference_pattern(value, algorithm,
+                                                                          dtype, channels):
+    """At stride 1 with C filling a register tile, im2col's backward-data is the forward over
+    dy padded by R - 1 - p with flipped filters: each padded zero meets every weight, and an inf
+    one would make 0 * inf = NaN where the reference (which reads no padding) stays finite. Found
+    by fuzzing: x (1, 8, 1, 2), w (1, 8, 1, 2), float64, w[0, 0, 0, 0] = inf."""
+    rng = np.random.default_rng(3)
+    for x_shape, w_shape, padding in [((1, channels, 1, 2), (1, channels, 1, 2), 0),
+                                      ((2, channels, 7, 9), (3, channels, 3, 3), 1),
+                                      ((1, channels, 6, 5), (2, channels, 5, 3), (2, 0))]:
+        w = rng.standard_normal(w_shape).astype(dtype)
+        w[0, channels // 2, 0, 0] = value
+        y = R.conv2d(np.zeros(x_shape, dtype), np.zeros(w_shape, dtype), padding=padding)
+        dy = rng.standard_normal(y.shape).astype(dtype)
+        same_pattern(F.conv2d_backward_data(dy, x_shape, w, padding=padding, algorithm=algorithm),
+                     R.conv2d_backward_data(dy, x_shape, w, padding=padding))
+
+
 def test_explicit_winograd_makes_whole_tiles_non_finite_as_documented():
     """algorithm="winograd" transforms whole tiles: one NaN pixel spreads over every output of
     the tiles whose input window holds it (a superset of the reference's NaNs)."""
