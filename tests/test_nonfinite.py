@@ -70,6 +70,42 @@ def test_backward_data_of_a_non_finite_weight_gives_the_reference_pattern(value,
                      R.conv2d_backward_data(dy, x_shape, w, padding=padding))
 
 
+@pytest.mark.parametrize("algorithm", ["auto", "im2col"])
+@pytest.mark.parametrize("where", ["x", "w"])
+def test_dilated_layers_give_the_reference_pattern_for_a_non_finite_value(where, algorithm):
+    """The dilation rewrite pads its phases with outputs that do not exist (dy 0 there): an inf
+    weight (backward-data) or input (backward-weights) met those zeros and made NaNs the
+    reference does not have. Found by fuzzing: x (1, 1, 3, 1), w (1, 1, 2, 1), dilation (2, 1),
+    w[0, 0, 0, 0] = inf gave dx[0, 0, 1, 0] = NaN."""
+    rng = np.random.default_rng(5)
+    layers = [((1, 1, 3, 1), (1, 1, 2, 1), 1, 0, (2, 1), 1)]
+    for _ in range(40):
+        groups = int(rng.integers(1, 3))
+        c, k = groups * rng.integers(1, 4, 2)
+        r, s = (int(v) for v in rng.integers(1, 4, 2))
+        dilation = tuple(int(v) for v in rng.integers(1, 4, 2))
+        stride = tuple(int(v) for v in rng.integers(1, 4, 2))
+        padding = tuple(int(v) for v in rng.integers(0, 3, 2))
+        h = int(rng.integers(max(1, (r - 1) * dilation[0] + 1 - 2 * padding[0]), 12))
+        w_ = int(rng.integers(max(1, (s - 1) * dilation[1] + 1 - 2 * padding[1]), 12))
+        layers.append(((2, int(c), h, w_), (int(k), int(c) // groups, r, s), stride, padding,
+                       dilation, groups))
+    for dtype in (np.float32, np.float64):
+        for x_shape, w_shape, stride, padding, dilation, groups in layers:
+            x = rng.standard_normal(x_shape).astype(dtype)
+            w = rng.standard_normal(w_shape).astype(dtype)
+            target = x if where == "x" else w
+            target.flat[rng.integers(target.size)] = [np.inf, -np.inf, np.nan][rng.integers(3)]
+            geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+            with np.errstate(all="ignore"):
+                dy = np.ones_like(R.conv2d(x, w, **geometry))
+                ref = R.conv2d_backward(dy, x, w, **geometry)
+            got = F.conv2d_backward(dy, x, w, algorithm=algorithm, **geometry)
+            for g, r_ in zip(got[:2], ref[:2]):
+                np.testing.assert_array_equal(np.isnan(g), np.isnan(r_), err_msg=str(geometry))
+                np.testing.assert_array_equal(np.isinf(g), np.isinf(r_), err_msg=str(geometry))
+
+
 def test_explicit_winograd_makes_whole_tiles_non_finite_as_documented():
     """algorithm="winograd" transforms whole tiles: one NaN pixel spreads over every output of
     the tiles whose input window holds it (a superset of the reference's NaNs)."""

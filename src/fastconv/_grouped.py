@@ -10,7 +10,9 @@ output phase (a, b) reading only input phase (a, b), all with the same weights: 
 convolution whose batch is N * P_h * P_w (phases padded to the largest, the extra rows zero and
 their outputs dropped). At stride 1 this is P = d phases at stride 1, so Winograd runs dilated
 3x3 layers; at stride = dilation it is one subsampled plane. No multiply is spent on the zeros
-of a dilated kernel.
+of a dilated kernel. The dropped outputs' zeros do meet weights (backward-data) and inputs
+(backward-weights): with an inf or NaN there, those passes run fastconv.reference instead
+(needs_reference), so the result keeps the reference's inf / NaN pattern.
 
 Groups: `groups` independent convolutions over channel slices. Each group's input channels are
 copied out contiguous (a slice of NCHW is not), its filters are a contiguous slice of w, its
@@ -25,6 +27,7 @@ import math
 
 import numpy as np
 
+from . import reference
 from ._shapes import empty
 
 
@@ -140,10 +143,20 @@ def _grouped(pass_, kernel, groups):
 
 
 # ---------------------------------------------------------------- dilation
-def _dilated(pass_, kernel, dilation):
-    """`kernel` (undilated) extended to `dilation` through the phase rewrite."""
+def _dilated(pass_, kernel, dilation, groups):
+    """`kernel` (undilated; `groups` already handled inside it) extended to `dilation` through
+    the phase rewrite."""
     if tuple(dilation) == (1, 1):
         return kernel
+
+    def needs_reference(plan, out_hw, values):
+        """True where the rewrite would not give the reference's inf / NaN pattern: its phases
+        are padded with outputs that do not exist (dy 0 there), and `values` (what those zeros
+        multiply: w in backward-data, x in backward-weights, seen through dw) hold an inf or NaN,
+        so 0 * inf puts a NaN where the reference has a finite value. Such passes run the
+        reference instead: a rare case (a diverged run), and exact."""
+        padded = plan.out_q[0] * plan.ph_h != out_hw[0] or plan.out_q[1] * plan.ph_w != out_hw[1]
+        return padded and not np.isfinite(values).all()
 
     def plan_of(x_shape, w_shape, out_hw, stride, padding):
         return PhasePlan(x_shape[2], x_shape[3], w_shape[2], w_shape[3], stride, padding,
@@ -163,6 +176,11 @@ def _dilated(pass_, kernel, dilation):
 
     def backward_data(dy, w, dx, sh, sw, ph, pw, nthreads, workspace):
         p = plan_of(dx.shape, w.shape, dy.shape[2:], (sh, sw), (ph, pw))
+        if needs_reference(p, dy.shape[2:], w):
+            with np.errstate(all="ignore"):
+                dx[...] = reference.conv2d_backward_data(dy, dx.shape, w, (sh, sw), (ph, pw),
+                                                         dilation=dilation, groups=groups)
+            return None
         dyq = _split(dy, p.out_q, *y_phases(p), nthreads)
         dxq = empty((dyq.shape[0], dx.shape[1]) + p.in_q, dx.dtype, "dilation phase dx")
         finite = kernel(dyq, w, dxq, *p.stride, 0, 0, nthreads, workspace)
@@ -174,7 +192,13 @@ def _dilated(pass_, kernel, dilation):
         p = plan_of(x.shape, dw.shape, dy.shape[2:], (sh, sw), (ph, pw))
         xq = _split(x, p.in_q, (p.ph_h, p.ph_w), p.x_starts, p.x_steps, p.padding, nthreads)
         dyq = _split(dy, p.out_q, *y_phases(p), nthreads)
-        return kernel(dyq, xq, dw, *p.stride, 0, 0, nthreads, workspace)
+        finite = kernel(dyq, xq, dw, *p.stride, 0, 0, nthreads, workspace)
+        if needs_reference(p, dy.shape[2:], dw):
+            with np.errstate(all="ignore"):
+                dw[...] = reference.conv2d_backward_weights(dy, x, dw.shape, (sh, sw), (ph, pw),
+                                                            dilation=dilation, groups=groups)
+            return None
+        return finite
 
     return {"forward": forward, "backward_data": backward_data,
             "backward_weights": backward_weights}[pass_]
@@ -183,4 +207,4 @@ def _dilated(pass_, kernel, dilation):
 def composed(pass_, kernel, dilation=(1, 1), groups=1):
     """`kernel` (a plain convolution pass with the kernel modules' signature) extended to
     `dilation` and `groups`: phases outside (one split of the whole input), groups inside."""
-    return _dilated(pass_, _grouped(pass_, kernel, groups), dilation)
+    return _dilated(pass_, _grouped(pass_, kernel, groups), dilation, groups)
