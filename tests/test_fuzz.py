@@ -19,14 +19,19 @@ FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
 @st.composite
 def conv_layers(draw):
     """A layer with a non-empty output: kernels up to 6, strides up to 5 (above the kernel
-    too), padding up to the kernel size (above its half too), per-axis values."""
+    too), padding up to the kernel's extent (above its half too), per-axis values; dilation up
+    to 3 and 1-3 groups in a third of the draws each (the rewrites of fastconv._grouped)."""
     r, s = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    dh, dw = (draw(st.integers(1, 3)), draw(st.integers(1, 3))) if draw(st.integers(0, 2)) == 0 else (1, 1)
+    groups = draw(st.integers(1, 3)) if draw(st.integers(0, 2)) == 0 else 1
+    er, es = (r - 1) * dh + 1, (s - 1) * dw + 1
     sh, sw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
-    ph, pw = draw(st.integers(0, r)), draw(st.integers(0, s))
-    h = draw(st.integers(max(1, r - 2 * ph), 14))
-    w = draw(st.integers(max(1, s - 2 * pw), 14))
-    n, c, k = draw(st.integers(1, 3)), draw(st.integers(1, 18)), draw(st.integers(1, 18))
-    return (n, c, h, w), (k, c, r, s), (sh, sw), (ph, pw)
+    ph, pw = draw(st.integers(0, er)), draw(st.integers(0, es))
+    h = draw(st.integers(max(1, er - 2 * ph), 14))
+    w = draw(st.integers(max(1, es - 2 * pw), 14))
+    n = draw(st.integers(1, 3))
+    c, k = groups * draw(st.integers(1, 18 // groups)), groups * draw(st.integers(1, 18 // groups))
+    return (n, c, h, w), (k, c // groups, r, s), (sh, sw), (ph, pw), (dh, dw), groups
 
 
 @st.composite
@@ -53,8 +58,8 @@ def check(got, ref, tol, what):
         np.testing.assert_allclose(got[finite], ref[finite], rtol=tol, atol=tol * scale, err_msg=what)
 
 
-def algorithms_for(x_shape, w_shape, stride, padding, dtype):
-    g = _dispatch.geometry(x_shape, w_shape, stride, padding, dtype, 1)
+def algorithms_for(x_shape, w_shape, stride, padding, dtype, dilation, groups):
+    g = _dispatch.geometry(x_shape, w_shape, stride, padding, dtype, 1, dilation, groups)
     names = ["auto", "direct", "im2col"]
     if _dispatch.winograd_unsupported_reason(g) is None:
         names += ["winograd2", "winograd4"]
@@ -64,24 +69,25 @@ def algorithms_for(x_shape, w_shape, stride, padding, dtype):
 @FUZZ
 @given(data=st.data(), layer=conv_layers(), dtype=st.sampled_from([np.float32, np.float64]))
 def test_convolution_matches_the_reference_on_fuzzed_layers_and_values(data, layer, dtype):
-    x_shape, w_shape, stride, padding = layer
+    x_shape, w_shape, stride, padding, dilation, groups = layer
+    geometry = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
     x = data.draw(values(x_shape, dtype), "x")
     w = data.draw(values(w_shape, dtype), "w")
     finite = np.isfinite(x).all() and np.isfinite(w).all()
-    y_ref = R.conv2d(x, w, stride=stride, padding=padding)
-    dy = np.random.default_rng(0).standard_normal(y_ref.shape).astype(dtype)
     with np.errstate(all="ignore"):
-        dx_ref, dw_ref, _ = R.conv2d_backward(dy, x, w, stride=stride, padding=padding)
-    for algorithm in algorithms_for(x_shape, w_shape, stride, padding, dtype):
+        y_ref = R.conv2d(x, w, **geometry)
+        dy = np.random.default_rng(0).standard_normal(y_ref.shape).astype(dtype)
+        dx_ref, dw_ref, _ = R.conv2d_backward(dy, x, w, **geometry)
+    for algorithm in algorithms_for(x_shape, w_shape, stride, padding, dtype, dilation, groups):
         if algorithm.startswith("winograd") and not finite:
             continue  # documented: explicit Winograd spreads a non-finite value over its tiles
         if algorithm == "direct" and not np.isfinite(w).all():
             continue  # documented: explicit direct skips the padding an inf weight meets
         concrete = "im2col" if algorithm == "auto" else algorithm
         tol = 1e-9 if dtype == np.float64 else FLOAT32_TOLERANCE[concrete] * 4
-        y = F.conv2d(x, w, stride=stride, padding=padding, algorithm=algorithm)
+        y = F.conv2d(x, w, algorithm=algorithm, **geometry)
         check(y, y_ref, tol, f"{algorithm} forward {layer}")
-        dx, dw, _ = F.conv2d_backward(dy, x, w, stride=stride, padding=padding, algorithm=algorithm)
+        dx, dw, _ = F.conv2d_backward(dy, x, w, algorithm=algorithm, **geometry)
         check(dx, dx_ref, tol, f"{algorithm} backward-data {layer}")
         check(dw, dw_ref, tol, f"{algorithm} backward-weights {layer}")
 
