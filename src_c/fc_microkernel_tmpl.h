@@ -8,8 +8,8 @@
  * vectors (row k at v + k * ldv), the accumulators held in registers throughout (FC_MK_MR x FC_NV
  * vectors: 6 x 16 floats in 12 registers on AVX2, 12 x 32 in 24 on AVX-512). Nothing is
  * packed per call: A is packed once per operand (pack_panels), and B is whatever rows the caller
- * already has contiguous. Each output is one k-ordered sum, so
- * results do not depend on how a caller splits the columns among threads. */
+ * already has contiguous. Each output is one k-ordered sum, so results do not depend on how a
+ * caller splits the columns among threads. */
 
 /* The micro-kernel's vectors are one register of the target each (fc_vec_tmpl.h's rvec, which the
  * includer has included for this precision), FC_MK_LANES lanes, whatever the includer's VEC.

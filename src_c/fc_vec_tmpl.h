@@ -2,9 +2,9 @@
  * includer sets FC_VEC_LANES) with its unaligned load / store LD(p) / ST(p, v) and broadcast
  * SFX(vset1)(x), and rvec (one register, below), for one precision: the vector layer of every
  * kernel family. A template fragment: the includer defines REAL and SFX(name), includes it once
- * per precision and #undefs VEC, LD, ST (and FC_VEC_LANES) afterwards. FC_WL floats are one register of the target (fc_isa.h); FC_WL
- * doubles are two. The moves go through memcpy: one unaligned vector move, no aliasing
- * questions about the REAL buffers. */
+ * per precision and #undefs VEC, LD, ST (and FC_VEC_LANES) afterwards. FC_WL floats are one
+ * register of the target (fc_isa.h); FC_WL doubles are two. The moves go through memcpy: one
+ * unaligned vector move, no aliasing questions about the REAL buffers. */
 #ifndef FC_VEC_LANES
 #define FC_VEC_LANES FC_WL
 #endif

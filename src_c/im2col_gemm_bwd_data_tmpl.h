@@ -3,9 +3,9 @@
  * packed_blocks, SUB).
  *
  * At stride 1 (padding below the kernel's size), where C fills the forward's SUB-filter register
- * tile and every weight is finite, dx is the forward convolution of dy, padded by R - 1 - ph and S - 1 - pw, with the filters
- * flipped and transposed (C, K, R, S): the forward's kernels run it, implicit columns and all,
- * with no col2im. Against the route below (Zen 3, AVX2, in-process interleaved medians, ms,
+ * tile and every weight is finite, dx is the forward convolution of dy, padded by R - 1 - ph and
+ * S - 1 - pw, with the filters flipped and transposed (C, K, R, S): the forward's kernels run it,
+ * implicit columns and all, with no col2im. Against the route below (Zen 3, AVX2, in-process interleaved medians, ms,
  * col2im / flipped, 1 | 2 threads): mnist_c2 7.98 / 5.66 | 4.73 / 3.51, resnet_c4 24.4 / 21.1 |
  * 12.6 / 11.3, vgg_c3 205 / 169 | 109 / 90, 5x5 64 -> 64 channels on 28x28 71.6 / 55.0 | 39.3 /
  * 30.8, 7x7 32 -> 96 48.1 / 40.1 | 27.0 / 21.1; lenet_c2 (6 channels) 1.8x slower that way.
