@@ -14,8 +14,9 @@ def same_pattern(got, ref):
     np.testing.assert_array_equal(np.isposinf(got), np.isposinf(ref))
     np.testing.assert_array_equal(np.isneginf(got), np.isneginf(ref))
     finite = np.isfinite(ref)
-    scale = max(1.0, float(np.abs(ref[finite]).max()))
-    np.testing.assert_allclose(got[finite], ref[finite], rtol=1e-4, atol=1e-4 * scale)
+    if finite.any():  # (a small dw can be non-finite everywhere)
+        scale = max(1.0, float(np.abs(ref[finite]).max()))
+        np.testing.assert_allclose(got[finite], ref[finite], rtol=1e-4, atol=1e-4 * scale)
 
 
 def layer(dtype=np.float32, seed=0):
@@ -101,9 +102,8 @@ def test_dilated_layers_give_the_reference_pattern_for_a_non_finite_value(where,
                 dy = np.ones_like(R.conv2d(x, w, **geometry))
                 ref = R.conv2d_backward(dy, x, w, **geometry)
             got = F.conv2d_backward(dy, x, w, algorithm=algorithm, **geometry)
-            for g, r_ in zip(got[:2], ref[:2]):
-                np.testing.assert_array_equal(np.isnan(g), np.isnan(r_), err_msg=str(geometry))
-                np.testing.assert_array_equal(np.isinf(g), np.isinf(r_), err_msg=str(geometry))
+            same_pattern(got[0], ref[0])
+            same_pattern(got[1], ref[1])
 
 
 def test_explicit_winograd_makes_whole_tiles_non_finite_as_documented():
