@@ -198,11 +198,13 @@ class Adam(Optimizer):
         np.multiply(g, g, out=tmp)
         tmp *= 1 - self.beta2
         v += tmp
-        # lr * m_hat / (sqrt(v_hat) + eps) with the bias corrections folded into two scalars
+        # lr * m_hat / (sqrt(v_hat) + eps) with the bias corrections folded into two scalars,
+        # each applied in float64 as the kernel does. dtype= says so: NumPy 2 computes a float32
+        # array with a float64 scalar in float64, NumPy 1 (value-based casting) in float32.
         np.sqrt(v, out=tmp)
-        tmp += self.eps * c2
+        np.add(tmp, self.eps * c2, out=tmp, dtype=np.float64)
         np.divide(m, tmp, out=tmp)
-        tmp *= self.lr * c2 / (1 - self.beta1 ** t)
+        np.multiply(tmp, self.lr * c2 / (1 - self.beta1 ** t), out=tmp, dtype=np.float64)
         p -= tmp
 
 
