@@ -2,11 +2,13 @@
 
 Each kernel family ``_kernels/NAME.pyx`` is compiled together with ``src_c/NAME.c`` and
 ``src_c/NAME_*.c`` (when those exist) once per ISA target the compiler can build, into
-``fastconv._kernels.<target>.NAME``: on x86-64 ``baseline`` (SSE2, what every x86-64 CPU runs),
-``avx2`` (AVX2 + FMA) and ``avx512`` (AVX-512 F/VL/BW/DQ); elsewhere ``baseline`` alone (NEON on
-aarch64). ``fastconv._isa`` imports the best one the CPU runs, so one build (a wheel) serves
-every CPU at its full vector width; ``-march=native`` is not needed. The helpers that run before
-the CPU is known (``_cpu``, ``_openmp``) are built once, at the baseline.
+``fastconv._kernels.<target>.NAME``: for an x86-64 compiler ``baseline`` (SSE2, what every
+x86-64 CPU runs), ``avx2`` (AVX2 + FMA) and ``avx512`` (AVX-512 F/VL/BW/DQ); for any other
+``baseline`` alone (NEON for aarch64). The compiler's target decides, not the build machine's,
+so a cross compiler builds for its own (.ci/aarch64). ``fastconv._isa`` imports the best one
+the CPU runs, so one build (a wheel) serves every CPU at its full vector width;
+``-march=native`` is not needed. The helpers that run before the CPU is known (``_cpu``,
+``_openmp``) are built once, at the baseline.
 
 OpenMP is detected with a test compile; without it the build still succeeds and the kernels run
 single-threaded. For development: ``FASTCONV_BUILD_ONLY=direct,pool`` restricts the families,
@@ -65,11 +67,23 @@ def _openmp_flags():
     return [], []
 
 
+def _compiler_machine():
+    """The CPU architecture the C compiler builds for (the first part of its -dumpmachine
+    triple): the build machine's, unless the compiler is a cross compiler (.ci/aarch64)."""
+    cc = os.environ.get("CC", "cc").split()
+    try:
+        triple = subprocess.run(cc + ["-dumpmachine"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        triple = ""
+    return (triple.split("-")[0] if triple else platform.machine()).lower()
+
+
 def _targets():
     """{target: compile flags} for the ISA targets to build here, worst to best."""
-    if platform.machine().lower() in ("x86_64", "amd64"):
+    machine = _compiler_machine()
+    if machine in ("x86_64", "amd64"):
         targets = dict(_X86_TARGETS)
-    elif platform.machine().lower() in ("aarch64", "arm64"):
+    elif machine in ("aarch64", "arm64"):
         targets = {"baseline": ["-ffp-contract=fast"]}  # NEON and FMA are aarch64's baseline
     else:
         targets = {"baseline": []}
