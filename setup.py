@@ -122,9 +122,9 @@ def _extensions():
     common_args = ["-O3", "-std=c99", "-fno-wrapv", "-fno-math-errno", "-Wno-unused-function",
                    "-Wno-psabi"] + omp_compile
     base = dict(include_dirs=["src_c", numpy.get_include()], extra_link_args=omp_link,
-                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-                # Headers hold kernel bodies (e.g. *_tmpl.h): editing one must rebuild.
-                depends=sorted(glob.glob(os.path.join("src_c", "*.h"))))
+                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")])
+    # Headers hold kernel bodies (e.g. *_tmpl.h): editing one must rebuild.
+    headers = sorted(glob.glob(os.path.join("src_c", "*.h")))
     only = {s.strip() for s in os.environ.get("FASTCONV_BUILD_ONLY", "").split(",") if s.strip()}
     names = [os.path.splitext(os.path.basename(p))[0]
              for p in sorted(glob.glob(os.path.join(KERNELS, "*.pyx")))]
@@ -145,7 +145,8 @@ def _extensions():
     targets = _targets()
     for name, gen in zip(names, generated):
         if name in HELPERS:
-            exts.append(Extension(gen.name, gen.sources, extra_compile_args=common_args, **base))
+            exts.append(Extension(gen.name, gen.sources, extra_compile_args=common_args,
+                                  depends=headers, **base))
             continue
         c_sources = sorted(glob.glob(os.path.join("src_c", name + ".c"))
                            + glob.glob(os.path.join("src_c", name + "_*.c")))
@@ -155,7 +156,9 @@ def _extensions():
             if name in NO_FMA_CONTRACTION:
                 flags = [f for f in flags if not f.startswith("-ffp-contract")] + ["-ffp-contract=off"]
             exts.append(Extension(f"fastconv._kernels.{target}.{name}", sources,
-                                  extra_compile_args=common_args + flags, **base))
+                                  extra_compile_args=common_args + flags,
+                                  # the sources are shims: what they include must rebuild
+                                  depends=headers + gen.sources + c_sources, **base))
     return exts
 
 
