@@ -9,6 +9,7 @@ import sys
 
 from fastconv._files import atomic_write
 from fastconv._sysinfo import describe_vectors
+from fastconv.nn.plots import require_matplotlib
 
 FASTCONV_PEERS = ("direct", "im2col", "winograd2", "winograd4", "auto", "fastconv")
 SECTIONS = (("conv", "Convolution layers"), ("pool", "Pooling"), ("step", "Training step"))
@@ -231,14 +232,10 @@ def plot(doc, path):
     panel for convolution layers (a bar per algorithm), one for pooling and the training step.
     Returns a one-line message saying what was written, or why nothing was."""
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = require_matplotlib()
         from matplotlib.ticker import FuncFormatter
-    except ImportError:
-        return (f"--plot {path}: matplotlib is not installed (pip install matplotlib, or the "
-                "'bench' extra); no chart written")
+    except ImportError as exc:
+        return f"--plot {path}: {exc}; no chart written"
     ratios = {(_cell_label(r), r["peer"]): r["ratio_torch"] for r in doc["results"]
               if r["peer"] in FASTCONV_PEERS and r["ratio_torch"] is not None}
     panels = []

@@ -168,6 +168,21 @@ def test_plot_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
     assert "matplotlib is not installed" in message and not (tmp_path / "x.png").exists()
 
 
+def test_plot_with_a_matplotlib_that_does_not_import_says_why(tmp_path, monkeypatch):
+    """An installed matplotlib that fails to import (one newer than this NumPy: it raises
+    ImportError from its own checks) is reported as such, its reason included, not as missing."""
+    doc = _saved_doc(tmp_path)
+    fake = tmp_path / "site" / "matplotlib"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("Matplotlib requires numpy>=9.0")\n')
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    message = report.plot(doc, str(tmp_path / "x.png"))
+    assert "matplotlib is installed but does not import: Matplotlib requires numpy>=9.0" in message
+    assert "not installed" not in message and not (tmp_path / "x.png").exists()
+
+
 def test_report_cli_rerenders_saved_json(tmp_path, capsys):
     _run(tmp_path, "--custom", TINY, "--passes", "forward")
     md = tmp_path / "again.md"

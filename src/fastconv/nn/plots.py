@@ -10,14 +10,19 @@ from .._files import atomic_write
 
 
 def require_matplotlib():
-    """matplotlib.pyplot on the non-interactive Agg backend, or ImportError with what to install."""
+    """matplotlib.pyplot on the non-interactive Agg backend, or an ImportError that says what to
+    install or, for a matplotlib that is installed but does not import (one newer than this
+    NumPy, say), why it does not."""
     try:
         import matplotlib
-    except ImportError:
-        raise ImportError("the training pictures need matplotlib: pip install matplotlib "
-                          "(or pip install 'fastconv[plot]')") from None
-    matplotlib.use("Agg")  # files only: works without a display
-    import matplotlib.pyplot as plt
+
+        matplotlib.use("Agg")  # files only: works without a display
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        if exc.name == "matplotlib":
+            raise ImportError("matplotlib is not installed (pip install matplotlib, or pip install "
+                              "'fastconv[plot]')") from None
+        raise ImportError(f"matplotlib is installed but does not import: {exc}") from exc
     return plt
 
 
