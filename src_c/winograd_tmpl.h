@@ -77,14 +77,21 @@ FC_INLINE void SFX(at6)(const REAL *FC_RESTRICT m, ptrdiff_t sm, REAL *FC_RESTRI
     for (int i = 0; i < 4; i++) ST(o + i * so, ov[i]);
 }
 
-/* dy-tile transform A u (A = (A^T)^T, alpha x m) for backward-weights, F(3, 2): 2 -> 4 values. */
+/* dy-tile transform A u (A = (A^T)^T, alpha x m) for backward-weights, F(3, 2): 2 -> 4 values,
+ * on values and from / to memory (as bt6). */
+FC_INLINE void SFX(a4v)(const VEC u[2], VEC o[4])
+{
+    o[0] = u[0];
+    o[1] = u[0] + u[1];
+    o[2] = u[0] - u[1];
+    o[3] = -u[1];
+}
+
 FC_INLINE void SFX(a4)(const REAL *FC_RESTRICT u, ptrdiff_t su, REAL *FC_RESTRICT o, ptrdiff_t so)
 {
-    VEC u0 = LD(u), u1 = LD(u + su);
-    ST(o, u0);
-    ST(o + so, u0 + u1);
-    ST(o + 2 * so, u0 - u1);
-    ST(o + 3 * so, -u1);
+    VEC uv[2] = {LD(u), LD(u + su)}, ov[4];
+    SFX(a4v)(uv, ov);
+    for (int i = 0; i < 4; i++) ST(o + i * so, ov[i]);
 }
 
 /* dy-tile transform A u for backward-weights, F(3, 4): 4 -> 6 values, on values and from / to
@@ -109,7 +116,7 @@ FC_INLINE void SFX(a6)(const REAL *FC_RESTRICT u, ptrdiff_t su, REAL *FC_RESTRIC
 }
 
 #if FC_REAL_IS_FLOAT && defined(__AVX__) && FC_WL % 8 == 0
-/* The fused transforms below (transform_group_from_bands, transform_dy_group4, output_group4)
+/* The fused transforms below (transform_group_from_bands, transform_dy_group4 / 2, output_group4)
  * move tiles between their lanes and memory through 8 x 8 / 8 x 4 transposes of __m256
  * registers, joined into (split from) the target's vectors; each runs one pass of its 2-D
  * transform on the transposed registers instead of a round trip through a buffer. */
@@ -709,6 +716,48 @@ FC_INLINE void SFX(transform_dy_group4)(const SFX(lane_dst) *dl, int nl, ptrdiff
 }
 #endif
 
+#ifdef FC_WINO_FUSED
+/* F(2x2) backward-weights' dy transform of one lane group, as transform_dy_group4: per tile row
+ * i and group of 8 lanes, one 64-bit load per lane (32-bit where the tile crosses dy's right
+ * edge) and a 2 x 8 transpose give row i's 2 values of every lane; A runs along the row in
+ * registers (2 -> 4 values), the column pass writes D. */
+FC_INLINE void SFX(transform_dy_group2)(const SFX(lane_dst) *dl, int nl, ptrdiff_t Wo,
+                                        const REAL *FC_RESTRICT src_k, ptrdiff_t ahead,
+                                        REAL *FC_RESTRICT tmp, REAL *FC_RESTRICT o, ptrdiff_t os)
+{
+    for (int i = 0; i < 2; i++) {
+        __m256 q[2][FC_WL / 8]; /* q[j][h]: value j of row i, lanes 8h .. 8h + 7 */
+        for (int h = 0; h < FC_WL / 8; h++) {
+            __m128 lane[8]; /* lane j: its row's two values in elements 0, 1 */
+            for (int j = 0; j < 8; j++) {
+                const int l = 8 * h + j;
+                if (l >= nl || i >= dl->rows[l]) {
+                    lane[j] = _mm_setzero_ps();
+                    continue;
+                }
+                const float *p = src_k + dl->off[l] + i * Wo;
+                /* (_mm_loadl_pi: _mm_load_sd would dereference a double pointer that is only
+                 * 4-byte aligned, undefined behaviour that UBSan reports) */
+                lane[j] = dl->cols[l] == 2 ? _mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)p) : _mm_load_ss(p);
+                if (ahead) __builtin_prefetch(p + ahead, 0, 3);
+            }
+            /* [a0 b0 a1 b1 | a4 b4 a5 b5] and [a2 b2 a3 b3 | a6 b6 a7 b7], then the even and the
+             * odd elements of each 128-bit half */
+            __m256 x0 = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_movelh_ps(lane[0], lane[1])),
+                                             _mm_movelh_ps(lane[4], lane[5]), 1);
+            __m256 x1 = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_movelh_ps(lane[2], lane[3])),
+                                             _mm_movelh_ps(lane[6], lane[7]), 1);
+            q[0][h] = _mm256_shuffle_ps(x0, x1, 0x88);
+            q[1][h] = _mm256_shuffle_ps(x0, x1, 0xDD);
+        }
+        VEC u[2] = {SFX(vjoin8)(q[0]), SFX(vjoin8)(q[1])}, r[4];
+        SFX(a4v)(u, r);
+        for (int j = 0; j < 4; j++) ST(tmp + (i * 4 + j) * FC_WL, r[j]);
+    }
+    for (int j = 0; j < 4; j++) SFX(a4)(tmp + j * FC_WL, 4 * FC_WL, o + j * os, 4 * os);
+}
+#endif
+
 int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                    const REAL *U, ptrdiff_t K, const REAL *bias, REAL *y, ptrdiff_t Ho, ptrdiff_t Wo,
                    ptrdiff_t ph, ptrdiff_t pw, int nthreads, size_t workspace, ptrdiff_t tile_cap)
@@ -885,11 +934,10 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
                     const ptrdiff_t ahead = k + 1 < K ? Ho * Wo : 0;
                     REAL *dst = D + k * ld + t0; /* whole lanes (zeros past nl), as for V */
 #ifdef FC_WINO_FUSED
-                    if (mt == 4) {
-                        SFX(transform_dy_group4)(dls + t0 / FC_WL, nl, Wo, dy + k * Ho * Wo, ahead, tmp,
-                                                 dst, ms);
-                        continue;
-                    }
+                    const SFX(lane_dst) *dl = dls + t0 / FC_WL;
+                    if (mt == 4) SFX(transform_dy_group4)(dl, nl, Wo, dy + k * Ho * Wo, ahead, tmp, dst, ms);
+                    else SFX(transform_dy_group2)(dl, nl, Wo, dy + k * Ho * Wo, ahead, tmp, dst, ms);
+                    continue;
 #endif
                     SFX(load_tiles)(mt, dls + t0 / FC_WL, nl, Wo, dy + k * Ho * Wo, ahead, u);
                     SFX(dy_tf)(alpha, u, tmp, dst, ms);
