@@ -669,6 +669,17 @@ FC_INLINE void SFX(load_tiles)(int mt, const SFX(lane_dst) *dl, int nl, ptrdiff_
 }
 
 #ifdef FC_WINO_FUSED
+/* Where lane l's tile row i starts in src_k, fetching the same row `ahead` values on (the next
+ * channel's, as load_tiles does); NULL for a lane past nl or a row past dy's edge (zeros). */
+FC_INLINE const float *SFX(dy_row)(const SFX(lane_dst) *dl, int nl, int l, int i, ptrdiff_t Wo,
+                                   const float *src_k, ptrdiff_t ahead)
+{
+    if (l >= nl || i >= dl->rows[l]) return NULL;
+    const float *p = src_k + dl->off[l] + i * Wo;
+    if (ahead) __builtin_prefetch(p + ahead, 0, 3);
+    return p;
+}
+
 /* F(4x4) backward-weights' dy transform of one lane group, load_tiles + dy_tf in one: point xi of
  * A u A^T goes to o + xi * os. Per tile row i and group of 8 lanes, one (masked) 128-bit load per
  * lane and an 8 x 4 transpose leave row i's 4 values of every lane in registers; A runs along
@@ -688,13 +699,10 @@ FC_INLINE void SFX(transform_dy_group4)(const SFX(lane_dst) *dl, int nl, ptrdiff
             __m128 lane[8];
             for (int j = 0; j < 8; j++) {
                 const int l = 8 * h + j;
-                if (l >= nl || i >= dl->rows[l]) {
-                    lane[j] = _mm_setzero_ps();
-                    continue;
-                }
-                const float *p = src_k + dl->off[l] + i * Wo;
-                lane[j] = dl->cols[l] == 4 ? _mm_loadu_ps(p) : _mm_maskload_ps(p, mask[l]);
-                if (ahead) __builtin_prefetch(p + ahead, 0, 3);
+                const float *p = SFX(dy_row)(dl, nl, l, i, Wo, src_k, ahead);
+                lane[j] = !p                 ? _mm_setzero_ps()
+                          : dl->cols[l] == 4 ? _mm_loadu_ps(p)
+                                             : _mm_maskload_ps(p, mask[l]);
             }
             __m256 a0 = _mm256_insertf128_ps(_mm256_castps128_ps256(lane[0]), lane[4], 1);
             __m256 a1 = _mm256_insertf128_ps(_mm256_castps128_ps256(lane[1]), lane[5], 1);
@@ -731,15 +739,12 @@ FC_INLINE void SFX(transform_dy_group2)(const SFX(lane_dst) *dl, int nl, ptrdiff
             __m128 lane[8]; /* lane j: its row's two values in elements 0, 1 */
             for (int j = 0; j < 8; j++) {
                 const int l = 8 * h + j;
-                if (l >= nl || i >= dl->rows[l]) {
-                    lane[j] = _mm_setzero_ps();
-                    continue;
-                }
-                const float *p = src_k + dl->off[l] + i * Wo;
+                const float *p = SFX(dy_row)(dl, nl, l, i, Wo, src_k, ahead);
                 /* (_mm_loadl_pi: _mm_load_sd would dereference a double pointer that is only
                  * 4-byte aligned, undefined behaviour that UBSan reports) */
-                lane[j] = dl->cols[l] == 2 ? _mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)p) : _mm_load_ss(p);
-                if (ahead) __builtin_prefetch(p + ahead, 0, 3);
+                lane[j] = !p                 ? _mm_setzero_ps()
+                          : dl->cols[l] == 2 ? _mm_loadl_pi(_mm_setzero_ps(), (const __m64 *)p)
+                                             : _mm_load_ss(p);
             }
             /* [a0 b0 a1 b1 | a4 b4 a5 b5] and [a2 b2 a3 b3 | a6 b6 a7 b7], then the even and the
              * odd elements of each 128-bit half */
