@@ -722,9 +722,7 @@ FC_INLINE void SFX(transform_dy_group4)(const SFX(lane_dst) *dl, int nl, ptrdiff
     }
     for (int j = 0; j < 6; j++) SFX(a6)(tmp + j * FC_WL, 6 * FC_WL, o + j * os, 6 * os);
 }
-#endif
 
-#ifdef FC_WINO_FUSED
 /* F(2x2) backward-weights' dy transform of one lane group, as transform_dy_group4: per tile row
  * i and group of 8 lanes, one 64-bit load per lane (32-bit where the tile crosses dy's right
  * edge) and a 2 x 8 transpose give row i's 2 values of every lane; A runs along the row in
@@ -933,19 +931,21 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
             /* D[xi][K][T]: A u A^T of each m x m dy tile (zeros past the output's edge). */
 #pragma omp for schedule(static)
             for (k = 0; k < K; k++) {
-                REAL u[16 * FC_WL], tmp[36 * FC_WL];
+                const REAL *dy_k = dy + k * Ho * Wo;
+                const ptrdiff_t ahead = k + 1 < K ? Ho * Wo : 0;
+                REAL tmp[36 * FC_WL];
                 for (ptrdiff_t t0 = 0; t0 < nt; t0 += FC_WL) {
                     const int nl = (int)(nt - t0 < FC_WL ? nt - t0 : FC_WL);
-                    const ptrdiff_t ahead = k + 1 < K ? Ho * Wo : 0;
+                    const SFX(lane_dst) *dl = dls + t0 / FC_WL;
                     REAL *dst = D + k * ld + t0; /* whole lanes (zeros past nl), as for V */
 #ifdef FC_WINO_FUSED
-                    const SFX(lane_dst) *dl = dls + t0 / FC_WL;
-                    if (mt == 4) SFX(transform_dy_group4)(dl, nl, Wo, dy + k * Ho * Wo, ahead, tmp, dst, ms);
-                    else SFX(transform_dy_group2)(dl, nl, Wo, dy + k * Ho * Wo, ahead, tmp, dst, ms);
-                    continue;
-#endif
-                    SFX(load_tiles)(mt, dls + t0 / FC_WL, nl, Wo, dy + k * Ho * Wo, ahead, u);
+                    if (mt == 4) SFX(transform_dy_group4)(dl, nl, Wo, dy_k, ahead, tmp, dst, ms);
+                    else SFX(transform_dy_group2)(dl, nl, Wo, dy_k, ahead, tmp, dst, ms);
+#else
+                    REAL u[16 * FC_WL];
+                    SFX(load_tiles)(mt, dl, nl, Wo, dy_k, ahead, u);
                     SFX(dy_tf)(alpha, u, tmp, dst, ms);
+#endif
                 }
             }
             /* (implicit barrier: V and D complete) */
