@@ -202,6 +202,22 @@ def test_optimisers_reach_nested_parameters_and_skip_decay_on_gamma_and_bias():
         assert changed == key.endswith(".w"), key  # only weights decay (zero gradients here)
 
 
+@pytest.mark.parametrize("tail", ["relu", "bn_relu", "relu_maxpool", "relu_dropout"])
+def test_residual_body_ending_in_a_relu_keeps_its_mask(tail, one_thread):
+    """Pre-activation bodies: the sum must not overwrite the output a ReLU keeps for backward
+    (it did: the ReLU's mask then read relu(body) + x)."""
+    rng = np.random.default_rng(10)
+    ends = {"relu": [nn.ReLU()], "bn_relu": [nn.BatchNorm2D(3), nn.ReLU()],
+            "relu_maxpool": [nn.ReLU(), nn.MaxPool2D(1)], "relu_dropout": [nn.ReLU(), nn.Dropout(0.0)]}
+    body = [nn.Conv2D(3, 3, 3, padding=1, seed=rng)] + ends[tail]
+    for fuse in (True, False):
+        model = nn.Sequential([nn.Conv2D(2, 3, 1, seed=rng), nn.Residual(body), nn.ReLU(),
+                               nn.Flatten(), nn.Dense(3 * 4 * 5, 3, seed=rng)],
+                              input_grad=True, fuse=fuse)
+        x = rng.standard_normal((2, 2, 4, 5))
+        check_model_gradients(model, x, np.array([0, 2]), zero=1e-8)
+
+
 def test_residual_identity_and_pass_through_bodies():
     x = np.random.default_rng(8).standard_normal((2, 3, 4, 4)).astype(np.float32)
     keep = x.copy()

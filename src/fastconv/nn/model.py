@@ -108,6 +108,9 @@ class Sequential:
                 kept = kept or layer.keeps_output
             else:
                 fresh, kept = True, layer.keeps_output
+        # whether forward's result is (a view of) an output a layer keeps for backward, which the
+        # caller must then not write (Residual's sum, an in-place layer after this model)
+        self.output_kept = kept
 
     # ------------------------------------------------------------ passes
     @property
@@ -570,8 +573,10 @@ class Residual(Layer):
             raise ValueError(f"Residual: the body's output {y.shape} and the shortcut's {s.shape} "
                              f"differ; give the block a projection shortcut")
         self._input_shape = x.shape
-        if np.may_share_memory(y, x) or np.may_share_memory(y, s):
-            return y + s  # a body of pass-through layers hands back x itself
+        if self.body.output_kept or np.may_share_memory(y, x) or np.may_share_memory(y, s):
+            # a body ending in a ReLU keeps its output for backward's mask; one of pass-through
+            # layers hands back x itself
+            return y + s
         y += s
         return y
 
