@@ -301,6 +301,33 @@ def test_relu_out_argument_and_kernel_match_numpy():
     np.testing.assert_array_equal(F.relu(strided), np.maximum(strided, 0))
     with pytest.raises(ValueError, match="out must have x's shape"):
         F.relu(np.ones(3), out=np.ones(4))
+    with pytest.raises(TypeError, match="out must be a numpy array, got list"):
+        F.relu(np.ones(3), out=[0, 0, 0])
+    frozen = np.zeros(3)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="out must be writeable"):
+        F.relu_backward(np.ones(3), np.ones(3), out=frozen)
+
+
+@pytest.mark.parametrize("shift", [1, -1, 5, -40000])
+def test_relu_into_an_out_that_partly_overlaps_its_input(shift):
+    """out a shifted view of x or dy: the threaded kernel would read elements it had already
+    written (found by fuzzing: out=a[1:] for x=a[:-1] gave zeros)."""
+    from fastconv import functional as F
+    rng = np.random.default_rng(12)
+    n = 40003
+    for dtype in (np.float32, np.float64):
+        a = rng.standard_normal(n + abs(shift)).astype(dtype)
+        x, out = (a[:n], a[shift:shift + n]) if shift > 0 else (a[-shift:], a[:n])
+        want = np.maximum(x, 0)
+        assert F.relu(x, out=out) is out
+        np.testing.assert_array_equal(out, want)
+        a = rng.standard_normal(n + abs(shift)).astype(dtype)
+        mask = rng.standard_normal(n).astype(dtype)
+        dy, out = (a[:n], a[shift:shift + n]) if shift > 0 else (a[-shift:], a[:n])
+        want = np.where(mask > 0, dy, 0)
+        assert F.relu_backward(dy, mask, out=out) is out
+        np.testing.assert_array_equal(out, want)
 
 
 def test_a_relu_after_a_relu_does_not_overwrite_the_output_the_first_keeps():

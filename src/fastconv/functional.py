@@ -204,20 +204,45 @@ def _flat_floats(*arrays):
     return None
 
 
+def _checked_out(out, like, name):
+    """`out` for an elementwise result shaped as `like` (the argument called `name`): a new
+    array when None, else a writeable array of like's shape and dtype."""
+    if out is None:
+        return np.empty_like(like, order="C")
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array, got {type(out).__name__}")
+    if out.shape != like.shape or out.dtype != like.dtype:
+        raise ValueError(f"out must have {name}'s shape {like.shape} and dtype {like.dtype}, got "
+                         f"{out.shape} {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable, got a read-only array")
+    return out
+
+
+def _elementwise_into(kernel, *flat):
+    """kernel(*flat, threads), the last of `flat` the output: in place where it is one of the
+    inputs, through a temporary where it overlaps one only partly (the threaded kernel would
+    read elements it has already written)."""
+    target = flat[-1]
+    if any(np.may_share_memory(target, a) and not (target.ctypes.data == a.ctypes.data
+                                                    and target.strides == a.strides)
+           for a in flat[:-1]):
+        target = np.empty_like(target)
+    kernel(*flat[:-1], target, get_num_threads())
+    if target is not flat[-1]:
+        np.copyto(flat[-1], target)
+
+
 def relu(x, out=None):
     """max(x, 0), elementwise (NaN stays NaN): a new array, or written into `out` (x's shape
     and dtype; may be x itself). Float arrays run the threaded kernel."""
     x = np.asarray(x)
-    if out is None:
-        out = np.empty_like(x, order="C")
-    elif out.shape != x.shape or out.dtype != x.dtype:
-        raise ValueError(f"out must have x's shape {x.shape} and dtype {x.dtype}, got "
-                         f"{out.shape} {out.dtype}")
+    out = _checked_out(out, x, "x")
     flat = _flat_floats(x, out)
     if flat is None:
         np.copyto(out, np.where((x > 0) | (x != x), x, np.zeros((), x.dtype)))
     else:
-        _dense().relu(*flat, get_num_threads())
+        _elementwise_into(_dense().relu, *flat)
     return out
 
 
@@ -229,16 +254,12 @@ def relu_backward(dy, x, out=None):
     x = np.asarray(x)
     if dy.shape != x.shape:
         raise ValueError(f"dy must have x's shape {x.shape}, got {dy.shape}")
-    if out is None:
-        out = np.empty_like(dy, order="C")
-    elif out.shape != dy.shape or out.dtype != dy.dtype:
-        raise ValueError(f"out must have dy's shape {dy.shape} and dtype {dy.dtype}, got "
-                         f"{out.shape} {out.dtype}")
+    out = _checked_out(out, dy, "dy")
     flat = _flat_floats(dy, x, out)
     if flat is None:
         np.copyto(out, np.where(x > 0, dy, np.zeros((), dy.dtype)))
     else:
-        _dense().relu_backward(*flat, get_num_threads())
+        _elementwise_into(_dense().relu_backward, *flat)
     return out
 
 
