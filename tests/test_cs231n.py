@@ -220,6 +220,18 @@ def test_float32_alone_stays_float32_and_the_core_api_stays_strict():
         fastconv.conv2d(x.astype(np.float64), w)  # fastconv itself never casts silently
 
 
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128, object])
+def test_complex_or_object_arrays_are_refused_not_cast(dtype):
+    """A complex x lost its imaginary part in the cast to float64, with only NumPy's
+    ComplexWarning to say so (found by fuzzing)."""
+    x = np.ones((1, 2, 4, 4), dtype)
+    w = np.ones((3, 2, 3, 3))
+    with pytest.raises(TypeError, match="cs231n layers take real arrays"):
+        L.conv_forward_fast(x, w, np.zeros(3), {"stride": 1, "pad": 1})
+    with pytest.raises(TypeError, match="cs231n layers take real arrays"):
+        L.relu_forward(np.ones(3, dtype))
+
+
 # ---------------------------------------------------------------- assignment 2: normalisation, dropout
 
 

@@ -356,6 +356,22 @@ def test_bad_constructor_arguments(make, exc, word):
         make()
 
 
+def test_backward_with_a_gradient_of_the_wrong_shape_is_refused():
+    """Flatten and Dropout named the layer and the shape nowhere: NumPy reshaped or broadcast
+    the wrong dout (found by fuzzing)."""
+    flatten = nn.Flatten()
+    with pytest.raises(RuntimeError, match="without a forward"):
+        flatten.backward(np.ones((2, 48), np.float32))
+    flatten.forward(np.ones((2, 3, 4, 4), np.float32))
+    with pytest.raises(ValueError, match=r"Flatten: dout must have shape \(2, 48\), got \(4, 24\)"):
+        flatten.backward(np.ones((4, 24), np.float32))
+    assert flatten.backward(np.ones((2, 48), np.float32)).shape == (2, 3, 4, 4)
+    dropout = nn.Dropout(0.5, seed=0)
+    dropout.forward(np.ones((4, 3), np.float32))
+    with pytest.raises(ValueError, match=r"Dropout: dout must have shape \(4, 3\), got \(1, 3\)"):
+        dropout.backward(np.ones((1, 3), np.float32))
+
+
 def test_bad_call_arguments():
     model = nn.Sequential([nn.Conv2D(1, 2, 3), nn.Flatten(), nn.Dense(2 * 4 * 4, 3)])
     x = np.zeros((4, 1, 6, 6), np.float32)

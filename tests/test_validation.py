@@ -175,9 +175,21 @@ def test_set_num_threads_round_trip():
     try:
         assert fastconv.set_num_threads(1) == 1
         assert fastconv.get_num_threads() == 1
+        assert fastconv.set_num_threads(np.int64(1)) == 1  # NumPy's ints, as everywhere else
+        assert type(fastconv.get_num_threads()) is int
     finally:
         fastconv.set_num_threads(before)
     assert fastconv.get_num_threads() == before
+
+
+@pytest.mark.parametrize("switch", ["set_winograd_enabled", "autotune"])
+@pytest.mark.parametrize("value", ["false", "no", 0, 1, None])
+def test_switches_take_only_true_or_false(switch, value):
+    """bool('false') is True: a string or number switched the feature on (found by fuzzing)."""
+    before = (fastconv.config.winograd_enabled(), fastconv._dispatch.autotune_enabled())
+    with pytest.raises(TypeError, match=f"{switch}: enabled must be True or False, got {value!r}"):
+        getattr(fastconv, switch)(value)
+    assert (fastconv.config.winograd_enabled(), fastconv._dispatch.autotune_enabled()) == before
 
 
 @pytest.mark.parametrize("n", [0, 1000, 2.5, True, 2**62 + 1, 2**64])

@@ -11,6 +11,7 @@ import threading
 import time
 
 from . import _grouped, _isa, _polyphase, config
+from ._shapes import flag
 
 ALGORITHMS = ("auto", "direct", "im2col", "winograd", "winograd2", "winograd4")
 CONCRETE = ("direct", "im2col", "winograd2", "winograd4")
@@ -62,7 +63,7 @@ def autotune(enabled=True):
     once with every candidate, and the fastest is used from then on (like cuDNN's benchmark mode).
     """
     global _autotune
-    _autotune = bool(enabled)
+    _autotune = flag(enabled, "autotune: enabled")
     if not _autotune:
         with _tuned_lock:
             _tuned.clear()

@@ -19,6 +19,14 @@ MAX_EXTENT = 2**31 - 1
 MAX_PADDED_ELEMENTS = 2**62
 
 
+def flag(value, name):
+    """`value` as a bool: True or False (NumPy's bools included); anything else is refused (a
+    string such as 'false' would otherwise count as true)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def pair(value, name, minimum, maximum=MAX_EXTENT):
     """`value` as an (h, w) pair of Python ints in [minimum, maximum]: accepts an int or a
     2-sequence of ints (NumPy integers included; bools and floats are refused)."""

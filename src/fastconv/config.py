@@ -13,6 +13,8 @@ import math
 import os
 import sys
 
+from ._shapes import flag
+
 _DEFAULT_WORKSPACE_MB = 256
 _MIN_WORKSPACE_BYTES = 1 << 20
 #: The largest workspace limit: the kernels take it as a signed 64-bit byte count.
@@ -71,4 +73,4 @@ def winograd_enabled():
 def set_winograd_enabled(enabled):
     """Allow (True) or forbid (False) algorithm="auto" to choose Winograd."""
     global _winograd_enabled
-    _winograd_enabled = bool(enabled)
+    _winograd_enabled = flag(enabled, "set_winograd_enabled: enabled")

@@ -9,6 +9,7 @@ OpenMP region hold BLAS at one thread there, from whichever Python thread calls.
 from one that imported fastconv runs its kernels on one thread (os.register_at_fork below).
 """
 import contextlib
+import numbers
 import os
 import threading
 import warnings
@@ -55,7 +56,7 @@ def set_num_threads(n):
             warnings.warn(f"fastconv: OMP_NUM_THREADS asks for {n} threads; using {MAX_THREADS} "
                           f"(fastconv.threads.MAX_THREADS)", RuntimeWarning, stacklevel=2)
             n = MAX_THREADS
-    elif isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_THREADS:
+    elif isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_THREADS:
         raise ValueError(f"set_num_threads: n must be an int from 1 to {MAX_THREADS} or None, "
                          f"got {n!r}")
     if not _openmp.openmp_enabled():

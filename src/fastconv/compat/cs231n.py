@@ -44,10 +44,12 @@ __all__ = [
 def _promote(*arrays):
     """The arrays (None stays None) as NumPy arrays of the one float dtype NumPy's arithmetic
     would give them together: float64 for any integer, bool or float64 among them, float32 for
-    float32 / float16 alone."""
+    float32 / float16 alone; a TypeError for complex or non-numeric ones."""
     arrays = [None if a is None else np.asarray(a) for a in arrays]
     dtypes = [a.dtype for a in arrays if a is not None]
     common = np.result_type(*dtypes) if dtypes else np.dtype(np.float64)
+    if common.kind not in "biuf":  # complex (its imaginary part would be dropped), object, ...
+        raise TypeError(f"cs231n layers take real arrays (bool, int or float), got {common}")
     if common.kind != "f" or common.itemsize > 8:
         common = np.dtype(np.float64)
     elif common.itemsize < 4:

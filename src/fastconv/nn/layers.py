@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import functional as F
 from .._dispatch import ALGORITHMS
-from .._shapes import output_size, pair
+from .._shapes import flag, output_size, pair
 from .init import check_dtype, initializer, make_rng
 
 
@@ -21,12 +21,6 @@ def _positive_int(value, name, owner):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
     return int(value)
-
-
-def _flag(value, name, owner):
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{owner}: {name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def _check_input(x, ndim, what, owner):
@@ -129,7 +123,7 @@ class Conv2D(Layer):
             raise ValueError(f"{name}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
         self.algorithm = algorithm
         self.init = init
-        self.bias = _flag(bias, "bias", name)
+        self.bias = flag(bias, f"{name}: bias")
         dtype = check_dtype(dtype)
         shape = self.param_shapes(in_channels, out_channels, kernel_size, groups=groups)["w"]
         self.params = {"w": initializer(init)(shape, make_rng(seed), dtype)}
@@ -180,7 +174,7 @@ class Conv2D(Layer):
         c = _positive_int(in_channels, "in_channels", "Conv2D")
         groups = _conv_groups(groups, c, k)
         shapes = {"w": (k, c // groups) + pair(kernel_size, "kernel_size", 1)}
-        if _flag(bias, "bias", "Conv2D"):
+        if flag(bias, "Conv2D: bias"):
             shapes["b"] = (k,)
         return shapes
 
@@ -326,6 +320,12 @@ class Flatten(Layer):
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dout):
+        if self._shape is None:
+            raise RuntimeError("Flatten.backward called without a forward first")
+        flat = (self._shape[0], int(np.prod(self._shape[1:])))
+        if getattr(dout, "shape", None) != flat:
+            raise ValueError(f"Flatten: dout must have shape {flat}, got "
+                             f"{getattr(dout, 'shape', type(dout).__name__)}")
         return dout.reshape(self._shape)
 
     def output_shape(self, input_shape):
@@ -342,7 +342,7 @@ class Dense(Layer):
         self.in_features = _positive_int(in_features, "in_features", "Dense")
         self.out_features = _positive_int(out_features, "out_features", "Dense")
         self.init = init
-        self.bias = _flag(bias, "bias", "Dense")
+        self.bias = flag(bias, "Dense: bias")
         dtype = check_dtype(dtype)
         self.params = {"w": initializer(init)((self.in_features, self.out_features),
                                               make_rng(seed), dtype)}
@@ -378,7 +378,7 @@ class Dense(Layer):
         d_in = _positive_int(in_features, "in_features", "Dense")
         d_out = _positive_int(out_features, "out_features", "Dense")
         shapes = {"w": (d_in, d_out)}
-        if _flag(bias, "bias", "Dense"):
+        if flag(bias, "Dense: bias"):
             shapes["b"] = (d_out,)
         return shapes
 
@@ -415,6 +415,9 @@ class Dropout(Layer):
     def backward(self, dout):
         if self._mask is None:  # p == 0, or a forward without training: identity
             return dout
+        if getattr(dout, "shape", None) != self._mask.shape:
+            raise ValueError(f"Dropout: dout must have shape {self._mask.shape}, got "
+                             f"{getattr(dout, 'shape', type(dout).__name__)}")
         mask, self._mask = self._mask, None
         return np.multiply(dout, mask, out=dout if self.inplace else None)
 
@@ -445,7 +448,7 @@ class _BatchNorm(Layer):
                 bound = "in (0, 1]" if what == "eps" else "in [0, 1]"
                 raise ValueError(f"{name}: {what} must be a number {bound}, got {value!r}")
         self.eps, self.momentum = float(eps), float(momentum)
-        self.affine = _flag(affine, "affine", name)
+        self.affine = flag(affine, f"{name}: affine")
         #: Set by `Sequential` when a ReLU follows: forward returns relu(bn(x)) in the same pass
         #: and backward takes the ReLU's gradient too (its mask recomputed from x), the ReLU
         #: passing its argument through.
