@@ -286,3 +286,21 @@ def test_bad_input_is_never_modified():
         F.conv2d(x, w, b, stride=0)
     for a, c in zip((x, w, b), copies):
         np.testing.assert_array_equal(a, c)
+
+
+def test_every_functional_op_has_a_reference_twin_with_its_signature():
+    """README: "Every op has a plain NumPy twin in fastconv.reference with the same signature"
+    (bias_backward had none, relu's out= was missing from the twin)."""
+    import inspect
+    ops = {name: f for name, f in vars(F).items()
+           if not name.startswith("_") and inspect.isfunction(f) and f.__module__ == F.__name__}
+    assert {"conv2d", "relu", "bias_backward", "batch_norm2d"} <= set(ops)
+    for name, f in ops.items():
+        assert inspect.signature(getattr(R, name)) == inspect.signature(f), name
+    assert set(fastconv.__all__) <= set(dir(fastconv))
+    dy = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32)
+    np.testing.assert_allclose(fastconv.bias_backward(dy), R.bias_backward(dy), rtol=1e-5)
+    x = np.array([-1.0, 2.0, np.nan])
+    out = np.empty(3)
+    assert R.relu(x, out=out) is out
+    np.testing.assert_array_equal(out, F.relu(x))

@@ -165,15 +165,29 @@ def l2_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
         a.out_hw, a.dtype))
 
 
+def bias_backward(dy):
+    """db = dy summed over batch and space: (K,)."""
+    return as_float_array(dy, "dy", 4).sum(axis=(0, 2, 3))
+
+
 # ---------------------------------------------------------------- dense layers and losses
-def relu(x):
+def _into(out, y):
+    """y, or y copied into `out` (relu's optional destination)."""
+    if out is None:
+        return y
+    np.copyto(out, y)
+    return out
+
+
+def relu(x, out=None):
     """max(x, 0); NaN stays NaN (as NumPy's maximum and PyTorch's relu)."""
     x = np.asarray(x)
-    return np.where((x > 0) | np.isnan(x), x, np.zeros_like(x))
+    return _into(out, np.where((x > 0) | np.isnan(x), x, np.zeros_like(x)))
 
 
-def relu_backward(dy, x):
-    return np.where(np.asarray(x) > 0, dy, np.zeros_like(dy))
+def relu_backward(dy, x, out=None):
+    dy = np.asarray(dy)
+    return _into(out, np.where(np.asarray(x) > 0, dy, np.zeros_like(dy)))
 
 
 def linear(x, w, b=None):
