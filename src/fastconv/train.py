@@ -1,4 +1,4 @@
-"""Train a CNN on Fashion-MNIST: ``python -m fastconv.train [--model cnn|lenet5] [options]``.
+"""Train a CNN on Fashion-MNIST: ``python -m fastconv.train [--model cnn|lenet5|resnet] [options]``.
 
 Prints a progress bar per epoch and train/test metrics after each, then writes to --out: the
 model (model.npz, reloadable with ``fastconv.nn.Sequential.load``), metrics.json and PNG

@@ -1,6 +1,6 @@
 # cython: language_level=3
-"""The one GEMM wrapper over SciPy's BLAS, for the kernel modules that call BLAS directly
-(dense, im2col_gemm). Winograd's C code takes sgemm/dgemm themselves as function pointers."""
+"""The GEMM wrapper over SciPy's BLAS for Cython code that calls BLAS itself (dense.pyx).
+Winograd's C code takes sgemm/dgemm themselves as function pointers."""
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
