@@ -218,6 +218,41 @@ def test_residual_body_ending_in_a_relu_keeps_its_mask(tail, one_thread):
         check_model_gradients(model, x, np.array([0, 2]), zero=1e-8)
 
 
+@pytest.mark.parametrize("branch", [[nn.ReLU()], [nn.Dropout(0.5, seed=0)], [nn.MaxPool2D(1)],
+                                    [nn.BatchNorm2D(3, affine=False)]])
+def test_a_float64_model_keeps_float64_through_parameter_free_branches(branch, one_thread):
+    """A Residual branch without parameters cast the float64 activations to float32 (its own
+    Sequential's default dtype): gradients off by 1e-2 relative, or a dtype TypeError later
+    (found by fuzzing)."""
+    rng = np.random.default_rng(13)
+    model = nn.Sequential([nn.Conv2D(2, 3, 1, seed=rng), nn.Residual(branch), nn.Flatten(),
+                           nn.Dense(3 * 3 * 4, 2, seed=rng)], input_grad=True).astype(np.float64)
+    x = rng.standard_normal((3, 2, 3, 4))
+    assert model.forward(x).dtype == np.float64
+    if not isinstance(branch[0], nn.Dropout):  # (a fresh mask per forward)
+        check_model_gradients(model, x, np.array([0, 1, 1]), zero=1e-8)
+    alone = nn.Sequential([nn.BatchNorm1D(3, affine=False)]).astype(np.float64)
+    assert alone.dtype == np.float64 and alone.forward(rng.standard_normal((4, 3))).dtype == np.float64
+    bare = nn.Sequential([nn.Flatten()]).astype(np.float64)
+    assert bare.forward(np.ones((2, 3), np.float32)).dtype == np.float64
+
+
+def test_backward_after_an_evaluation_pass_is_refused_and_input_grad_false_returns_none():
+    """An evaluation pass between forward and backward dropped Dropout's mask, and backward
+    then ran it as the identity (found by fuzzing); every layer now refuses, as ReLU did."""
+    x = np.ones((2, 3), np.float32)
+    model = nn.Sequential([nn.Dropout(0.5, seed=0), nn.Flatten()], input_grad=True)
+    model.forward(x)
+    model.predict(x)
+    with pytest.raises(RuntimeError, match="Dropout.backward called without a forward"):
+        model.backward(np.ones((2, 3), np.float32))
+    model.forward(x)
+    assert model.backward(np.ones((2, 3), np.float32)).shape == (2, 3)
+    plain = nn.Sequential([nn.Flatten(), nn.Dense(3, 2, seed=0)])
+    plain.forward(x)
+    assert plain.backward(np.ones((2, 2), np.float32)) is None  # as documented
+
+
 def test_residual_identity_and_pass_through_bodies():
     x = np.random.default_rng(8).standard_normal((2, 3, 4, 4)).astype(np.float32)
     keep = x.copy()

@@ -387,6 +387,9 @@ class Dense(Layer):
                 "init": self.init, "bias": self.bias}
 
 
+_IDENTITY = object()  # Dropout's "mask" at p == 0
+
+
 class Dropout(Layer):
     """Inverted dropout: in training, zero each activation with probability p and scale the rest
     by 1/(1-p), so evaluation (training=False) is the identity."""
@@ -403,8 +406,11 @@ class Dropout(Layer):
     def forward(self, x, training=True):
         if not isinstance(x, np.ndarray):
             raise TypeError(f"Dropout: x must be a numpy array, got {type(x).__name__}")
-        if not training or self.p == 0:
-            self._mask = None
+        if not training:
+            self._mask = None  # (as every layer: an evaluation pass ends the training one)
+            return x
+        if self.p == 0:
+            self._mask = _IDENTITY
             return x
         keep = self.rng.random(x.shape, dtype=np.float32 if x.dtype == np.float32 else np.float64)
         mask = (keep >= self.p).astype(x.dtype)
@@ -413,7 +419,10 @@ class Dropout(Layer):
         return np.multiply(x, mask, out=x if self.inplace else None)
 
     def backward(self, dout):
-        if self._mask is None:  # p == 0, or a forward without training: identity
+        if self._mask is None:
+            raise RuntimeError("Dropout.backward called without a forward(training=True) first")
+        if self._mask is _IDENTITY:  # p == 0
+            self._mask = None
             return dout
         if getattr(dout, "shape", None) != self._mask.shape:
             raise ValueError(f"Dropout: dout must have shape {self._mask.shape}, got "

@@ -115,15 +115,16 @@ class Sequential:
     # ------------------------------------------------------------ passes
     @property
     def dtype(self):
-        """The parameters' dtype (float32 unless `astype` changed it)."""
+        """The parameters' (or a batch norm's statistics') dtype; for a model with neither, the
+        last `astype`'s (float32 unless it changed it)."""
         for layer in self.layers:
-            if layer.params:
+            if layer.dtype is not None:
                 return layer.dtype
-        return np.dtype(np.float32)
+        return getattr(self, "_dtype", np.dtype(np.float32))
 
     def astype(self, dtype):
         """Cast every parameter to float32 or float64 (e.g. float64 for gradient checks)."""
-        check_dtype(dtype)
+        self._dtype = check_dtype(dtype)
         for layer in self.layers:
             layer.astype(dtype)
         return self
@@ -135,18 +136,23 @@ class Sequential:
         return x
 
     def forward(self, x, training=True):
-        x = self._as_input(x)
+        return self._run(self._as_input(x), training)
+
+    def _run(self, x, training):
+        """The layers' forward passes, x as it comes (a Residual's branches: the model around
+        them has cast it already, and a branch without parameters has no dtype of its own)."""
         for layer in self.layers:
             x = layer.forward(x, training)
         return x
 
     def backward(self, dout):
-        """dx from dout = dL/d(output), through every layer; `dout` itself is never written."""
+        """dx from dout = dL/d(output), through every layer (None with input_grad=False);
+        `dout` itself is never written."""
         if self._writes_incoming_gradient():
             dout = np.array(dout, copy=True)
         for layer in reversed(self.layers):
             dout = layer.backward(dout)
-        return dout
+        return dout if self.input_grad else None
 
     def _writes_incoming_gradient(self):
         """Whether backward would write into the array it is given: an in-place ReLU or Dropout
@@ -567,8 +573,8 @@ class Residual(Layer):
 
     def forward(self, x, training=True):
         _check_array(x, "Residual")
-        y = self.body.forward(x, training)
-        s = x if self.shortcut is None else self.shortcut.forward(x, training)
+        y = self.body._run(x, training)
+        s = x if self.shortcut is None else self.shortcut._run(x, training)
         if y.shape != s.shape:
             raise ValueError(f"Residual: the body's output {y.shape} and the shortcut's {s.shape} "
                              f"differ; give the block a projection shortcut")
