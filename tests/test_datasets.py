@@ -71,6 +71,26 @@ def test_truncated_file(tmp_path, cut):
         read_idx(str(path), 3)
 
 
+def test_a_small_file_announcing_or_inflating_to_gigabytes_is_refused(tmp_path, monkeypatch):
+    """A 60 KB gzip of 60 MB of zeros behind a 10-label header was read whole before the length
+    check (40 MB of gzip would have asked for 40 GB), and dimensions whose product passes int64
+    wrapped to a size the check then accepted (found by fuzzing)."""
+    import tracemalloc
+    path = tmp_path / "bomb.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(idx_bytes(np.zeros(10)))
+        f.write(bytes(60 << 20))
+    tracemalloc.start()
+    with pytest.raises(DatasetError, match=r"header says \(10,\) = 10 bytes of data but the file holds more"):
+        read_idx(str(path), 1)
+    assert tracemalloc.get_traced_memory()[1] < 1 << 20  # bytes allocated at the peak
+    tracemalloc.stop()
+    huge = tmp_path / "huge"
+    huge.write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">3I", 2**22, 2**21, 2**21))
+    with pytest.raises(DatasetError, match="more than an idx file"):
+        read_idx(str(huge), 3)
+
+
 def test_truncated_gzip(tmp_path):
     packed = gzip.compress(idx_bytes(np.ones((3, 28, 28))))
     (tmp_path / "f.gz").write_bytes(packed[: len(packed) // 2])

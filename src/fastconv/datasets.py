@@ -26,6 +26,10 @@ HOW_TO_GET = ("install them with `sudo apt-get install dataset-fashion-mnist` (D
               "path=) at their folder")
 
 
+#: The most data bytes an idx file may announce: Fashion-MNIST's training images are 47 MB.
+_MAX_BYTES = 1 << 32
+
+
 class DatasetError(ValueError):
     """A data file is missing, damaged or not what it claims to be."""
 
@@ -39,28 +43,39 @@ def _find(folder, stem):
 
 
 def read_idx(filename, expected_ndim):
-    """The uint8 array stored in an idx file, after checking magic, dimensions and length."""
+    """The uint8 array stored in an idx file, after checking magic, dimensions and length. The
+    header is read first and then exactly the data it announces (one byte more, to see a longer
+    file), so a small compressed file that claims or inflates to gigabytes is refused before it
+    is held in memory."""
     opener = gzip.open if filename.endswith(".gz") else open
     try:
         with opener(filename, "rb") as f:
-            raw = f.read()
+            head = f.read(4)
+            if len(head) < 4:
+                raise DatasetError(f"{filename}: {len(head)} bytes, too short for an idx header")
+            zero, dtype_code, ndim = head[:2], head[2], head[3]
+            if zero != b"\x00\x00" or dtype_code != 0x08 or ndim != expected_ndim:
+                raise DatasetError(f"{filename}: bad magic number {head.hex()}; expected "
+                                   f"0000080{expected_ndim} (unsigned bytes, {expected_ndim} "
+                                   f"dimensions)")
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DatasetError(f"{filename}: truncated header ({4 + len(raw_dims)} bytes, "
+                                   f"need {4 + 4 * ndim})")
+            dims = tuple(int(d) for d in np.frombuffer(raw_dims, ">u4"))
+            size = 1
+            for d in dims:  # (Python ints: a product of uint32s can pass int64's range)
+                size *= d
+            if size > _MAX_BYTES:
+                raise DatasetError(f"{filename}: header says {dims} = {size} bytes of data, more "
+                                   f"than an idx file of this library holds ({_MAX_BYTES})")
+            raw = f.read(size + 1)
     except (OSError, EOFError) as exc:  # gzip reports a truncated stream as EOFError/BadGzipFile
         raise DatasetError(f"{filename}: cannot be read ({exc})") from None
-    if len(raw) < 4:
-        raise DatasetError(f"{filename}: {len(raw)} bytes, too short for an idx header")
-    zero, dtype_code, ndim = raw[:2], raw[2], raw[3]
-    if zero != b"\x00\x00" or dtype_code != 0x08 or ndim != expected_ndim:
-        raise DatasetError(f"{filename}: bad magic number {raw[:4].hex()}; expected "
-                           f"0000080{expected_ndim} (unsigned bytes, {expected_ndim} dimensions)")
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DatasetError(f"{filename}: truncated header ({len(raw)} bytes, need {header})")
-    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    size = int(np.prod(dims, dtype=np.int64))
-    if len(raw) - header != size:
+    if len(raw) != size:
         raise DatasetError(f"{filename}: header says {dims} = {size} bytes of data but the file "
-                           f"holds {len(raw) - header} (truncated or corrupt)")
-    return np.frombuffer(raw, np.uint8, offset=header).reshape(dims)
+                           f"holds {'more' if len(raw) > size else len(raw)} (truncated or corrupt)")
+    return np.frombuffer(raw, np.uint8).reshape(dims)
 
 
 def _load_split(folder, images_key, labels_key):
