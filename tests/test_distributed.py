@@ -110,6 +110,25 @@ def test_a_rank_that_raises_ends_the_job_naming_the_rank(script, tmp_path):
     assert "RuntimeError: a deliberate failure" in out.stderr
 
 
+def test_a_setup_error_on_one_rank_of_the_training_command_ends_the_job(tmp_path):
+    """One rank's data folder missing (a node without the data): that rank printed its error and
+    returned 2, and the other waited forever in its first collective (found by fuzzing)."""
+    from test_datasets import write_set
+
+    data = tmp_path / "data"
+    data.mkdir()
+    write_set(data, n_train=8, n_test=4)
+    common = ["-m", "fastconv.train", "--quiet", "--no-plots", "--epochs", "1", "--out",
+              str(tmp_path / "out")]
+    cmd = [MPIEXEC, "-n", "1", sys.executable, *common, "--data", str(data), ":",
+           "-n", "1", sys.executable, *common, "--data", str(tmp_path / "missing")]
+    start = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 0
+    assert time.monotonic() - start < 60
+    assert "does not exist" in out.stderr
+
+
 def test_a_rank_killed_mid_epoch_ends_the_job(script, tmp_path):
     pid_prefix = str(tmp_path / "pid")
     job = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, script(FAULT), "train", pid_prefix],

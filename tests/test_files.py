@@ -124,6 +124,9 @@ def test_damaged_files_are_value_errors_naming_the_file(tmp_path):
     ({"layer3.w": np.zeros((32, 3), np.float16)}, "dtype float16"),
     ({"layer0.b": np.zeros(2, np.float64)}, "mixed dtypes"),
     ({"layer3.w": np.zeros((3, 32), np.float32)}, r"shape \(3, 32\), expected \(32, 3\)"),
+    (dict(architecture=np.array(json.dumps({"format": "fastconv.nn.Sequential", "version": 1,
+                                            "layers": []}))), "no list of layers"),
+    (dict(architecture=np.array("[" * 100000 + "]" * 100000)), "not valid JSON"),
 ])
 def test_malformed_models_are_refused_before_any_layer_is_built(tmp_path, change, words):
     path = tmp_path / "bad.npz"
@@ -147,3 +150,74 @@ def test_a_tiny_file_naming_a_huge_layer_fails_fast_without_allocating(tmp_path)
     finally:
         tracemalloc.stop()
     assert peak < 16 << 20  # the 40 GB of weights were never asked for
+
+
+def _checkpoint(tmp_path, optimizer):
+    """A checkpoint of small_model() after one step of `optimizer`, and its entries."""
+    from fastconv.checkpoint import save_checkpoint
+
+    model = small_model()
+    x = np.random.default_rng(0).standard_normal((4, 1, 4, 4)).astype(np.float32)
+    model.fit(x, np.array([0, 1, 2, 0]), epochs=1, batch_size=4, optimizer=optimizer, verbose=False)
+    path = tmp_path / "ck.npz"
+    save_checkpoint(path, model, optimizer, 1, np.random.default_rng(1), model.history)
+    with np.load(path) as data:
+        return path, {k: data[k] for k in data.files}
+
+
+def _meta_changed(entries, **changes):
+    meta = json.loads(str(entries["checkpoint"]))
+    meta.update(changes)
+    return dict(entries, checkpoint=np.array(json.dumps(meta)))
+
+
+@pytest.mark.parametrize("change, words", [
+    (dict(epoch=-3), "the completed epochs must be an int >= 0"),
+    (dict(history={"loss": 5}), "the history must map names to lists of numbers"),
+    (dict(rng={"bit_generator": "PCG64", "state": {"state": 2**300, "inc": 1}, "has_uint32": 0,
+               "uinteger": 0}), "OverflowError"),
+])
+def test_a_damaged_checkpoint_entry_is_a_value_error_naming_the_file(tmp_path, change, words):
+    """A hostile generator state raised OverflowError, a negative epoch or a history of numbers
+    got through to fit (found by fuzzing)."""
+    from fastconv.checkpoint import load_checkpoint
+
+    _, entries = _checkpoint(tmp_path, nn.SGD(0.1, momentum=0.9))
+    bad = tmp_path / "bad.npz"
+    _write_npz(bad, **_meta_changed(entries, **change))
+    with pytest.raises(ValueError, match=words) as info:
+        load_checkpoint(bad)
+    assert str(bad) in str(info.value)
+
+
+@pytest.mark.parametrize("optimizer, key, value, words", [
+    ("adam", "t", np.array(-5), r"t must be an int >= 0"),
+    ("adam", "t", None, r"slots \['m', 'v'\], expected \['m', 't', 'v'\]"),
+    ("sgd", "param", np.zeros(2, np.float32), r"slots \['buf', 'param'\], expected \['buf'\]"),
+    ("sgd", "buf", np.zeros(3, np.float32), r"has shape \(3,\) dtype float32, expected"),
+    ("sgd", "iterations", np.array(-1), "iterations must be an int >= 0"),
+])
+def test_an_optimiser_state_is_checked_whole_before_any_of_it_is_used(tmp_path, optimizer, key,
+                                                                       value, words):
+    """An Adam step count of -5 loaded silently (the next step wrote NaN), a slot with another
+    name was dropped without a word (found by fuzzing); a refused state changes nothing."""
+    from fastconv.checkpoint import load_checkpoint
+
+    make = {"adam": lambda: nn.Adam(1e-2), "sgd": lambda: nn.SGD(0.1, momentum=0.9)}[optimizer]
+    _, entries = _checkpoint(tmp_path, make())
+    if key == "iterations":
+        entries["optimizer.iterations"] = value
+    else:
+        slot = next(k for k in entries if k.startswith("optimizer.layer0.w."))
+        target = slot.rsplit(".", 1)[0] + "." + key
+        if value is None:
+            del entries[target]
+        else:
+            entries[target] = value
+    bad = tmp_path / "bad.npz"
+    _write_npz(bad, **entries)
+    model, state, *_ = load_checkpoint(bad)
+    fresh = make()
+    with pytest.raises(ValueError, match=words):
+        fresh.load_state_dict(model, state)
+    assert fresh.iterations == 0 and fresh._state == {}

@@ -79,6 +79,9 @@ def test_a_nan_loss_stops_training_and_restores_the_last_complete_epoch():
     (["--threads", "0"], "argument --threads: must be a positive integer"),
     (["--threads", "100000"], "argument --threads: must be at most 1024"),
     (["--epochs", "two"], "argument --epochs: must be a positive integer, got 'two'"),
+    (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
+    (["--resume", "/"], "argument --resume: '/' is not a file"),
+    (["--resume", "/no/such/checkpoint.npz"], "argument --resume: .* is not a file"),
 ])
 def test_bad_options_are_usage_errors(argv, words, capsys, tmp_path):
     with pytest.raises(SystemExit) as info:
@@ -87,6 +90,56 @@ def test_bad_options_are_usage_errors(argv, words, capsys, tmp_path):
     err = capsys.readouterr().err
     assert "usage: python -m fastconv.train" in err
     assert __import__("re").search(words, err), err
+
+
+def test_an_output_file_that_is_a_folder_is_a_usage_error_before_training(capsys, tmp_path):
+    """model.npz a folder in --out: found only when the trained model was to be saved, the run
+    lost with a traceback (found by fuzzing)."""
+    (tmp_path / "run" / "model.npz").mkdir(parents=True)
+    with pytest.raises(SystemExit) as info:
+        train.parse_args(["--out", str(tmp_path / "run")])
+    assert info.value.code == 2
+    assert "model.npz is a folder; the run writes a file there" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_a_step_that_makes_the_parameters_nan_at_an_epochs_end_stops_fit():
+    """The NaN check looked at the loss, computed before each update: an epoch's last step could
+    leave NaN weights, and fit returned them (found by fuzzing)."""
+    model = tiny_model()
+    x, y = data()
+    before = [{k: v.copy() for k, v in layer.params.items()} for layer in model.layers]
+    with pytest.raises(FloatingPointError, match="epoch 1/1: its last step made a parameter NaN"):
+        model.fit(x, y, epochs=1, batch_size=12, optimizer=nn.SGD(lr=1e300), verbose=False)
+    for layer, saved in zip(model.layers, before):
+        for key, value in layer.params.items():
+            np.testing.assert_array_equal(value, saved[key])
+    assert model.history["interrupted"] is True
+
+
+@pytest.mark.parametrize("change, error, words", [
+    (dict(on_epoch_end=5), TypeError, "on_epoch_end must be callable"),
+    (dict(history=[1]), TypeError, "history must be a dict"),
+    (dict(y=np.array([0] * 11 + [3])), ValueError, r"labels for x must lie in \[0, 3\), got range \[0, 3\]"),
+    (dict(y=np.array([-1] + [0] * 11)), ValueError, "labels for x must lie in"),
+    (dict(validation_data=(np.zeros((2, 1, 5, 5), np.float32), np.array([0, 7]))), ValueError,
+     "labels for validation_data x must lie in"),
+    (dict(x=np.zeros((12, 1, 5, 5), np.complex64)), TypeError, "x must hold real numbers"),
+    (dict(x=np.full((12, 1, 5, 5), "1")), TypeError, "x must hold real numbers"),
+])
+def test_fit_checks_its_arguments_before_any_step(change, error, words):
+    """Labels out of range were found at their batch, after earlier steps had changed the model;
+    a bad callback after a whole epoch; complex x trained on its real part (found by fuzzing)."""
+    model = tiny_model()
+    x, y = data()
+    kwargs = dict(x=x, y=y, epochs=1, batch_size=4, optimizer=nn.SGD(lr=0.1), verbose=False)
+    kwargs.update(change)
+    before = [{k: v.copy() for k, v in layer.params.items()} for layer in model.layers]
+    with pytest.raises(error, match=words):
+        model.fit(**kwargs)
+    for layer, saved in zip(model.layers, before):
+        for key, value in layer.params.items():
+            np.testing.assert_array_equal(value, saved[key])
 
 
 def test_an_unwritable_output_folder_is_a_usage_error_before_training(capsys, tmp_path):

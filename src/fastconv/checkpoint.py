@@ -15,6 +15,10 @@ from .nn import Dropout, Residual, Sequential
 
 _META = "checkpoint"
 _OPTIMIZER = "optimizer."
+# What a damaged or hostile entry raises on the way in (a generator state out of uint64's range:
+# OverflowError; JSON nested thousands deep: RecursionError; an object array: ValueError), each
+# turned into a ValueError that names the file.
+_DAMAGE = (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError)
 
 
 def save_checkpoint(path, model, optimizer, epoch, rng, history, augment_states=None):
@@ -33,7 +37,8 @@ def save_checkpoint(path, model, optimizer, epoch, rng, history, augment_states=
 
 def load_checkpoint(path):
     """(model, optimizer state, completed epochs, generator, history) from a checkpoint; apply the
-    state with `optimizer.load_state_dict(model, state)`. A ValueError names the file."""
+    state with `optimizer.load_state_dict(model, state)` (which checks it). A ValueError names
+    the file."""
     model = Sequential.load(path)
     with np.load(path, allow_pickle=False) as data:
         if _META not in data.files:
@@ -41,7 +46,13 @@ def load_checkpoint(path):
         try:
             meta = json.loads(str(data[_META]))
             rng = _generator(meta["rng"])
-            epoch, history = int(meta["epoch"]), dict(meta["history"])
+            epoch, history = meta["epoch"], meta["history"]
+            if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+                raise ValueError(f"the completed epochs must be an int >= 0, got {epoch!r}")
+            if not isinstance(history, dict) or not all(
+                    isinstance(v, list) and all(isinstance(e, (int, float)) for e in v)
+                    for v in history.values()):
+                raise ValueError("the history must map names to lists of numbers")
             dropouts = list(_dropouts(model.layers))
             states = meta.get("dropout_rngs")  # absent from checkpoints written before it was kept
             if states is not None:
@@ -50,9 +61,9 @@ def load_checkpoint(path):
                                      f"{len(dropouts)} Dropout layer(s)")
                 for layer, state in zip(dropouts, states):
                     layer.rng = _generator(state)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            state = {k[len(_OPTIMIZER):]: data[k] for k in data.files if k.startswith(_OPTIMIZER)}
+        except _DAMAGE as exc:
             raise ValueError(f"{path}: damaged checkpoint entry ({type(exc).__name__}: {exc})") from None
-        state = {k[len(_OPTIMIZER):]: data[k] for k in data.files if k.startswith(_OPTIMIZER)}
     return model, state, epoch, rng, history
 
 
@@ -68,7 +79,7 @@ def load_augment_rng(path, rank=0, ranks=1):
             if len(states) != ranks:
                 raise ValueError(f"written by {len(states)} rank(s), resumed on {ranks}")
             return _generator(states[rank])
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except _DAMAGE as exc:
             raise ValueError(f"{path}: cannot restore the augmentation generator "
                              f"({type(exc).__name__}: {exc})") from None
 

@@ -103,6 +103,13 @@ def _abort_on_exception(kind, value, tb):
     _comm.Abort(1)
 
 
+def abort(status=1):
+    """End every rank of the job with exit status `status` (MPI_Abort): for a rank that must stop
+    where the others may be waiting for it in a collective (a setup error on one rank only, or
+    Ctrl-C reaching a rank outside a collective the others are in)."""
+    _require().Abort(status)
+
+
 def allreduce(array, op="mean"):
     """The element-wise sum or mean of `array` (an array or a number) over the ranks, as a new
     array (a float for a number). The buffer travels as-is, never pickled."""

@@ -92,6 +92,11 @@ RECIPES = {
 }
 
 
+#: The files a run writes into --out.
+OUTPUTS = ("model.npz", "metrics.json", "checkpoint.npz", "curves.png", "filters.png",
+           "feature_maps.png")
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -117,6 +122,16 @@ def _number(text, low, high=math.inf, low_open=False):
 
 def _positive_float(text):
     return _number(text, 0, low_open=True)
+
+
+def _seed(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
 
 
 def _threads(text):
@@ -161,7 +176,7 @@ def parse_args(argv=None):
                    help="convolution algorithm for every conv layer")
     p.add_argument("--threads", type=_threads, default=None,
                    help="threads for fastconv's kernels and BLAS (default: all cores)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--subset", type=_positive_int, default=None,
                    help="use only the first N training and first N test images")
     p.add_argument("--test-subset", type=_positive_int, default=None,
@@ -184,6 +199,11 @@ def parse_args(argv=None):
     problem = _writable_folder(args.out)
     if problem:
         p.error(problem)
+    for name in OUTPUTS:  # (a folder where a file will go: found after training, the run lost)
+        if os.path.isdir(os.path.join(args.out, name)):
+            p.error(f"{os.path.join(args.out, name)} is a folder; the run writes a file there")
+    if args.resume is not None and not os.path.isfile(args.resume):
+        p.error(f"argument --resume: {args.resume!r} is not a file")
     return args
 
 
@@ -256,6 +276,20 @@ def _start_distributed():
     return distributed
 
 
+#: Seconds a rank other than 0 waits, after Ctrl-C, for rank 0 to save and end the job.
+_SAVE_GRACE_S = 30
+
+
+def _stop(dist, status):
+    """`status` to return from main; on several ranks the whole job ends with it (MPI_Abort)
+    instead: a rank that returns leaves the others waiting forever in their next collective."""
+    if dist is not None and dist.size() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        dist.abort(status)
+    return status
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -272,9 +306,9 @@ def main(argv=None):
         set_num_threads(max(1, usable_cores() // dist.local_size()))
     try:
         (x_train, y_train), (x_test, y_test) = load_fashion_mnist(args.data)
-    except (FileNotFoundError, ValueError) as exc:
+    except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return _stop(dist, 2)
     test_n = args.test_subset or args.subset
     if args.subset:
         x_train, y_train = x_train[:args.subset], y_train[:args.subset]
@@ -291,9 +325,9 @@ def main(argv=None):
             optimizer.load_state_dict(model, state)
             if augment is not None:
                 aug_rng = load_augment_rng(args.resume, rank, nranks)
-        except (FileNotFoundError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             print(f"error: --resume: {exc}", file=sys.stderr)
-            return 2
+            return _stop(dist, 2)
         log(f"resuming {args.resume} after epoch {done}")
     else:
         model = MODELS[args.model](np.random.default_rng(args.seed), args.algorithm)
@@ -341,11 +375,17 @@ def main(argv=None):
     completed = len(history["loss"])
     if completed == 0:
         print("no epoch completed: nothing saved", file=sys.stderr)
-        return failed_status
+        return _stop(dist, 130) if failed_status == 130 else failed_status
     log(f"{completed} epoch(s) in {time.perf_counter() - start:.1f} s; test accuracy "
         f"{history['val_accuracy'][-1]:.4f}")
     if rank0:
         save_run(model, history, args, args.out, (x_test, y_test), interrupted)
+    elif interrupted and failed_status == 130:
+        # Ctrl-C reaches every rank, but one may be inside a collective the others have left:
+        # rank 0 saves and ends the job; this rank gives it time to, then ends it itself.
+        time.sleep(_SAVE_GRACE_S)
+    if interrupted and failed_status == 130:
+        return _stop(dist, failed_status)
     return failed_status if interrupted else 0
 
 

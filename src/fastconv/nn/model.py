@@ -25,9 +25,13 @@ def _positive_int(value, name):
     return int(value)
 
 
-def _check_xy(x, y, what="x"):
+def _check_xy(x, y, what="x", classes=None):
+    """x and y as arrays, checked: x real numbers with a batch axis, y one integer label per
+    example, in [0, classes) where the number of classes is known."""
     x = np.asarray(x)
     y = np.asarray(y)
+    if x.dtype.kind not in "biuf":  # complex (its imaginary part would be dropped), str, object
+        raise TypeError(f"{what} must hold real numbers, got dtype {x.dtype}")
     if x.ndim < 2:
         raise ValueError(f"{what} must have a batch axis and at least one feature axis, got shape {x.shape}")
     if y.ndim != 1 or len(y) != len(x):
@@ -36,6 +40,9 @@ def _check_xy(x, y, what="x"):
         raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
     if len(x) == 0:
         raise ValueError(f"{what} is empty (shape {x.shape}): at least one example is needed")
+    if y.min() < 0 or (classes is not None and y.max() >= classes):
+        raise ValueError(f"the labels for {what} must lie in [0, {classes if classes else 'classes'}), "
+                         f"got range [{y.min()}, {y.max()}]")
     return x, y
 
 
@@ -240,7 +247,8 @@ class Sequential:
         becomes NaN or infinite stops training the same way, with a FloatingPointError that
         says at which epoch and batch (every later step would only spread the NaN).
         """
-        x, y = _check_xy(x, y)
+        classes = self._classes(np.shape(x)[1:])
+        x, y = _check_xy(x, y, classes=classes)
         epochs = _positive_int(epochs, "epochs")
         batch_size = _positive_int(batch_size, "batch_size")
         optimizer = Adam() if optimizer is None else optimizer
@@ -249,11 +257,16 @@ class Sequential:
         if validation_data is not None:
             if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
                 raise TypeError("validation_data must be a pair (x_val, y_val)")
-            validation_data = _check_xy(*validation_data, what="validation_data x")
+            validation_data = _check_xy(*validation_data, what="validation_data x", classes=classes)
         if lr_schedule is not None and not callable(lr_schedule):
             raise TypeError("lr_schedule must be callable as lr_schedule(epoch) -> lr")
         if augment is not None and not callable(augment):
             raise TypeError("augment must be callable as augment(x_batch, rng) -> x_batch")
+        if on_epoch_end is not None and not callable(on_epoch_end):
+            raise TypeError("on_epoch_end must be callable as on_epoch_end(epoch, history)")
+        if history is not None and not isinstance(history, dict):
+            raise TypeError(f"history must be a dict of per-epoch lists (a previous fit's), got "
+                            f"{type(history).__name__}")
         rng = make_rng(seed)
         world = optimizer if hasattr(optimizer, "sum_over_ranks") else None
         if augment_rng is not None and not isinstance(augment_rng, np.random.Generator):
@@ -278,6 +291,11 @@ class Sequential:
                 loss, acc, seconds = self._epoch(x, y, batch_size, optimizer, rng, shuffle,
                                                  verbose, f"epoch {epoch + 1}/{epochs}", world,
                                                  augment)
+                if not self._state_finite():  # the epoch's last step (the loss saw none of it)
+                    raise FloatingPointError(
+                        f"epoch {epoch + 1}/{epochs}: its last step made a parameter NaN or "
+                        f"infinite (learning rate {optimizer.lr:g}); the parameters are those of "
+                        f"the last complete epoch")
                 record = {"loss": loss, "accuracy": acc, "lr": optimizer.lr, "seconds": seconds,
                           "images_per_s": len(x) / seconds if seconds > 0 else float("inf")}
                 if validation_data is not None:
@@ -336,6 +354,23 @@ class Sequential:
         if world is not None:
             total_loss, correct, seen = world.sum_over_ranks([total_loss, correct, seen])
         return total_loss / n, correct / n, time.perf_counter() - start
+
+    def _state_finite(self):
+        """Whether every parameter and buffer is finite (the replicas of a distributed run are
+        identical, so every rank gives the same answer)."""
+        return all(np.isfinite(a).all() for layer in self.layers
+                   for a in _state_arrays(layer).values())
+
+    def _classes(self, example_shape):
+        """The number of classes the default loss reads from the model's output, or None (a
+        custom loss, or an example shape the model cannot take: the first forward says why)."""
+        if not isinstance(self.loss, SoftmaxCrossEntropy):
+            return None
+        try:
+            out = self.layer_shapes(tuple(example_shape))[-1][1]
+        except (TypeError, ValueError):
+            return None
+        return out[0] if len(out) == 1 else None
 
     def _snapshot(self):
         return [{k: v.copy() for k, v in _state_arrays(layer).items()} for layer in self.layers]
@@ -467,13 +502,13 @@ def _read_model(data):
         raise ValueError("not a fastconv model: no 'architecture' entry")
     try:
         arch = json.loads(str(data["architecture"]))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"the architecture entry is not valid JSON ({exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"the architecture entry is not valid JSON ({type(exc).__name__}: {exc})") from None
     if not isinstance(arch, dict):
         raise ValueError("the architecture entry is not a JSON object")
     if arch.get("format") != FORMAT or arch.get("version") != VERSION:
         raise ValueError(f"unsupported model format {arch.get('format')!r} version {arch.get('version')!r}")
-    if not isinstance(arch.get("layers"), list):
+    if not isinstance(arch.get("layers"), list) or not arch["layers"]:
         raise ValueError("the architecture has no list of layers")
     specs, params, dtypes = [], [], set()
     for i, spec in enumerate(arch["layers"]):

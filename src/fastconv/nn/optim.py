@@ -78,28 +78,47 @@ class Optimizer:
                         out[f"layer{i}.{key}.{slot}"] = np.array(value)
         return out
 
+    #: The per-parameter slots `state_dict` writes: {name: "array" (the parameter's shape) or
+    #: "count" (an int >= 0)}; a subclass's state has all of them or none.
+    SLOTS = {}
+
     def load_state_dict(self, model, state):
-        """Restore what `state_dict` returned onto `model`'s (same-shaped) parameters."""
-        self.iterations = int(state["iterations"])
-        self.lr = float(state["lr"])
-        self._state = {}
+        """Restore what `state_dict` returned onto `model`'s (same-shaped) parameters. Every entry
+        is checked first (a ValueError says which), so a refused state changes nothing."""
+        name = type(self).__name__
+        try:
+            iterations, lr = np.asarray(state["iterations"]), float(state["lr"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{name} state: no usable step count and learning rate ({exc})") from None
+        if iterations.ndim != 0 or iterations.dtype.kind not in "iu" or iterations < 0:
+            raise ValueError(f"{name} state: iterations must be an int >= 0, got {iterations!r}")
+        restored = {}
         for i, layer in enumerate(model.layers):
             for key, p in layer.params.items():
                 prefix = f"layer{i}.{key}."
-                slots = {name[len(prefix):]: value for name, value in state.items()
-                         if name.startswith(prefix)}
+                slots = {n[len(prefix):]: np.asarray(v) for n, v in state.items()
+                         if n.startswith(prefix)}
                 if not slots:
                     continue
-                entry = self._slot(p)
+                if set(slots) != set(self.SLOTS):
+                    raise ValueError(f"{name} state for {prefix[:-1]}: slots {sorted(slots)}, "
+                                     f"expected {sorted(self.SLOTS)}")
+                entry = {"param": p}
                 for slot, value in slots.items():
-                    value = np.asarray(value)
-                    if value.ndim == 0:
-                        entry[slot] = value.item()
-                    elif value.shape != p.shape:
-                        raise ValueError(f"optimizer state {prefix}{slot} has shape {value.shape}, "
-                                         f"expected {p.shape}")
+                    if self.SLOTS[slot] == "count":
+                        if value.ndim != 0 or value.dtype.kind not in "iu" or value < 0:
+                            raise ValueError(f"{name} state {prefix}{slot} must be an int >= 0, "
+                                             f"got {value!r}")
+                        entry[slot] = int(value)
+                    elif value.shape != p.shape or value.dtype.kind != "f":
+                        raise ValueError(f"{name} state {prefix}{slot} has shape {value.shape} "
+                                         f"dtype {value.dtype}, expected {p.shape} floats")
                     else:
                         entry[slot] = value.astype(p.dtype, copy=True)
+                restored[id(p)] = entry
+        self.lr = lr  # (checked by the setter: finite and > 0)
+        self.iterations = int(iterations)
+        self._state = restored
 
     def _slot(self, p):
         """Per-parameter state dict; holds `p` itself so its id cannot be reused while tracked."""
@@ -136,6 +155,8 @@ class SGD(Optimizer):
             raise ValueError("SGD: nesterov=True needs momentum > 0")
         self.nesterov = bool(nesterov)
 
+    SLOTS = {"buf": "array"}
+
     def _update(self, p, g, state, decay):
         if decay and self.weight_decay:
             g = g + self.weight_decay * p
@@ -166,6 +187,8 @@ class Adam(Optimizer):
         self.eps = _nonneg(eps, "eps", "Adam")
         self.decoupled = bool(decoupled)
         self.fused = bool(fused)
+
+    SLOTS = {"m": "array", "v": "array", "t": "count"}
 
     def _update(self, p, g, state, decay):
         if decay and self.weight_decay:
