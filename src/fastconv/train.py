@@ -97,14 +97,19 @@ OUTPUTS = ("model.npz", "metrics.json", "checkpoint.npz", "curves.png", "filters
            "feature_maps.png")
 
 
-def _positive_int(text):
+def _integer(text, low, what):
+    """An int >= low, or an argparse usage error saying `what` was expected."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
     return value
+
+
+def _positive_int(text):
+    return _integer(text, 1, "a positive integer")
 
 
 def _number(text, low, high=math.inf, low_open=False):
@@ -125,13 +130,7 @@ def _positive_float(text):
 
 
 def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-    return value
+    return _integer(text, 0, "an integer >= 0")
 
 
 def _threads(text):
