@@ -27,7 +27,8 @@ def _positive_int(value, name):
 
 def _check_xy(x, y, what="x", classes=None):
     """x and y as arrays, checked: x real numbers with a batch axis, y one integer label per
-    example, in [0, classes) where the number of classes is known."""
+    example, in [0, classes) where the number of classes is known (the default loss; a custom
+    one may give labels other meanings)."""
     x = np.asarray(x)
     y = np.asarray(y)
     if x.dtype.kind not in "biuf":  # complex (its imaginary part would be dropped), str, object
@@ -40,9 +41,9 @@ def _check_xy(x, y, what="x", classes=None):
         raise TypeError(f"y must hold integer class labels, got dtype {y.dtype}")
     if len(x) == 0:
         raise ValueError(f"{what} is empty (shape {x.shape}): at least one example is needed")
-    if y.min() < 0 or (classes is not None and y.max() >= classes):
-        raise ValueError(f"the labels for {what} must lie in [0, {classes if classes else 'classes'}), "
-                         f"got range [{y.min()}, {y.max()}]")
+    if classes is not None and (y.min() < 0 or y.max() >= classes):
+        raise ValueError(f"the labels for {what} must lie in [0, {classes}), got range "
+                         f"[{y.min()}, {y.max()}]")
     return x, y
 
 
@@ -205,7 +206,7 @@ class Sequential:
         """(mean loss, accuracy) over (x, y) in evaluation mode. With `world` (a
         DistributedOptimizer) each rank evaluates every size()-th example and the sums are
         reduced over the ranks."""
-        x, y = _check_xy(x, y)
+        x, y = _check_xy(x, y, classes=self._classes(np.shape(x)[1:]))
         batch_size = _positive_int(batch_size, "batch_size")
         if world is not None:
             x, y = x[world.rank::world.size], y[world.rank::world.size]
