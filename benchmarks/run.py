@@ -16,6 +16,7 @@ import numpy as np
 
 import benchmarks
 import fastconv
+from fastconv import _cli
 from fastconv._files import atomic_write
 
 from . import machine, peers as peers_mod, report, suite, timing
@@ -51,15 +52,15 @@ def parse_args(argv):
     p.add_argument("--algorithms", type=_names, metavar="A,B",
                    help=f"peers to run; known: {', '.join(peers_mod.PEER_NAMES)} ('fastconv' is "
                         "the pooling / training-step peer, kept whenever any fastconv name is given)")
-    p.add_argument("--threads", type=int, default=fastconv.threads.usable_cores(),
+    p.add_argument("--threads", type=_cli.threads, default=fastconv.threads.usable_cores(),
                    help="threads for every peer (default: all usable cores, here %(default)s)")
-    p.add_argument("--repeat", type=int, default=None,
+    p.add_argument("--repeat", type=_cli.positive_int, default=None,
                    help="most measured repetitions per peer and cell (default 15, --quick 5); "
                         f"never fewer than {timing.MIN_REPS}")
-    p.add_argument("--budget", type=float, default=None,
+    p.add_argument("--budget", type=lambda t: _cli.number(t, 0), default=None,
                    help="seconds of measurement per peer and cell that set the repetition count "
                         "between the minimum and --repeat (default 1.5, --quick 0.15)")
-    p.add_argument("--sgemm-size", type=int, default=None,
+    p.add_argument("--sgemm-size", type=_cli.positive_int, default=None,
                    help="n of the n^3 float32 matmul measuring the machine's throughput "
                         "(default 2048, --quick 1024)")
     p.add_argument("--dtype", choices=DTYPES, default="float32",
@@ -70,8 +71,11 @@ def parse_args(argv):
     p.add_argument("--plot", metavar="PATH", help="write a PNG bar chart of speed ratios vs PyTorch")
     p.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     args = p.parse_args(argv)
-    if args.threads < 1:
-        p.error("--threads must be >= 1")
+    for option in ("json", "markdown", "plot"):  # (found unwritable only after the whole run)
+        path = getattr(args, option)
+        problem = path and _cli.writable_file(path)
+        if problem:
+            p.error(f"argument --{option}: {problem}")
     args.repeat = args.repeat or (5 if args.quick else 15)
     args.budget = args.budget if args.budget is not None else (0.15 if args.quick else 1.5)
     args.sgemm_size = args.sgemm_size or (1024 if args.quick else 2048)
@@ -89,11 +93,22 @@ def parse_args(argv):
     unknown = set(args.passes or ()) - set(suite.ALL_PASSES)
     if unknown:
         p.error(f"unknown pass(es) {sorted(unknown)}; known: {', '.join(suite.ALL_PASSES)}")
+    if not _cells(args):
+        p.error("nothing to run: no case selected has a pass among --passes")
     return args
 
 
 def _names(text):
-    return [n.strip() for n in text.split(",") if n.strip()]
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
+def _cells(args):
+    """The (case, pass) pairs the run times."""
+    return [(case, pass_) for case in args.cases for pass_ in case.passes
+            if args.passes is None or pass_ in args.passes]
 
 
 def set_threads(n):
@@ -223,8 +238,7 @@ def main(argv=None):
     sgemm = timing.sgemm_gflops(args.sgemm_size)
     _progress(args, f"SGEMM: {sgemm['gflops']:.1f} GFLOP/s")
 
-    cells = [(case, pass_) for case in args.cases for pass_ in case.passes
-             if args.passes is None or pass_ in args.passes]
+    cells = _cells(args)
     results, interrupted = [], False
     for i, (case, pass_) in enumerate(cells, 1):
         t0 = time.perf_counter()

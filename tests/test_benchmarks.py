@@ -122,6 +122,27 @@ def test_unknown_names_are_refused(capsys):
     assert "unknown" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv, words", [
+    (["--budget", "nan"], "argument --budget: must be a finite number"),
+    (["--budget", "-1"], "argument --budget: must be a finite number"),
+    (["--threads", "100000"], "argument --threads: must be at most 1024"),
+    (["--threads", "0"], "argument --threads: must be a positive integer"),
+    (["--sgemm-size", "-5"], "argument --sgemm-size: must be a positive integer"),
+    (["--repeat", "0"], "argument --repeat: must be a positive integer"),
+    (["--layers", ","], "argument --layers: expected comma-separated names"),
+    (["--algorithms", ","], "argument --algorithms: expected comma-separated names"),
+    (["--passes", "step"], "nothing to run"),
+    (["--json", "/"], "argument --json: / is a folder"),
+])
+def test_bad_values_are_usage_errors_before_the_run(argv, words, capsys):
+    """They ended in tracebacks (NaN budget, 100000 threads, a negative SGEMM size; an unwritable
+    --json after the whole run) or ran nothing silently (found by fuzzing)."""
+    with pytest.raises(SystemExit) as info:
+        run.parse_args(["--custom", TINY] + argv)
+    assert info.value.code == 2
+    assert words in capsys.readouterr().err
+
+
 def test_quick_subset_is_small():
     cases = suite.select(quick=True)
     assert {c.kind for c in cases} == {"conv", "pool", "step"}

@@ -220,6 +220,23 @@ def test_float32_alone_stays_float32_and_the_core_api_stays_strict():
         fastconv.conv2d(x.astype(np.float64), w)  # fastconv itself never casts silently
 
 
+def test_svm_loss_is_cs231ns_hinge_loss():
+    """Assignment 2's layers.py has svm_loss next to softmax_loss (the notebook's "Loss layers"
+    cell); it was missing (found by an audit of the compat module)."""
+    rng = np.random.default_rng(5)
+    x = 0.001 * rng.standard_normal((50, 10))
+    y = rng.integers(0, 10, 50)
+    loss, dx = L.svm_loss(x, y)
+    want = sum(max(0.0, x[i, j] - x[i, y[i]] + 1) for i in range(50) for j in range(10) if j != y[i]) / 50
+    assert abs(loss - want) < 1e-12 and abs(loss - 9) < 0.1  # the notebook expects about 9
+    num = eval_numerical_gradient(lambda v: L.svm_loss(v, y)[0], x.copy())
+    np.testing.assert_allclose(dx, num, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="labels must lie in"):
+        L.svm_loss(x, np.full(50, 10))
+    out, (_, mask) = L.dropout_forward(np.ones((4, 5)), {"mode": "train", "p": np.array(0.5), "seed": 1})
+    assert out.shape == (4, 5) and set(np.unique(mask)) <= {0.0, 2.0}
+
+
 @pytest.mark.parametrize("dtype", [np.complex64, np.complex128, object])
 def test_complex_or_object_arrays_are_refused_not_cast(dtype):
     """A complex x lost its imaginary part in the cast to float64, with only NumPy's

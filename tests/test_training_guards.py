@@ -99,7 +99,7 @@ def test_an_output_file_that_is_a_folder_is_a_usage_error_before_training(capsys
     with pytest.raises(SystemExit) as info:
         train.parse_args(["--out", str(tmp_path / "run")])
     assert info.value.code == 2
-    assert "model.npz is a folder; the run writes a file there" in capsys.readouterr().err
+    assert "model.npz is a folder; a file is written there" in capsys.readouterr().err
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")

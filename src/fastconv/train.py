@@ -11,13 +11,12 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 
 import numpy as np
 
-from . import __version__, get_num_threads, set_num_threads
-from .threads import MAX_THREADS, usable_cores
+from . import __version__, _cli, get_num_threads, set_num_threads
+from .threads import usable_cores
 from ._dispatch import ALGORITHMS
 from ._files import atomic_write
 from .checkpoint import load_augment_rng, load_checkpoint, save_checkpoint
@@ -97,88 +96,38 @@ OUTPUTS = ("model.npz", "metrics.json", "checkpoint.npz", "curves.png", "filters
            "feature_maps.png")
 
 
-def _integer(text, low, what):
-    """An int >= low, or an argparse usage error saying `what` was expected."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-    if value < low:
-        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
-    return value
-
-
-def _positive_int(text):
-    return _integer(text, 1, "a positive integer")
-
-
-def _number(text, low, high=math.inf, low_open=False):
-    """A finite float in [low, high) ((low, high) with low_open), or an argparse usage error."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    above = value > low if low_open else value >= low
-    if not (math.isfinite(value) and above and value < high):
-        bounds = f"{'(' if low_open else '['}{low:g}, {high:g})"
-        raise argparse.ArgumentTypeError(f"must be a finite number in {bounds}, got {text}")
-    return value
-
-
-def _positive_float(text):
-    return _number(text, 0, low_open=True)
-
-
 def _seed(text):
-    return _integer(text, 0, "an integer >= 0")
-
-
-def _threads(text):
-    value = _positive_int(text)
-    if value > MAX_THREADS:
-        raise argparse.ArgumentTypeError(f"must be at most {MAX_THREADS}, got {text}")
-    return value
-
-
-def _writable_folder(path):
-    """Create `path` if needed and prove a file can be written there, before any training."""
-    try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as exc:
-        return f"cannot write to the output folder {path!r}: {exc.strerror or exc}"
-    return None
+    return _cli.integer(text, 0, "an integer >= 0")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m fastconv.train", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", choices=sorted(MODELS), default="cnn")
-    p.add_argument("--epochs", type=_positive_int, default=None,
+    p.add_argument("--epochs", type=_cli.positive_int, default=None,
                    help="passes over the training set (default: the model's recipe: 8, resnet 30)")
-    p.add_argument("--batch-size", type=_positive_int, default=64)
+    p.add_argument("--batch-size", type=_cli.positive_int, default=64)
     p.add_argument("--optimizer", choices=["adam", "sgd"], default=None,
                    help="default: the model's recipe (adam; resnet: sgd)")
-    p.add_argument("--lr", type=_positive_float, default=None,
+    p.add_argument("--lr", type=lambda t: _cli.number(t, 0, low_open=True), default=None,
                    help="learning rate (default: 1e-3 for adam, 0.05 for sgd)")
     p.add_argument("--lr-schedule", choices=["cosine", "none"], default="cosine",
                    help="cosine: the rate falls from --lr towards 0 over the epochs")
-    p.add_argument("--momentum", type=lambda t: _number(t, 0, 1), default=0.9,
+    p.add_argument("--momentum", type=lambda t: _cli.number(t, 0, 1), default=0.9,
                    help="SGD momentum (Nesterov), in [0, 1)")
-    p.add_argument("--weight-decay", type=lambda t: _number(t, 0), default=None,
+    p.add_argument("--weight-decay", type=lambda t: _cli.number(t, 0), default=None,
                    help="L2 on the weights (default: the model's recipe: 0; resnet 5e-4)")
     p.add_argument("--augment", choices=["none", "shift-flip"], default=None,
                    help="shift-flip: each training image moved by up to 2 pixels and mirrored "
                         "half the time (default: the model's recipe: none; resnet shift-flip)")
     p.add_argument("--algorithm", default="auto", choices=ALGORITHMS,
                    help="convolution algorithm for every conv layer")
-    p.add_argument("--threads", type=_threads, default=None,
+    p.add_argument("--threads", type=_cli.threads, default=None,
                    help="threads for fastconv's kernels and BLAS (default: all cores)")
     p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--subset", type=_positive_int, default=None,
+    p.add_argument("--subset", type=_cli.positive_int, default=None,
                    help="use only the first N training and first N test images")
-    p.add_argument("--test-subset", type=_positive_int, default=None,
+    p.add_argument("--test-subset", type=_cli.positive_int, default=None,
                    help="number of test images (default: --subset, or all)")
     p.add_argument("--data", default=None,
                    help="folder of the idx files (default: $FASTCONV_DATA or "
@@ -186,7 +135,7 @@ def parse_args(argv=None):
     p.add_argument("--out", default="runs/fashion_mnist", help="output folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG pictures")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--checkpoint-every", type=_cli.positive_int, default=None, metavar="N",
                    help="write OUT/checkpoint.npz every N epochs (model, optimiser state, "
                         "epoch, random state, history)")
     p.add_argument("--resume", default=None, metavar="PATH",
@@ -195,12 +144,11 @@ def parse_args(argv=None):
     for option, value in RECIPES[args.model].items():
         if getattr(args, option) is None:
             setattr(args, option, value)
-    problem = _writable_folder(args.out)
-    if problem:
-        p.error(problem)
-    for name in OUTPUTS:  # (a folder where a file will go: found after training, the run lost)
-        if os.path.isdir(os.path.join(args.out, name)):
-            p.error(f"{os.path.join(args.out, name)} is a folder; the run writes a file there")
+    # (a folder where a file will go would be found after training, the run lost)
+    for name in OUTPUTS:
+        problem = _cli.writable_file(os.path.join(args.out, name))
+        if problem:
+            p.error(problem)
     if args.resume is not None and not os.path.isfile(args.resume):
         p.error(f"argument --resume: {args.resume!r} is not a file")
     return args

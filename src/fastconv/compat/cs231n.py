@@ -33,6 +33,7 @@ __all__ = [
     "max_pool_backward_naive", "affine_forward", "affine_backward", "relu_forward",
     "relu_backward", "affine_relu_forward", "affine_relu_backward", "conv_relu_forward",
     "conv_relu_backward", "conv_relu_pool_forward", "conv_relu_pool_backward", "softmax_loss",
+    "svm_loss",
     "batchnorm_forward", "batchnorm_backward", "batchnorm_backward_alt", "layernorm_forward",
     "layernorm_backward", "dropout_forward", "dropout_backward", "spatial_batchnorm_forward",
     "spatial_batchnorm_backward", "spatial_groupnorm_forward", "spatial_groupnorm_backward",
@@ -166,6 +167,24 @@ def softmax_loss(x, y):
     """(mean softmax cross-entropy loss, dloss/dx) for scores x (N, C) and labels y (N,)."""
     (x,) = _promote(x)
     return F.softmax_cross_entropy(x, y)
+
+
+def svm_loss(x, y):
+    """(mean multiclass hinge loss, dloss/dx) for scores x (N, C) and labels y (N,), margin 1:
+    loss = sum over j != y_i of max(0, x_ij - x_iy_i + 1), averaged over the N examples."""
+    (x,) = _promote(x)
+    y = np.asarray(y)
+    if x.ndim != 2 or y.shape != (x.shape[0],) or y.dtype.kind not in "iu":
+        raise ValueError(f"svm_loss takes scores x (N, C) and N integer labels y, got x "
+                         f"{x.shape} and y {y.shape} {y.dtype}")
+    if len(y) and (y.min() < 0 or y.max() >= x.shape[1]):
+        raise ValueError(f"labels must lie in [0, {x.shape[1]}), got range [{y.min()}, {y.max()}]")
+    n, rows = x.shape[0], np.arange(x.shape[0])
+    margins = np.maximum(0, x - x[rows, y][:, None] + 1)
+    margins[rows, y] = 0
+    dx = (margins > 0).astype(x.dtype)
+    dx[rows, y] -= dx.sum(axis=1)
+    return float(margins.sum() / n), dx / n
 
 
 # ---------------------------------------------------------------- normalisation and dropout
@@ -362,6 +381,8 @@ def dropout_forward(x, dropout_param):
     a cs231n run). cache = (dropout_param, mask)."""
     p = _get(dropout_param, "p", "dropout_param")
     mode = _get(dropout_param, "mode", "dropout_param")
+    if isinstance(p, np.ndarray) and p.ndim == 0:  # (a 0-d array: cs231n's arithmetic takes it)
+        p = p.item()
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer, np.floating)) \
             or not 0 < p <= 1:
         raise ValueError(f"dropout_param['p'] is the probability of keeping a unit and must lie "
