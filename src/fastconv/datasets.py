@@ -45,8 +45,9 @@ def _find(folder, stem):
 def read_idx(filename, expected_ndim):
     """The uint8 array stored in an idx file, after checking magic, dimensions and length. The
     header is read first and then exactly the data it announces (one byte more, to see a longer
-    file), so a small compressed file that claims or inflates to gigabytes is refused before it
-    is held in memory."""
+    file), so what is held in memory is bounded by the header's claim (at most _MAX_BYTES): a
+    small compressed file that inflates to gigabytes behind a small header is refused after that
+    many bytes."""
     opener = gzip.open if filename.endswith(".gz") else open
     try:
         with opener(filename, "rb") as f:
