@@ -27,6 +27,19 @@ def flag(value, name):
     return bool(value)
 
 
+def class_labels(labels, n, classes):
+    """`labels` as an array of n integer class indices in [0, classes), else a ValueError (the
+    check of every loss over class scores)."""
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or labels.dtype.kind not in "iu":
+        raise ValueError(f"labels must be {n} integer class indices, got shape {labels.shape} "
+                         f"dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(f"labels must lie in [0, {classes}), got range [{labels.min()}, "
+                         f"{labels.max()}]")
+    return labels
+
+
 def pair(value, name, minimum, maximum=MAX_EXTENT):
     """`value` as an (h, w) pair of Python ints in [minimum, maximum]: accepts an int or a
     2-sequence of ints (NumPy integers included; bools and floats are refused)."""

@@ -9,9 +9,9 @@ import functools
 import numpy as np
 
 from . import _dispatch, _grouped, _isa, _polyphase, config
-from ._shapes import (BatchNormArgs, as_float_array, conv_args, conv_backward_args,
-                      conv_backward_data_args, conv_backward_weights_args, empty, pool_args,
-                      pool_backward_args)
+from ._shapes import (BatchNormArgs, as_float_array, class_labels, conv_args,
+                      conv_backward_args, conv_backward_data_args, conv_backward_weights_args,
+                      empty, pool_args, pool_backward_args)
 from .threads import blas_single_threaded, get_num_threads
 
 # concrete algorithm -> (kernel module of the active ISA target, fixed keyword arguments)
@@ -313,13 +313,7 @@ def linear_backward(dy, x, w):
 def softmax_cross_entropy(logits, labels):
     """(mean loss, dlogits) of softmax cross-entropy over logits (N, classes), labels (N,) ints."""
     logits = as_float_array(logits, "logits", 2)
-    labels = np.asarray(labels)
-    if labels.shape != (logits.shape[0],) or labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be {logits.shape[0]} integer class indices, got "
-                         f"shape {labels.shape} dtype {labels.dtype}")
-    if labels.min() < 0 or labels.max() >= logits.shape[1]:
-        raise ValueError(f"labels must lie in [0, {logits.shape[1]}), got range "
-                         f"[{labels.min()}, {labels.max()}]")
+    labels = class_labels(labels, *logits.shape)
     n = logits.shape[0]
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)

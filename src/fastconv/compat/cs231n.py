@@ -26,6 +26,7 @@ import numpy as np
 
 from .. import functional as F
 from .. import reference as R
+from .._shapes import class_labels
 
 __all__ = [
     "conv_forward_fast", "conv_backward_fast", "conv_forward_naive", "conv_backward_naive",
@@ -173,12 +174,9 @@ def svm_loss(x, y):
     """(mean multiclass hinge loss, dloss/dx) for scores x (N, C) and labels y (N,), margin 1:
     loss = sum over j != y_i of max(0, x_ij - x_iy_i + 1), averaged over the N examples."""
     (x,) = _promote(x)
-    y = np.asarray(y)
-    if x.ndim != 2 or y.shape != (x.shape[0],) or y.dtype.kind not in "iu":
-        raise ValueError(f"svm_loss takes scores x (N, C) and N integer labels y, got x "
-                         f"{x.shape} and y {y.shape} {y.dtype}")
-    if len(y) and (y.min() < 0 or y.max() >= x.shape[1]):
-        raise ValueError(f"labels must lie in [0, {x.shape[1]}), got range [{y.min()}, {y.max()}]")
+    if x.ndim != 2:
+        raise ValueError(f"svm_loss takes scores x of shape (N, C), got shape {x.shape}")
+    y = class_labels(y, *x.shape)
     n, rows = x.shape[0], np.arange(x.shape[0])
     margins = np.maximum(0, x - x[rows, y][:, None] + 1)
     margins[rows, y] = 0
