@@ -1,5 +1,8 @@
 """Training guards: empty data, non-finite or negative rates and eps, a loss that becomes NaN,
 and the training command's usage errors (all before any training starts)."""
+import gc
+import sys
+
 import numpy as np
 import pytest
 
@@ -213,3 +216,27 @@ def test_a_resumed_checkpoint_draws_the_dropout_masks_an_unbroken_run_draws(tmp_
     opt3 = nn.Adam(1e-2)
     opt3.load_state_dict(plain, state)
     assert plain.train_step(x, y, opt3)[0] != losses[0]
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_ctrl_c_inside_the_progress_bars_constructor_leaves_no_traceback(monkeypatch, verbose):
+    # tqdm before 4.70 read self.disable in __del__; a KeyboardInterrupt inside its __init__,
+    # before that attribute was set, printed "Exception ignored ... AttributeError" after the
+    # training command's clean "interrupted" message (seen in CI, in the Ctrl-C test of
+    # test_train.py). Comparing `total` with inf is one of the first things __init__ does.
+    from fastconv.nn.model import _progress_bar
+
+    class InterruptWhenCompared:
+        def __eq__(self, other):
+            raise KeyboardInterrupt
+
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    try:
+        _progress_bar()(total=InterruptWhenCompared(), disable=not verbose)
+    except KeyboardInterrupt:
+        pass
+    else:
+        pytest.fail("the constructor did not compare total")
+    gc.collect()
+    assert unraisable == []

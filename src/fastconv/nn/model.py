@@ -25,6 +25,17 @@ def _positive_int(value, name):
     return int(value)
 
 
+@functools.lru_cache(maxsize=None)
+def _progress_bar():
+    """tqdm's bar class (imported late to keep `import fastconv` light), with `disable` True
+    at class level. tqdm before 4.70 reads self.disable in __del__ -> close(): a Ctrl-C that
+    lands inside tqdm's __init__, before it sets that attribute, printed an 'Exception ignored
+    ... AttributeError' traceback after the clean 'interrupted' message. With the class default
+    a half-built bar closes as a disabled one; a built bar always has its own attribute."""
+    from tqdm.auto import tqdm
+    return type("ProgressBar", (tqdm,), {"disable": True})
+
+
 def _check_xy(x, y, what="x", classes=None):
     """x and y as arrays, checked: x real numbers with a batch axis, y one integer label per
     example, in [0, classes) where the number of classes is known (the default loss; a custom
@@ -315,15 +326,13 @@ class Sequential:
 
     def _epoch(self, x, y, batch_size, optimizer, rng, shuffle, verbose, desc, world=None,
                augment=None):
-        from tqdm.auto import tqdm  # a declared dependency; imported late to keep import light
-
         n = len(x)
         order = rng.permutation(n) if shuffle else np.arange(n)
         total_loss, correct, seen = 0.0, 0, 0
         start = time.perf_counter()
         # tqdm's rate column is the images/s; redraw less often when writing to a log file
         interval = 0.1 if sys.stderr.isatty() else 5.0
-        with tqdm(total=n, desc=desc, unit="img", disable=not verbose, leave=True,
+        with _progress_bar()(total=n, desc=desc, unit="img", disable=not verbose, leave=True,
                   dynamic_ncols=True, mininterval=interval) as bar:
             for i in range(0, n, batch_size):
                 idx = order[i:i + batch_size]
