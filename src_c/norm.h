@@ -14,7 +14,12 @@
  *                   as dx = a*dy + b*x + c: one pass for the two sums, one for dx (the channel's
  *                   rows are usually still in L2 for the second). With relu (the forward was
  *                   fc_bn_affine with relu, same scale and shift), dy counts only where
- *                   x * scale + shift > 0, recomputed here: a ReLU's backward without its mask. */
+ *                   x * scale + shift > 0, recomputed here: a ReLU's backward without its mask.
+ *   fc_bn_backward_sums, fc_bn_backward_dx: fc_bn_backward's two passes on their own, for
+ *                   statistics synchronised over processes: the sums (sum dy, and sum dy * (x -
+ *                   mean) = dgamma / inv_std) of each process's share are added over the
+ *                   processes between them, and dx takes those totals and the whole batch's
+ *                   count (count = N*L in fc_bn_backward). */
 #ifndef FC_NORM_H
 #define FC_NORM_H
 
@@ -28,7 +33,14 @@
     void fc_bn_backward_##SUFFIX(const REAL *dy, const REAL *x, REAL *dx, ptrdiff_t N,            \
                                  ptrdiff_t stride, ptrdiff_t L, double mean, double inv_std,       \
                                  double gamma, REAL scale, REAL shift, int relu, double *dgamma,  \
-                                 double *dbeta);
+                                 double *dbeta);                                                   \
+    void fc_bn_backward_sums_##SUFFIX(const REAL *dy, const REAL *x, ptrdiff_t N, ptrdiff_t stride, \
+                                      ptrdiff_t L, double mean, REAL scale, REAL shift, int relu,  \
+                                      double *sum_dy, double *sum_dyx);                            \
+    void fc_bn_backward_dx_##SUFFIX(const REAL *dy, const REAL *x, REAL *dx, ptrdiff_t N,          \
+                                    ptrdiff_t stride, ptrdiff_t L, double mean, double inv_std,    \
+                                    double gamma, REAL scale, REAL shift, int relu, double sum_dy, \
+                                    double sum_dyx, double count);
 
 FC_NORM_DECLARE(float, f32)
 FC_NORM_DECLARE(double, f64)

@@ -82,10 +82,10 @@ FC_INLINE REAL SFX(relu_grad_one)(REAL g, REAL x, REAL a, REAL b, int relu) {
     return SFX(affine_one)(x, a, b) > 0 ? g : 0;
 }
 
-void SFX(fc_bn_backward)(const REAL *dy, const REAL *x, REAL *dx, ptrdiff_t N, ptrdiff_t stride,
-                         ptrdiff_t L, double mean, double inv_std, double gamma, REAL scale,
-                         REAL shift, int relu, double *dgamma, double *dbeta) {
-    double sum_dy = 0, sum_dyx = 0; /* sum dy, sum dy * (x - mean) */
+void SFX(fc_bn_backward_sums)(const REAL *dy, const REAL *x, ptrdiff_t N, ptrdiff_t stride,
+                              ptrdiff_t L, double mean, REAL scale, REAL shift, int relu,
+                              double *sum_dy, double *sum_dyx) {
+    double s1 = 0, s2 = 0; /* sum dy, sum dy * (x - mean) */
     REAL mean_r = (REAL)mean;
     VEC mv = SFX(vset1)(mean_r), sa = SFX(vset1)(scale), sb = SFX(vset1)(shift);
     for (ptrdiff_t n = 0; n < N; n++) {
@@ -107,16 +107,22 @@ void SFX(fc_bn_backward)(const REAL *dy, const REAL *x, REAL *dx, ptrdiff_t N, p
             t1 += g;
             t2 += (double)g * ((double)xr[i] - mean);
         }
-        sum_dy += t1;
-        sum_dyx += t2;
+        s1 += t1;
+        s2 += t2;
     }
-    double m = (double)N * (double)L;
-    *dbeta = sum_dy;
-    *dgamma = sum_dyx * inv_std;
+    *sum_dy = s1;
+    *sum_dyx = s2;
+}
+
+void SFX(fc_bn_backward_dx)(const REAL *dy, const REAL *x, REAL *dx, ptrdiff_t N,
+                            ptrdiff_t stride, ptrdiff_t L, double mean, double inv_std,
+                            double gamma, REAL scale, REAL shift, int relu, double sum_dy,
+                            double sum_dyx, double count) {
+    VEC sa = SFX(vset1)(scale), sb = SFX(vset1)(shift);
     /* dx = k * (dy - sum_dy/m - (x - mean) * inv_std^2 * sum_dyx/m), k = gamma * inv_std */
     double k = gamma * inv_std;
-    double bx = -k * inv_std * inv_std * sum_dyx / m;
-    REAL ca = (REAL)k, cb = (REAL)bx, cc = (REAL)(-k * sum_dy / m - bx * mean);
+    double bx = -k * inv_std * inv_std * sum_dyx / count;
+    REAL ca = (REAL)k, cb = (REAL)bx, cc = (REAL)(-k * sum_dy / count - bx * mean);
     VEC va = SFX(vset1)(ca), vb = SFX(vset1)(cb), vc = SFX(vset1)(cc);
     for (ptrdiff_t n = 0; n < N; n++) {
         const REAL *gr = dy + n * stride, *xr = x + n * stride;
@@ -129,6 +135,17 @@ void SFX(fc_bn_backward)(const REAL *dy, const REAL *x, REAL *dx, ptrdiff_t N, p
         for (; i < L; i++)
             dr[i] = SFX(relu_grad_one)(gr[i], xr[i], scale, shift, relu) * ca + xr[i] * cb + cc;
     }
+}
+
+void SFX(fc_bn_backward)(const REAL *dy, const REAL *x, REAL *dx, ptrdiff_t N, ptrdiff_t stride,
+                         ptrdiff_t L, double mean, double inv_std, double gamma, REAL scale,
+                         REAL shift, int relu, double *dgamma, double *dbeta) {
+    double sum_dy, sum_dyx;
+    SFX(fc_bn_backward_sums)(dy, x, N, stride, L, mean, scale, shift, relu, &sum_dy, &sum_dyx);
+    *dbeta = sum_dy;
+    *dgamma = sum_dyx * inv_std;
+    SFX(fc_bn_backward_dx)(dy, x, dx, N, stride, L, mean, inv_std, gamma, scale, shift, relu,
+                           sum_dy, sum_dyx, (double)N * (double)L);
 }
 
 #undef VEC

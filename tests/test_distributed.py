@@ -84,6 +84,48 @@ def test_three_ranks_with_uneven_shares_match_one_process(script, tmp_path):
     np.testing.assert_allclose(ranks[0], p1, rtol=1e-12, atol=1e-12 * np.abs(p1).max())
 
 
+SYNC_BN = """
+import sys, numpy as np
+from fastconv import nn, distributed as dist
+out = sys.argv[1]
+dist.init()
+rng = np.random.default_rng(0)
+x = rng.standard_normal((42, 2, 6, 6)) * 3 + 1; y = rng.integers(0, 3, 42)
+bn = lambda c, cls=nn.BatchNorm2D: cls(c, sync=True, dtype=np.float64)
+model = nn.Sequential([
+    nn.Conv2D(2, 4, 3, padding=1, seed=1), bn(4), nn.ReLU(),
+    nn.Residual([nn.Conv2D(4, 4, 3, padding=1, seed=2), bn(4), nn.ReLU(),
+                 nn.Conv2D(4, 4, 3, padding=1, seed=3), bn(4)]), nn.ReLU(), nn.MaxPool2D(2),
+    nn.Flatten(), nn.Dense(36, 5, seed=4), bn(5, nn.BatchNorm1D), nn.ReLU(),
+    nn.Dense(5, 3, seed=5)]).astype(np.float64)
+opt = nn.SGD(0.05, momentum=0.9)
+if dist.size() > 1:
+    opt = dist.DistributedOptimizer(opt)
+model.fit(x, y, epochs=2, batch_size=8, optimizer=opt, seed=3, verbose=False)
+state = np.concatenate([a.ravel() for l in model.layers for d in (l.params, l.buffers) for a in d.values()])
+np.save(f"{out}_{dist.size()}_{dist.rank()}.npy", state)
+"""
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_synchronised_batch_norm_trains_as_one_process(script, tmp_path, ranks):
+    """Batch norms with sync=True (in a Residual, after a Dense, fused with their ReLU): 42
+    examples in batches of 8, the last one 2: on 3 ranks one rank has no example of it and
+    joins the sums with a stand-in pass, and a dense batch norm sees one example per rank
+    (without sync it stops there: one value per channel). Parameters and running statistics
+    are the one-process ones (2e-16 apart when written), bitwise the same on every rank."""
+    path, out = script(SYNC_BN), str(tmp_path / "state")
+    one = run([path, out])
+    assert one.returncode == 0, one.stderr
+    many = run([path, out], ranks=ranks, timeout=180)
+    assert many.returncode == 0, many.stderr
+    p1 = np.load(f"{out}_1_0.npy")
+    states = [np.load(f"{out}_{ranks}_{r}.npy") for r in range(ranks)]
+    for other in states[1:]:
+        np.testing.assert_array_equal(states[0], other)
+    np.testing.assert_allclose(states[0], p1, rtol=1e-10, atol=1e-10 * np.abs(p1).max())
+
+
 FAULT = """
 import os, sys, time, numpy as np
 from fastconv import nn, distributed as dist

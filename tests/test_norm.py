@@ -1,6 +1,9 @@
 """Batch normalisation ops (fastconv.functional.batch_norm2d*): against the NumPy reference,
 finite differences, a hand-checked example, PyTorch's functional batch norm when installed,
-thread-count independence and argument errors."""
+thread-count independence, statistics synchronised over ranks (threads standing in for
+processes) and argument errors."""
+import threading
+
 import numpy as np
 import pytest
 
@@ -47,6 +50,84 @@ def test_batch_norm_matches_the_reference(shape, dtype, relu):
         close(got, want, dtype, scale=10)
     y_inf = F.batch_norm2d_inference(x, mean, var, gamma, beta, relu=relu)
     close(y_inf, R.batch_norm2d_inference(x, mean, var, gamma, beta, relu=relu), dtype)
+
+
+class ThreadRanks:
+    """k threads standing in for k processes: the `sum_over_ranks` each one gets adds the
+    vectors all of them give, at a barrier, as an MPI allreduce does."""
+
+    def __init__(self, k):
+        self.barrier = threading.Barrier(k, timeout=60)  # a missing call fails, never hangs
+        self.given = [None] * k
+
+    def run(self, fn, shares):
+        """[fn(share, sum_over_ranks) for each rank's share], run at the same time."""
+        results, errors = [None] * len(shares), []
+
+        def rank(r):
+            try:
+                results[r] = fn(shares[r], lambda values: self._sum(r, values))
+            except BaseException as error:  # noqa: B036 -- re-raised in the caller below
+                errors.append(error)
+                self.barrier.abort()
+
+        threads = [threading.Thread(target=rank, args=(r,)) for r in range(len(shares))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return results
+
+    def _sum(self, r, values):
+        self.given[r] = np.array(values, dtype=np.float64)
+        self.barrier.wait()
+        total = np.sum(self.given, axis=0)
+        self.barrier.wait()  # nobody overwrites its slot before every rank has summed
+        return total
+
+
+@pytest.mark.parametrize("shape, cuts", [((8, 3, 5, 7), [3, 4]), ((7, 5), [1, 3]),
+                                         ((2, 4, 6, 6), [1]), ((5, 2, 1, 1), [1, 2, 3])])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("ops", [F, R], ids=["fastconv", "reference"])
+def test_statistics_summed_over_ranks_are_the_whole_batchs(shape, cuts, dtype, relu, ops):
+    """The batch split over ranks (uneven shares, one of a single example) normalises and
+    differentiates as the whole batch in one process: y and dx row for row, the same mean and
+    var on every rank, dgamma and dbeta each rank's share of the whole batch's."""
+    x, gamma, beta, dy = data(shape, dtype, offset=3.0)
+    y, mean, var = ops.batch_norm2d(x, gamma, beta, relu=relu)
+    dx, dgamma, dbeta = ops.batch_norm2d_backward(dy, x, mean, var, gamma, beta, relu=relu)
+
+    def rank(share, sum_over_ranks):
+        xs, dys = share
+        ys, ms, vs = ops.batch_norm2d(xs, gamma, beta, relu=relu, sum_over_ranks=sum_over_ranks)
+        grads = ops.batch_norm2d_backward(dys, xs, ms, vs, gamma, beta, relu=relu,
+                                          sum_over_ranks=sum_over_ranks)
+        return ys, ms, vs, grads
+
+    shares = list(zip(np.split(x, cuts), np.split(dy, cuts)))
+    results = ThreadRanks(len(shares)).run(rank, shares)
+    for _, ms, vs, _ in results:
+        close(ms, mean, dtype)
+        close(vs, var, dtype)
+    close(np.concatenate([r[0] for r in results]), y, dtype)
+    close(np.concatenate([r[3][0] for r in results]), dx, dtype, scale=10)
+    for i, whole in ((1, dgamma), (2, dbeta)):
+        assert all(r[3][i].dtype == dtype for r in results)
+        close(np.sum([r[3][i].astype(np.float64) for r in results], axis=0), whole, dtype, scale=10)
+
+
+@pytest.mark.parametrize("bad, error, words", [
+    (3, TypeError, "sum_over_ranks must be None or a callable, got int"),
+    (lambda v: v[:1], ValueError, r"must return the element-wise sum .* shape \(3,\); got shape \(1,\)"),
+    (lambda v: 0 * v, ValueError, "the batch over all ranks has 0 values per channel")])
+def test_a_bad_sum_over_ranks_is_named(bad, error, words):
+    x, gamma, beta, _ = data((2, 2, 1, 1), np.float32)
+    with pytest.raises(error, match=words):
+        F.batch_norm2d(x, gamma, beta, sum_over_ranks=bad)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -85,6 +85,8 @@ def test_a_nan_loss_stops_training_and_restores_the_last_complete_epoch():
     (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
     (["--resume", "/"], "argument --resume: '/' is not a file"),
     (["--resume", "/no/such/checkpoint.npz"], "argument --resume: .* is not a file"),
+    (["--sync-bn"], "argument --sync-bn: the cnn model has no batch norm"),
+    (["--sync-bn", "--model", "lenet5"], "argument --sync-bn: the lenet5 model has no batch norm"),
 ])
 def test_bad_options_are_usage_errors(argv, words, capsys, tmp_path):
     with pytest.raises(SystemExit) as info:
@@ -240,3 +242,17 @@ def test_a_ctrl_c_inside_the_progress_bars_constructor_leaves_no_traceback(monke
         pytest.fail("the constructor did not compare total")
     gc.collect()
     assert unraisable == []
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_the_resnets_batch_norms_follow_sync_bn(sync, tmp_path):
+    args = train.parse_args(["--model", "resnet", "--out", str(tmp_path)] + ["--sync-bn"] * sync)
+    assert args.sync_bn is sync
+    model = train.resnet(np.random.default_rng(0), sync_bn=args.sync_bn)
+    norms = [layer for layer in nn.model._leaf_layers(model.layers)
+             if isinstance(layer, nn.BatchNorm2D)]
+    assert len(norms) == 9 and all(layer.sync is sync for layer in norms)
+    model.save(tmp_path / "model.npz")  # the flag is part of the architecture
+    loaded = nn.Sequential.load(tmp_path / "model.npz")
+    assert [layer.sync for layer in nn.model._leaf_layers(loaded.layers)
+            if isinstance(layer, nn.BatchNorm2D)] == [sync] * 9

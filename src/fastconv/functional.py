@@ -342,7 +342,34 @@ def _bn_scale_shift(a, mean, var):
     return scale.astype(a.dtype), shift.astype(a.dtype)
 
 
-def batch_norm2d(x, gamma=None, beta=None, eps=1e-5, relu=False):
+def _summed_over_ranks(sum_over_ranks, values, op):
+    """sum_over_ranks(values) as a float64 vector of values' shape (a user's callable: checked)."""
+    if not callable(sum_over_ranks):
+        raise TypeError(f"{op}: sum_over_ranks must be None or a callable, got "
+                        f"{type(sum_over_ranks).__name__}")
+    total = np.asarray(sum_over_ranks(values), dtype=np.float64)
+    if total.shape != values.shape:
+        raise ValueError(f"{op}: sum_over_ranks must return the element-wise sum of the vector it "
+                         f"is given, shape {values.shape}; got shape {total.shape}")
+    return total
+
+
+def _whole_batch_stats(mean, var, count, sum_over_ranks, op):
+    """The whole batch's mean and biased variance from each process's share (its count, mean
+    and variance): the mean from the summed counts and sums, then the summed squared deviations
+    from it, each share's as count * (var + (mean - whole mean)^2) (Chan et al.'s combination:
+    no sum of squares about zero, which loses the variance when |mean| >> std)."""
+    totals = _summed_over_ranks(sum_over_ranks, np.concatenate([[count], count * mean]), op)
+    whole_count = totals[0]
+    if not whole_count >= 2:
+        raise ValueError(f"{op}: the batch over all ranks has {whole_count:g} values per channel; "
+                         f"a variance needs at least two")
+    whole_mean = totals[1:] / whole_count
+    squares = _summed_over_ranks(sum_over_ranks, count * (var + (mean - whole_mean) ** 2), op)
+    return whole_mean, squares / whole_count
+
+
+def batch_norm2d(x, gamma=None, beta=None, eps=1e-5, relu=False, sum_over_ranks=None):
     """Batch normalisation with the batch's statistics (training mode), per channel of x
     (N, C, H, W) over N, H and W (or of x (N, C) over N, for dense features).
 
@@ -351,11 +378,20 @@ def batch_norm2d(x, gamma=None, beta=None, eps=1e-5, relu=False):
     relu(y) instead, in the same pass. Running statistics are the caller's (nn.BatchNorm2D keeps
     them). One pass for the statistics, one to normalise; y is computed as x * scale + shift per
     channel (as PyTorch's CPU kernel does), so its float32 error grows with |mean| / std.
+
+    ``sum_over_ranks``: for a batch split over processes, a callable that returns the
+    element-wise sum over the processes of the float64 vector it is given (e.g.
+    `fastconv.distributed.DistributedOptimizer.sum_over_ranks`; every process calls this
+    function with it, with its own share as x). mean and var are then the whole batch's (two
+    calls, of 1 + C and C values), and y its normalisation of this share.
     """
     a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d")
     channels = a.x.shape[1]
     mean, var = np.empty(channels), np.empty(channels)
     _norm().stats(a.x, mean, var, get_num_threads())
+    if sum_over_ranks is not None:
+        mean, var = _whole_batch_stats(mean, var, a.x.size // channels, sum_over_ranks,
+                                       "batch_norm2d")
     y = empty(a.x.shape, a.dtype, "batch_norm2d output")
     _norm().affine(a.x, *_bn_scale_shift(a, mean, var), y, relu, get_num_threads())
     return y.reshape(a.shape), mean.astype(a.dtype), var.astype(a.dtype)
@@ -371,19 +407,39 @@ def batch_norm2d_inference(x, mean, var, gamma=None, beta=None, eps=1e-5, relu=F
     return y.reshape(a.shape)
 
 
-def batch_norm2d_backward(dy, x, mean, var, gamma=None, beta=None, eps=1e-5, relu=False):
+def batch_norm2d_backward(dy, x, mean, var, gamma=None, beta=None, eps=1e-5, relu=False,
+                          sum_over_ranks=None):
     """(dx, dgamma, dbeta) of `batch_norm2d` (batch statistics: the gradient flows through the
     mean and variance too), given the forward's x and the mean and var it returned; one pass
     for the two sums per channel and one for dx. ``relu=True``: of the forward with relu=True
-    (the ReLU's mask is recomputed from x, so beta is needed then)."""
-    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d_backward", mean, var, need_stats=True)
+    (the ReLU's mask is recomputed from x, so beta is needed then).
+
+    ``sum_over_ranks`` (as in `batch_norm2d`, whose whole-batch mean and var are given here):
+    the two sums dx depends on, and the count, are the whole batch's (one call, of 1 + 2C
+    values); dgamma and dbeta stay this process's share of the parameters' gradient, which
+    averaging the gradients over the processes completes, as for every other parameter.
+    """
+    op = "batch_norm2d_backward"
+    a = BatchNormArgs(x, gamma, beta, eps, op, mean, var, need_stats=True)
     dy = a.checked_dy(dy)
     channels = a.x.shape[1]
     inv_std = 1.0 / np.sqrt(a.var.astype(np.float64) + a.eps)
     g = np.ones(channels) if a.gamma is None else a.gamma.astype(np.float64)
     dx = empty(a.x.shape, a.dtype, "dx")
-    dgamma, dbeta = np.empty(channels), np.empty(channels)
-    _norm().backward(dy, a.x, a.mean.astype(np.float64), inv_std, g,
-                     *_bn_scale_shift(a, a.mean, a.var), relu, dx, dgamma, dbeta,
-                     get_num_threads())
-    return dx.reshape(a.shape), dgamma.astype(a.dtype), dbeta.astype(a.dtype)
+    scale, shift = _bn_scale_shift(a, a.mean, a.var)
+    mean = a.mean.astype(np.float64)
+    if sum_over_ranks is None:
+        dgamma, dbeta = np.empty(channels), np.empty(channels)
+        _norm().backward(dy, a.x, mean, inv_std, g, scale, shift, relu, dx, dgamma, dbeta,
+                         get_num_threads())
+        return dx.reshape(a.shape), dgamma.astype(a.dtype), dbeta.astype(a.dtype)
+    sum_dy, sum_dyx = np.empty(channels), np.empty(channels)
+    _norm().backward_sums(dy, a.x, mean, scale, shift, relu, sum_dy, sum_dyx, get_num_threads())
+    totals = _summed_over_ranks(sum_over_ranks,
+                                np.concatenate([[a.x.size // channels], sum_dy, sum_dyx]), op)
+    if not totals[0] >= 1:
+        raise ValueError(f"{op}: sum_over_ranks gave a whole batch of {totals[0]:g} values per "
+                         f"channel")
+    _norm().backward_dx(dy, a.x, mean, inv_std, g, scale, shift, relu, totals[1:channels + 1],
+                        totals[channels + 1:], totals[0], dx, get_num_threads())
+    return dx.reshape(a.shape), (sum_dyx * inv_std).astype(a.dtype), sum_dy.astype(a.dtype)

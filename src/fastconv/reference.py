@@ -226,13 +226,29 @@ def _per_channel(v):
     return v[None, :, None]
 
 
-def batch_norm2d(x, gamma=None, beta=None, eps=1e-5, relu=False):
-    """(y, mean, var): the textbook normalisation with the batch's mean and biased variance."""
+def _rank_sum(sum_over_ranks, *values):
+    """Each value (a number or a per-channel vector) summed over the ranks; unchanged without."""
+    if sum_over_ranks is None:
+        return values
+    flat = np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in values])
+    total, out, i = np.asarray(sum_over_ranks(flat), np.float64), [], 0
+    for v in values:
+        n = np.size(v)
+        out.append(total[i:i + n].reshape(np.shape(v)))
+        i += n
+    return out
+
+
+def batch_norm2d(x, gamma=None, beta=None, eps=1e-5, relu=False, sum_over_ranks=None):
+    """(y, mean, var): the textbook normalisation with the batch's mean and biased variance
+    (sums and counts over every rank's share with sum_over_ranks, the variance about the whole
+    batch's mean)."""
     a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d")
-    mean = a.x.mean(axis=_BN_AXES)
-    var = ((a.x - _per_channel(mean)) ** 2).mean(axis=_BN_AXES)
-    y = batch_norm2d_inference(x, mean, var, gamma, beta, eps, relu)
-    return y, mean, var
+    count, total = _rank_sum(sum_over_ranks, a.x.shape[0] * a.x.shape[2], a.x.sum(axis=_BN_AXES))
+    mean = total / count
+    (squares,) = _rank_sum(sum_over_ranks, ((a.x - _per_channel(mean)) ** 2).sum(axis=_BN_AXES))
+    mean, var = mean.astype(a.dtype), (squares / count).astype(a.dtype)
+    return batch_norm2d_inference(x, mean, var, gamma, beta, eps, relu), mean, var
 
 
 def batch_norm2d_inference(x, mean, var, gamma=None, beta=None, eps=1e-5, relu=False):
@@ -244,23 +260,26 @@ def batch_norm2d_inference(x, mean, var, gamma=None, beta=None, eps=1e-5, relu=F
     return (_relu(y) if relu else y).reshape(a.shape)
 
 
-def batch_norm2d_backward(dy, x, mean, var, gamma=None, beta=None, eps=1e-5, relu=False):
+def batch_norm2d_backward(dy, x, mean, var, gamma=None, beta=None, eps=1e-5, relu=False,
+                          sum_over_ranks=None):
     """The chain rule through xhat = (x - mean) / sqrt(var + eps), mean and var written out
-    (through the ReLU first with relu=True)."""
+    (through the ReLU first with relu=True); with sum_over_ranks, the sums over the batch are
+    over every rank's share, dgamma and dbeta this share's."""
     a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d_backward", mean, var, need_stats=True)
     dy = a.checked_dy(dy)
     if relu:
         pre = batch_norm2d_inference(x, a.mean, a.var, a.gamma, a.beta, a.eps)
         dy = relu_backward(dy, pre.reshape(a.x.shape))
-    m = a.x.shape[0] * a.x.shape[2]
     inv_std = 1 / np.sqrt(_per_channel(a.var) + a.dtype.type(a.eps))
     xc = a.x - _per_channel(a.mean)
     xhat = xc * inv_std
     dbeta = dy.sum(axis=_BN_AXES)
     dgamma = (dy * xhat).sum(axis=_BN_AXES)
     dxhat = dy if a.gamma is None else dy * _per_channel(a.gamma)
-    dvar = (dxhat * xc).sum(axis=_BN_AXES, keepdims=True) * -0.5 * inv_std ** 3
-    dmean = -(dxhat * inv_std).sum(axis=_BN_AXES, keepdims=True) \
-        - 2 * dvar * xc.sum(axis=_BN_AXES, keepdims=True) / m
+    m, dxhat_xc, dxhat_sum, xc_sum = _rank_sum(
+        sum_over_ranks, a.x.shape[0] * a.x.shape[2], (dxhat * xc).sum(axis=_BN_AXES),
+        dxhat.sum(axis=_BN_AXES), xc.sum(axis=_BN_AXES))
+    dvar = _per_channel(dxhat_xc) * -0.5 * inv_std ** 3
+    dmean = -_per_channel(dxhat_sum) * inv_std - 2 * dvar * _per_channel(xc_sum) / m
     dx = dxhat * inv_std + dvar * 2 * xc / m + dmean / m
-    return dx.reshape(a.shape), dgamma, dbeta
+    return dx.reshape(a.shape).astype(a.dtype, copy=False), dgamma, dbeta

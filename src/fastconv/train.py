@@ -48,38 +48,41 @@ def lenet5(rng=None, algorithm="auto"):
     ])
 
 
-def _residual_block(c_in, c_out, stride, algorithm, rng):
+def _residual_block(c_in, c_out, stride, algorithm, rng, sync_bn):
     """conv3x3(stride)-BN-ReLU-conv3x3-BN, added to x (or to a 1x1 strided projection + BN of x
     when the shape changes); the ReLU after the sum is the caller's."""
-    body = [Conv2D(c_in, c_out, 3, stride, 1, algorithm=algorithm, seed=rng), BatchNorm2D(c_out),
-            ReLU(), Conv2D(c_out, c_out, 3, 1, 1, algorithm=algorithm, seed=rng),
-            BatchNorm2D(c_out)]
+    body = [Conv2D(c_in, c_out, 3, stride, 1, algorithm=algorithm, seed=rng),
+            BatchNorm2D(c_out, sync=sync_bn), ReLU(),
+            Conv2D(c_out, c_out, 3, 1, 1, algorithm=algorithm, seed=rng),
+            BatchNorm2D(c_out, sync=sync_bn)]
     shortcut = None
     if stride != 1 or c_in != c_out:
         shortcut = [Conv2D(c_in, c_out, 1, stride, algorithm=algorithm, seed=rng),
-                    BatchNorm2D(c_out)]
+                    BatchNorm2D(c_out, sync=sync_bn)]
     return Residual(body, shortcut)
 
 
-def resnet(rng=None, algorithm="auto", widths=(16, 32, 64), blocks=1):
+def resnet(rng=None, algorithm="auto", widths=(16, 32, 64), blocks=1, sync_bn=False):
     """A small ResNet (He et al., 2016, the CIFAR variant) for 28x28 inputs: conv3x3(1->16)-BN-
     ReLU, three stages of `blocks` residual blocks (16, 32, 64 channels at 28x28, 14x14 and 7x7;
     each later stage starts with a stride-2 block and a projection shortcut), global average
-    pooling and dense(64->10)."""
+    pooling and dense(64->10). sync_bn: batch norms with the statistics of the whole global
+    batch under MPI (nn.BatchNorm2D's sync)."""
     rng = make_rng(rng)
     layers = [Conv2D(1, widths[0], 3, padding=1, algorithm=algorithm, seed=rng),
-              BatchNorm2D(widths[0]), ReLU()]
+              BatchNorm2D(widths[0], sync=sync_bn), ReLU()]
     c_in = widths[0]
     for stage, width in enumerate(widths):
         for i in range(blocks):
             stride = 2 if stage > 0 and i == 0 else 1
-            layers += [_residual_block(c_in, width, stride, algorithm, rng), ReLU()]
+            layers += [_residual_block(c_in, width, stride, algorithm, rng, sync_bn), ReLU()]
             c_in = width
     layers += [GlobalAvgPool2D(), Dense(c_in, 10, seed=rng)]
     return Sequential(layers)
 
 
 MODELS = {"cnn": cnn, "lenet5": lenet5, "resnet": resnet}
+MODELS_WITH_BATCH_NORM = ("resnet",)
 
 #: Each model's training recipe: the defaults of the options it leaves unset (docs/training.md
 #: has the runs behind them). The ResNet trains with the usual ResNet recipe: SGD with Nesterov
@@ -138,6 +141,9 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-every", type=_cli.positive_int, default=None, metavar="N",
                    help="write OUT/checkpoint.npz every N epochs (model, optimiser state, "
                         "epoch, random state, history)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under mpiexec, batch norms use the statistics of the whole global batch "
+                        "rather than of each rank's share (resnet)")
     p.add_argument("--resume", default=None, metavar="PATH",
                    help="continue the run a checkpoint was written by (same options)")
     args = p.parse_args(argv)
@@ -151,6 +157,8 @@ def parse_args(argv=None):
             p.error(problem)
     if args.resume is not None and not os.path.isfile(args.resume):
         p.error(f"argument --resume: {args.resume!r} is not a file")
+    if args.sync_bn and args.model not in MODELS_WITH_BATCH_NORM:
+        p.error(f"argument --sync-bn: the {args.model} model has no batch norm")
     return args
 
 
@@ -277,7 +285,8 @@ def main(argv=None):
             return _stop(dist, 2)
         log(f"resuming {args.resume} after epoch {done}")
     else:
-        model = MODELS[args.model](np.random.default_rng(args.seed), args.algorithm)
+        options = {"sync_bn": True} if args.sync_bn else {}
+        model = MODELS[args.model](np.random.default_rng(args.seed), args.algorithm, **options)
         rng, done, history = np.random.default_rng(args.seed), 0, None
     if augment is not None and aug_rng is None:
         # fit's own choice, made here so that checkpoints can save (and resume) its state; a

@@ -443,11 +443,17 @@ class _BatchNorm(Layer):
     normalised with the running statistics. params "gamma" (ones) and "beta" (zeros) when
     ``affine``; buffers "running_mean" (zeros) and "running_var" (ones). Optimisers do not
     decay gamma or beta (weight decay applies to "w" only).
+
+    ``sync=True`` (PyTorch's SyncBatchNorm): when a `Sequential` trains with a
+    `fastconv.distributed.DistributedOptimizer`, the statistics are those of the whole global
+    batch, summed over the ranks, rather than of this rank's share; the forward and backward
+    passes then make three small allreduces. Alone in a process it is an ordinary batch norm.
     """
     ndim = None
     layout = None
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32):
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, dtype=np.float32,
+                 sync=False):
         super().__init__()
         name = type(self).__name__
         self.num_features = _positive_int(num_features, "num_features", name)
@@ -458,6 +464,10 @@ class _BatchNorm(Layer):
                 raise ValueError(f"{name}: {what} must be a number {bound}, got {value!r}")
         self.eps, self.momentum = float(eps), float(momentum)
         self.affine = flag(affine, f"{name}: affine")
+        self.sync = flag(sync, f"{name}: sync")
+        #: With sync, the callable that sums a vector over the ranks while `Sequential` trains
+        #: distributed (set around each step by Sequential._summing_over_ranks); None otherwise.
+        self.sum_over_ranks = None
         #: Set by `Sequential` when a ReLU follows: forward returns relu(bn(x)) in the same pass
         #: and backward takes the ReLU's gradient too (its mask recomputed from x), the ReLU
         #: passing its argument through.
@@ -486,27 +496,30 @@ class _BatchNorm(Layer):
             self._cache = None
             return F.batch_norm2d_inference(x, running_mean, running_var, gamma, beta, self.eps,
                                             self.fuse_relu)
+        total = self.sum_over_ranks if self.sync else None
         count = x.size // x.shape[1]
-        if count < 2:
+        if count < 2 and total is None:
             raise ValueError(f"{name}: training needs more than one value per channel (x of shape "
                              f"{x.shape}) to estimate a variance")
-        y, mean, var = F.batch_norm2d(x, gamma, beta, self.eps, self.fuse_relu)
+        y, mean, var = F.batch_norm2d(x, gamma, beta, self.eps, self.fuse_relu, total)
+        if total is not None:  # the whole batch's count, for the unbiased variance below
+            count = total(np.array([count], np.float64))[0]
         m = running_mean.dtype.type(self.momentum)
         running_mean *= 1 - m
         running_mean += m * mean
         running_var *= 1 - m
         running_var += (m * count / (count - 1)) * var
-        self._cache = (x, mean, var)
+        self._cache = (x, mean, var, total)
         return y
 
     def backward(self, dout):
         if self._cache is None:
             raise RuntimeError(f"{type(self).__name__}.backward called without a "
                                f"forward(training=True) first")
-        (x, mean, var), self._cache = self._cache, None
+        (x, mean, var, total), self._cache = self._cache, None
         dx, dgamma, dbeta = F.batch_norm2d_backward(dout, x, mean, var, self.params.get("gamma"),
                                                     self.params.get("beta"), self.eps,
-                                                    self.fuse_relu)
+                                                    self.fuse_relu, total)
         if self.affine:
             self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
         return dx if self.needs_input_grad else None
@@ -539,7 +552,7 @@ class _BatchNorm(Layer):
 
     def config(self):
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
-                "affine": self.affine}
+                "affine": self.affine, "sync": self.sync}
 
 
 class BatchNorm2D(_BatchNorm):

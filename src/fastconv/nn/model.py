@@ -1,5 +1,6 @@
 """`Sequential`: a stack of layers with training (`fit`), evaluation, a summary table and
 save/load to a pickle-free .npz."""
+import contextlib
 import functools
 import json
 import math
@@ -190,18 +191,60 @@ class Sequential:
 
     def train_step(self, x, y, optimizer, grad_scale=1.0):
         """forward, loss, backward and one optimiser step on a batch; returns (loss, logits).
-        grad_scale multiplies the gradients (fit's share of a global batch split over ranks)."""
-        logits = self.forward(x, training=True)
-        loss, dlogits = self.loss(logits, y)
-        if grad_scale != 1.0:
-            dlogits = dlogits * dlogits.dtype.type(grad_scale)
-        self.backward(dlogits)
+        grad_scale multiplies the gradients (fit's share of a global batch split over ranks).
+        With a DistributedOptimizer, batch norms made with sync=True use the statistics of the
+        batch over all ranks (every rank must then take the step, as fit's do)."""
+        with self._summing_over_ranks(optimizer):
+            logits = self.forward(x, training=True)
+            loss, dlogits = self.loss(logits, y)
+            if grad_scale != 1.0:
+                dlogits = dlogits * dlogits.dtype.type(grad_scale)
+            self.backward(dlogits)
         optimizer.step(self.layers)
         return loss, logits
 
-    def _empty_step(self, optimizer):
-        """A rank without examples in a global batch still takes part in the step (zero
-        gradients into the collective average)."""
+    @contextlib.contextmanager
+    def _summing_over_ranks(self, optimizer, contributes=True):
+        """Inside, each batch norm with sync=True sums its statistics over the ranks of
+        `optimizer` (a DistributedOptimizer; nothing changes for another optimiser); with
+        contributes=False this rank adds zeros to those sums (a stand-in pass, `_empty_step`)."""
+        world = optimizer if hasattr(optimizer, "sum_over_ranks") else None
+        synced = [] if world is None else self._synced_batch_norms()
+        if contributes:
+            def total(values):
+                return world.sum_over_ranks(values)
+        else:
+            def total(values):
+                return world.sum_over_ranks(np.zeros_like(values))
+        for layer in synced:
+            layer.sum_over_ranks = total
+        try:
+            yield
+        finally:
+            for layer in synced:
+                layer.sum_over_ranks = None
+
+    def _synced_batch_norms(self):
+        return [layer for layer in _leaf_layers(self.layers)
+                if isinstance(layer, _BatchNorm) and layer.sync]
+
+    def _empty_step(self, optimizer, stand_in=None):
+        """A rank without examples in a global batch still takes part in the step: zero
+        gradients into the collective average and, for a model with batch norms with sync=True,
+        a forward and backward pass of `stand_in` (one example of the batch, given twice: a
+        batch norm needs two values per channel) that adds nothing to their sums, so that this
+        rank makes the collective calls the others make. Other batch norms' running statistics
+        are kept as they were, and every gradient is zeroed after it."""
+        if stand_in is not None:
+            others = [layer for layer in _leaf_layers(self.layers)
+                      if isinstance(layer, _BatchNorm) and not layer.sync]
+            kept = [{k: v.copy() for k, v in layer.buffers.items()} for layer in others]
+            with self._summing_over_ranks(optimizer, contributes=False):
+                logits = self.forward(np.repeat(stand_in, 2, axis=0), training=True)
+                self.backward(np.zeros_like(logits))
+            for layer, buffers in zip(others, kept):
+                for key, value in buffers.items():
+                    layer.buffers[key][...] = value
         for layer in self.layers:
             layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
         optimizer.step(self.layers)
@@ -342,7 +385,12 @@ class Sequential:
                     idx = idx[r * b // size:(r + 1) * b // size]
                     scale = len(idx) * size / b  # the average over ranks is then the batch mean
                     if len(idx) == 0:
-                        self._empty_step(optimizer)
+                        stand_in = None
+                        if self._synced_batch_norms():  # this rank must join their sums
+                            stand_in = x[order[i:i + 1]]
+                            if augment is not None:  # the shape augment gives
+                                stand_in = augment(stand_in)
+                        self._empty_step(optimizer, stand_in)
                         world.sum_over_ranks([0.0])  # the finite-loss vote below
                         bar.update(b)
                         continue
@@ -696,6 +744,16 @@ class Residual(Layer):
             layer = layer_cls.from_config(sub, dtype if held else None)
             branches.setdefault(prefix.split(".")[0], []).append(layer)
         return cls(branches["body"], branches.get("shortcut"))
+
+
+def _leaf_layers(layers):
+    """The layers, each Residual replaced by its branches' layers (recursively)."""
+    for layer in layers:
+        if isinstance(layer, Residual):
+            for _, branch in layer._branches():
+                yield from _leaf_layers(branch.layers)
+        else:
+            yield layer
 
 
 def _check_array(x, owner):
