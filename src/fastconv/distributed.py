@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -96,18 +97,31 @@ def local_size():
     return _local_comm.Get_size()
 
 
+#: Seconds between flushing a rank's output and MPI_Abort. MPICH's mpiexec (Hydra) tears the job
+#: down on an abort without draining the processes' pipes: the message a rank printed just before
+#: was lost in 6 of 60 runs (2 ranks), in none of 40 after a 0.3 s pause (Zen 3, 2026-12-07).
+_ABORT_GRACE_S = 0.5
+
+
+def _flush_and_abort(comm, status):
+    sys.stdout.flush()
+    sys.stderr.flush()
+    time.sleep(_ABORT_GRACE_S)
+    comm.Abort(status)
+
+
 def _abort_on_exception(kind, value, tb):
     sys.stderr.write(f"fastconv.distributed: rank {_comm.Get_rank()} of {_comm.Get_size()} failed, "
                      f"aborting the job:\n{''.join(traceback.format_exception(kind, value, tb))}")
-    sys.stderr.flush()
-    _comm.Abort(1)
+    _flush_and_abort(_comm, 1)
 
 
 def abort(status=1):
-    """End every rank of the job with exit status `status` (MPI_Abort): for a rank that must stop
-    where the others may be waiting for it in a collective (a setup error on one rank only, or
-    Ctrl-C reaching a rank outside a collective the others are in)."""
-    _require().Abort(status)
+    """End every rank of the job with exit status `status` (MPI_Abort), after this rank's
+    printed output has reached the launcher: for a rank that must stop where the others may be
+    waiting for it in a collective (a setup error on one rank only, or Ctrl-C reaching a rank
+    outside a collective the others are in)."""
+    _flush_and_abort(_require(), status)
 
 
 def allreduce(array, op="mean"):

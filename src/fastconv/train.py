@@ -239,8 +239,6 @@ def _stop(dist, status):
     """`status` to return from main; on several ranks the whole job ends with it (MPI_Abort)
     instead: a rank that returns leaves the others waiting forever in their next collective."""
     if dist is not None and dist.size() > 1:
-        sys.stdout.flush()
-        sys.stderr.flush()
         dist.abort(status)
     return status
 
