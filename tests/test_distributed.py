@@ -143,11 +143,11 @@ model.fit(x, y, epochs=10_000, batch_size=32, optimizer=dist.DistributedOptimize
 """
 
 
+# The timeouts below only tell a job that ended from one that hangs (the bug they guard
+# against): generous, never a speed check.
 def test_a_rank_that_raises_ends_the_job_naming_the_rank(script, tmp_path):
-    start = time.monotonic()
-    out = run([script(FAULT), "raise", str(tmp_path / "pid")], ranks=2, timeout=60)
+    out = run([script(FAULT), "raise", str(tmp_path / "pid")], ranks=2, timeout=120)
     assert out.returncode != 0
-    assert time.monotonic() - start < 30
     assert "fastconv.distributed: rank 1 of 2 failed" in out.stderr
     assert "RuntimeError: a deliberate failure" in out.stderr
 
@@ -164,10 +164,8 @@ def test_a_setup_error_on_one_rank_of_the_training_command_ends_the_job(tmp_path
               str(tmp_path / "out")]
     cmd = [MPIEXEC, "-n", "1", sys.executable, *common, "--data", str(data), ":",
            "-n", "1", sys.executable, *common, "--data", str(tmp_path / "missing")]
-    start = time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0
-    assert time.monotonic() - start < 60
     assert "does not exist" in out.stderr
 
 
@@ -181,10 +179,8 @@ def test_a_rank_killed_mid_epoch_ends_the_job(script, tmp_path):
             time.sleep(0.1)
         time.sleep(1.0)  # well inside the first epochs
         os.kill(int(open(pid_prefix + "1").read()), signal.SIGKILL)
-        killed = time.monotonic()
-        job.wait(timeout=30)
+        job.wait(timeout=120)
         assert job.returncode != 0
-        assert time.monotonic() - killed < 30
     finally:
         if job.poll() is None:
             job.kill()
