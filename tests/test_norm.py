@@ -123,11 +123,19 @@ def test_statistics_summed_over_ranks_are_the_whole_batchs(shape, cuts, dtype, r
 @pytest.mark.parametrize("bad, error, words", [
     (3, TypeError, "sum_over_ranks must be None or a callable, got int"),
     (lambda v: v[:1], ValueError, r"must return the element-wise sum .* shape \(3,\); got shape \(1,\)"),
-    (lambda v: 0 * v, ValueError, "the batch over all ranks has 0 values per channel")])
-def test_a_bad_sum_over_ranks_is_named(bad, error, words):
-    x, gamma, beta, _ = data((2, 2, 1, 1), np.float32)
+    (lambda v: None, ValueError, r"must return the element-wise sum .* got shape \(\)"),
+    (lambda v: 0 * v, ValueError, "the batch over all ranks has 0 values per channel"),
+    (lambda v: np.inf * v, ValueError, "the batch over all ranks has inf values per channel"),
+    (lambda v: np.nan * v, ValueError, "the batch over all ranks has nan values per channel")])
+@pytest.mark.parametrize("ops", [F, R], ids=["fastconv", "reference"])
+def test_a_bad_sum_over_ranks_is_named(bad, error, words, ops):
+    x, gamma, beta, dy = data((2, 2, 1, 1), np.float32)
     with pytest.raises(error, match=words):
-        F.batch_norm2d(x, gamma, beta, sum_over_ranks=bad)
+        ops.batch_norm2d(x, gamma, beta, sum_over_ranks=bad)
+    _, mean, var = ops.batch_norm2d(x, gamma, beta)
+    backward_words = words.replace(r"\(3,\)", r"\(\d+,\)")  # its own sums: 1 + 2C or 1 + 3C
+    with pytest.raises(error, match=backward_words):
+        ops.batch_norm2d_backward(dy, x, mean, var, gamma, beta, sum_over_ranks=bad)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

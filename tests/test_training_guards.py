@@ -256,3 +256,26 @@ def test_the_resnets_batch_norms_follow_sync_bn(sync, tmp_path):
     loaded = nn.Sequential.load(tmp_path / "model.npz")
     assert [layer.sync for layer in nn.model._leaf_layers(loaded.layers)
             if isinstance(layer, nn.BatchNorm2D)] == [sync] * 9
+
+
+@pytest.mark.parametrize("saved, asked", [(False, True), (True, False)])
+def test_resuming_with_another_sync_bn_than_the_checkpoints_is_refused(saved, asked, tmp_path,
+                                                                        capsys):
+    """The resumed model keeps its batch norms as saved; an option saying otherwise would have
+    been ignored silently, and recorded in metrics.json as used."""
+    from test_datasets import write_set
+
+    from fastconv.checkpoint import save_checkpoint
+
+    write_set(tmp_path, n_train=8, n_test=4)
+    model = train.resnet(np.random.default_rng(0), sync_bn=saved)
+    save_checkpoint(tmp_path / "checkpoint.npz", model, nn.SGD(0.1), 1, np.random.default_rng(0),
+                    {"loss": [1.0]})
+    argv = ["--model", "resnet", "--epochs", "2", "--quiet", "--no-plots", "--data",
+            str(tmp_path), "--out", str(tmp_path / "out"), "--resume",
+            str(tmp_path / "checkpoint.npz")] + ["--sync-bn"] * asked
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err
+    saved_words = "synchronised" if saved else "per-rank"
+    assert f"--resume: the checkpoint's batch norms are {saved_words}" in err
+    assert not (tmp_path / "out" / "metrics.json").exists()

@@ -299,6 +299,24 @@ def pool_backward_args(dy, x, kernel_size, stride, padding, op):
     return args, dy
 
 
+def summed_over_ranks(sum_over_ranks, values, op, least_count=None):
+    """sum_over_ranks(values) as a float64 vector of values' shape: the batch-norm ops' user
+    callable, checked. With least_count, values[0] is this share's number of values per channel
+    and the total must be a finite number of at least that many."""
+    if not callable(sum_over_ranks):
+        raise TypeError(f"{op}: sum_over_ranks must be None or a callable, got "
+                        f"{type(sum_over_ranks).__name__}")
+    total = np.asarray(sum_over_ranks(values), dtype=np.float64)
+    if total.shape != values.shape:
+        raise ValueError(f"{op}: sum_over_ranks must return the element-wise sum of the vector it "
+                         f"is given, shape {values.shape}; got shape {total.shape}")
+    if least_count is not None and not (math.isfinite(total[0]) and total[0] >= least_count):
+        need = "a variance needs at least two" if least_count == 2 else "at least one is needed"
+        raise ValueError(f"{op}: the batch over all ranks has {total[0]:g} values per channel "
+                         f"(sum_over_ranks's total of the counts); {need}")
+    return total
+
+
 class BatchNormArgs:
     """Validated batch-normalisation arguments: x as (N, C, L) (L = H*W, or 1 for (N, C)
     features), per-channel vectors of x's dtype (None stays None), eps, and x's own shape."""

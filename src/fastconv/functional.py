@@ -11,7 +11,7 @@ import numpy as np
 from . import _dispatch, _grouped, _isa, _polyphase, config
 from ._shapes import (BatchNormArgs, as_float_array, class_labels, conv_args,
                       conv_backward_args, conv_backward_data_args, conv_backward_weights_args,
-                      empty, pool_args, pool_backward_args)
+                      empty, pool_args, pool_backward_args, summed_over_ranks)
 from .threads import blas_single_threaded, get_num_threads
 
 # concrete algorithm -> (kernel module of the active ISA target, fixed keyword arguments)
@@ -342,30 +342,16 @@ def _bn_scale_shift(a, mean, var):
     return scale.astype(a.dtype), shift.astype(a.dtype)
 
 
-def _summed_over_ranks(sum_over_ranks, values, op):
-    """sum_over_ranks(values) as a float64 vector of values' shape (a user's callable: checked)."""
-    if not callable(sum_over_ranks):
-        raise TypeError(f"{op}: sum_over_ranks must be None or a callable, got "
-                        f"{type(sum_over_ranks).__name__}")
-    total = np.asarray(sum_over_ranks(values), dtype=np.float64)
-    if total.shape != values.shape:
-        raise ValueError(f"{op}: sum_over_ranks must return the element-wise sum of the vector it "
-                         f"is given, shape {values.shape}; got shape {total.shape}")
-    return total
-
-
 def _whole_batch_stats(mean, var, count, sum_over_ranks, op):
     """The whole batch's mean and biased variance from each process's share (its count, mean
     and variance): the mean from the summed counts and sums, then the summed squared deviations
     from it, each share's as count * (var + (mean - whole mean)^2) (Chan et al.'s combination:
     no sum of squares about zero, which loses the variance when |mean| >> std)."""
-    totals = _summed_over_ranks(sum_over_ranks, np.concatenate([[count], count * mean]), op)
+    totals = summed_over_ranks(sum_over_ranks, np.concatenate([[count], count * mean]), op,
+                               least_count=2)
     whole_count = totals[0]
-    if not whole_count >= 2:
-        raise ValueError(f"{op}: the batch over all ranks has {whole_count:g} values per channel; "
-                         f"a variance needs at least two")
     whole_mean = totals[1:] / whole_count
-    squares = _summed_over_ranks(sum_over_ranks, count * (var + (mean - whole_mean) ** 2), op)
+    squares = summed_over_ranks(sum_over_ranks, count * (var + (mean - whole_mean) ** 2), op)
     return whole_mean, squares / whole_count
 
 
@@ -435,11 +421,9 @@ def batch_norm2d_backward(dy, x, mean, var, gamma=None, beta=None, eps=1e-5, rel
         return dx.reshape(a.shape), dgamma.astype(a.dtype), dbeta.astype(a.dtype)
     sum_dy, sum_dyx = np.empty(channels), np.empty(channels)
     _norm().backward_sums(dy, a.x, mean, scale, shift, relu, sum_dy, sum_dyx, get_num_threads())
-    totals = _summed_over_ranks(sum_over_ranks,
-                                np.concatenate([[a.x.size // channels], sum_dy, sum_dyx]), op)
-    if not totals[0] >= 1:
-        raise ValueError(f"{op}: sum_over_ranks gave a whole batch of {totals[0]:g} values per "
-                         f"channel")
+    totals = summed_over_ranks(sum_over_ranks,
+                               np.concatenate([[a.x.size // channels], sum_dy, sum_dyx]), op,
+                               least_count=1)
     _norm().backward_dx(dy, a.x, mean, inv_std, g, scale, shift, relu, totals[1:channels + 1],
                         totals[channels + 1:], totals[0], dx, get_num_threads())
     return dx.reshape(a.shape), (sum_dyx * inv_std).astype(a.dtype), sum_dy.astype(a.dtype)

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ._shapes import (BatchNormArgs, as_float_array, conv_args, conv_backward_args, conv_backward_data_args,
-                      conv_backward_weights_args, pool_args, pool_backward_args)
+                      conv_backward_weights_args, pool_args, pool_backward_args, summed_over_ranks)
 
 
 def _pad(x, padding, value=0.0):
@@ -226,12 +226,13 @@ def _per_channel(v):
     return v[None, :, None]
 
 
-def _rank_sum(sum_over_ranks, *values):
-    """Each value (a number or a per-channel vector) summed over the ranks; unchanged without."""
+def _rank_sum(sum_over_ranks, op, least_count, *values):
+    """Each value (a number or a per-channel vector) summed over the ranks; unchanged without.
+    With least_count, the first value is a count (checked as functional's is)."""
     if sum_over_ranks is None:
         return values
     flat = np.concatenate([np.ravel(np.asarray(v, np.float64)) for v in values])
-    total, out, i = np.asarray(sum_over_ranks(flat), np.float64), [], 0
+    total, out, i = summed_over_ranks(sum_over_ranks, flat, op, least_count), [], 0
     for v in values:
         n = np.size(v)
         out.append(total[i:i + n].reshape(np.shape(v)))
@@ -244,9 +245,11 @@ def batch_norm2d(x, gamma=None, beta=None, eps=1e-5, relu=False, sum_over_ranks=
     (sums and counts over every rank's share with sum_over_ranks, the variance about the whole
     batch's mean)."""
     a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d")
-    count, total = _rank_sum(sum_over_ranks, a.x.shape[0] * a.x.shape[2], a.x.sum(axis=_BN_AXES))
+    count, total = _rank_sum(sum_over_ranks, "batch_norm2d", 2, a.x.shape[0] * a.x.shape[2],
+                             a.x.sum(axis=_BN_AXES))
     mean = total / count
-    (squares,) = _rank_sum(sum_over_ranks, ((a.x - _per_channel(mean)) ** 2).sum(axis=_BN_AXES))
+    (squares,) = _rank_sum(sum_over_ranks, "batch_norm2d", None,
+                           ((a.x - _per_channel(mean)) ** 2).sum(axis=_BN_AXES))
     mean, var = mean.astype(a.dtype), (squares / count).astype(a.dtype)
     return batch_norm2d_inference(x, mean, var, gamma, beta, eps, relu), mean, var
 
@@ -277,7 +280,8 @@ def batch_norm2d_backward(dy, x, mean, var, gamma=None, beta=None, eps=1e-5, rel
     dgamma = (dy * xhat).sum(axis=_BN_AXES)
     dxhat = dy if a.gamma is None else dy * _per_channel(a.gamma)
     m, dxhat_xc, dxhat_sum, xc_sum = _rank_sum(
-        sum_over_ranks, a.x.shape[0] * a.x.shape[2], (dxhat * xc).sum(axis=_BN_AXES),
+        sum_over_ranks, "batch_norm2d_backward", 1, a.x.shape[0] * a.x.shape[2],
+        (dxhat * xc).sum(axis=_BN_AXES),
         dxhat.sum(axis=_BN_AXES), xc.sum(axis=_BN_AXES))
     dvar = _per_channel(dxhat_xc) * -0.5 * inv_std ** 3
     dmean = -_per_channel(dxhat_sum) * inv_std - 2 * dvar * _per_channel(xc_sum) / m

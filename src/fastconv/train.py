@@ -23,6 +23,8 @@ from .checkpoint import load_augment_rng, load_checkpoint, save_checkpoint
 from .datasets import CLASS_NAMES, load_fashion_mnist, random_shift_flip
 from .nn import (SGD, Adam, BatchNorm2D, Conv2D, Dense, Flatten, GlobalAvgPool2D, MaxPool2D,
                  ReLU, Residual, Sequential, augmentation_rng, make_rng)
+from .nn.layers import _BatchNorm
+from .nn.model import _leaf_layers
 
 
 def cnn(rng=None, algorithm="auto"):
@@ -235,6 +237,17 @@ def _start_distributed():
 _SAVE_GRACE_S = 30
 
 
+def _check_sync_bn(model, sync_bn):
+    """A resumed model keeps its batch norms as saved: --sync-bn must say the same (a ValueError
+    rather than training, and recording, other statistics than the option asks for)."""
+    synced = {layer.sync for layer in _leaf_layers(model.layers) if isinstance(layer, _BatchNorm)}
+    if synced and synced != {sync_bn}:
+        saved = "synchronised" if True in synced else "per-rank"
+        raise ValueError(f"the checkpoint's batch norms are {saved}; resume "
+                         f"{'with' if True in synced else 'without'} --sync-bn, as the run was "
+                         f"started")
+
+
 def _stop(dist, status):
     """`status` to return from main; on several ranks the whole job ends with it (MPI_Abort)
     instead: a rank that returns leaves the others waiting forever in their next collective."""
@@ -275,6 +288,7 @@ def main(argv=None):
     if args.resume:
         try:
             model, state, done, rng, history = load_checkpoint(args.resume)
+            _check_sync_bn(model, args.sync_bn)
             optimizer.load_state_dict(model, state)
             if augment is not None:
                 aug_rng = load_augment_rng(args.resume, rank, nranks)

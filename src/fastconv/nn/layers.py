@@ -447,7 +447,7 @@ class _BatchNorm(Layer):
     ``sync=True`` (PyTorch's SyncBatchNorm): when a `Sequential` trains with a
     `fastconv.distributed.DistributedOptimizer`, the statistics are those of the whole global
     batch, summed over the ranks, rather than of this rank's share; the forward and backward
-    passes then make three small allreduces. Alone in a process it is an ordinary batch norm.
+    passes then make four small allreduces. Alone in a process it is an ordinary batch norm.
     """
     ndim = None
     layout = None
