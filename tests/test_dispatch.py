@@ -86,11 +86,15 @@ def test_disabling_winograd_keeps_auto_away_from_it():
         fastconv.set_winograd_enabled(True)
 
 
-def test_environment_switch_disables_winograd():
+@pytest.mark.parametrize("value, enabled", [("1", False), ("true", False), ("Yes", False),
+                                             ("0", True), ("", True), ("false", True),
+                                             (" off ", True), ("NO", True)])
+def test_environment_switch_disables_winograd(value, enabled):
+    # "false" / "no" / "off" once disabled it too: any value but "" and "0" did
     code = "import fastconv.config as c; print(c.winograd_enabled())"
-    env = dict(os.environ, FASTCONV_DISABLE_WINOGRAD="1")
+    env = dict(os.environ, FASTCONV_DISABLE_WINOGRAD=value)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == str(enabled)
 
 
 def test_environment_sets_the_workspace_limit():
@@ -126,10 +130,35 @@ def test_autotune_times_candidates_once_and_caches_the_winner():
         assert set(calls) == set(_dispatch.candidates(g))
         assert _dispatch.resolve("auto", g, "forward", run) == first
         assert len(calls) == n_calls  # cached: nothing timed again
-        assert _dispatch.tuned_choices()[(g, "forward", _isa.active())] == first
+        key = (g, "forward", _isa.active(), tuple(_dispatch.candidates(g)))
+        assert _dispatch.tuned_choices()[key] == first
     finally:
         _dispatch.autotune(False)
     assert _dispatch.tuned_choices() == {}
+
+
+def test_a_winograd_winner_is_not_served_after_winograd_is_disabled():
+    """The autotune cache once ignored set_winograd_enabled(False): a shape Winograd had won
+    kept running Winograd (found by fuzzing)."""
+    g = geometry((2, 32, 20, 20, 32, 3, 3, 1, 1))
+
+    def run(name):  # Winograd wins every measurement
+        import time
+        time.sleep(0.0 if name.startswith("winograd") else 0.002)
+
+    was = fastconv.config.winograd_enabled()
+    try:
+        _dispatch.autotune(True)
+        fastconv.set_winograd_enabled(True)
+        assert _dispatch.resolve("auto", g, "forward", run).startswith("winograd")
+        fastconv.set_winograd_enabled(False)
+        chosen = _dispatch.resolve("auto", g, "forward", run)
+        assert not chosen.startswith("winograd") and chosen in _dispatch.candidates(g)
+        fastconv.set_winograd_enabled(True)
+        assert _dispatch.resolve("auto", g, "forward", run).startswith("winograd")
+    finally:
+        fastconv.set_winograd_enabled(was)
+        _dispatch.autotune(False)
 
 
 def test_autotuned_results_equal_the_reference():

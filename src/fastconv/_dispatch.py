@@ -244,12 +244,15 @@ def resolve(algorithm, g, pass_, run_candidate=None):
 
 
 def _measured_choice(g, pass_, run_candidate, repeats=3):
-    key = (g, pass_, _isa.active())
+    # The candidates are part of the key: a winner measured while Winograd was allowed is no
+    # answer once set_winograd_enabled(False) has taken it out of the running.
+    names = tuple(candidates(g))
+    key = (g, pass_, _isa.active(), names)
     with _tuned_lock:
         if key in _tuned:
             return _tuned[key]
     best, best_time = None, float("inf")
-    for name in candidates(g):
+    for name in names:
         run_candidate(name)  # warm-up: first-touch pages, filter-transform caches
         times = []
         for _ in range(repeats):
@@ -265,6 +268,6 @@ def _measured_choice(g, pass_, run_candidate, repeats=3):
 
 
 def tuned_choices():
-    """A copy of the autotune cache: {(geometry, pass, ISA target): algorithm}."""
+    """A copy of the autotune cache: {(geometry, pass, ISA target, candidates): algorithm}."""
     with _tuned_lock:
         return dict(_tuned)

@@ -6,12 +6,16 @@
 - Scratch memory kept between calls: the im2col and Winograd kernels keep their large scratch
   blocks for the next call (no page faults per call; src_c/fc_alloc.h), at most what one call of
   the largest layer so far needed per kernel module; `release_scratch()` frees them.
-- Winograd in "auto": on unless ``FASTCONV_DISABLE_WINOGRAD=1`` or `set_winograd_enabled(False)`;
+- Winograd in "auto": on unless ``FASTCONV_DISABLE_WINOGRAD=1`` (or true / yes / on; unset, empty,
+  0, false, no and off leave it on) or `set_winograd_enabled(False)`;
   explicit ``algorithm="winograd"`` works either way.
 """
 import math
+import numbers
 import os
 import sys
+
+import numpy as np
 
 from ._shapes import flag
 
@@ -36,7 +40,8 @@ def _env_workspace_bytes():
 
 
 _workspace_bytes = _env_workspace_bytes()
-_winograd_enabled = os.environ.get("FASTCONV_DISABLE_WINOGRAD", "0").strip() in ("", "0")
+_winograd_enabled = (os.environ.get("FASTCONV_DISABLE_WINOGRAD", "0").strip().lower()
+                     in ("", "0", "false", "no", "off"))
 
 
 def get_workspace_limit():
@@ -49,11 +54,11 @@ def set_workspace_limit(nbytes):
     global _workspace_bytes
     if nbytes is None:
         nbytes = _env_workspace_bytes()
-    elif (isinstance(nbytes, bool) or not isinstance(nbytes, int)
+    elif (isinstance(nbytes, (bool, np.bool_)) or not isinstance(nbytes, numbers.Integral)
             or not _MIN_WORKSPACE_BYTES <= nbytes <= MAX_WORKSPACE_BYTES):
         raise ValueError(f"set_workspace_limit: nbytes must be an int from {_MIN_WORKSPACE_BYTES} "
                          f"(1 MiB) to {MAX_WORKSPACE_BYTES} (2**62), got {nbytes!r}")
-    _workspace_bytes = nbytes
+    _workspace_bytes = int(nbytes)
     release_scratch()  # blocks kept from calls under the old limit may be larger than it allows
     return _workspace_bytes
 
