@@ -241,6 +241,13 @@ def test_matches_pytorch_when_installed():
     (lambda x, g: F.batch_norm2d(np.zeros((0, 3, 2, 2), np.float32)), ValueError, "zero-sized"),
     (lambda x, g: F.batch_norm2d_inference(x, None, g), TypeError, "mean is required"),
     (lambda x, g: F.batch_norm2d_backward(x[:, :, :1], x, g, g), ValueError, "dy must have x's shape"),
+    # a string once switched the ReLU on
+    (lambda x, g: F.batch_norm2d(x, relu="false"), TypeError,
+     "batch_norm2d: relu must be True or False, got 'false'"),
+    (lambda x, g: F.batch_norm2d_inference(x, g, g, relu=1), TypeError,
+     "batch_norm2d_inference: relu must be True or False, got 1"),
+    (lambda x, g: F.batch_norm2d_backward(x, x, g, g, relu="no"), TypeError,
+     "batch_norm2d_backward: relu must be True or False"),
 ])
 def test_bad_arguments_are_named(call, error, words):
     x = np.ones((2, 3, 4, 4), np.float32)

@@ -162,6 +162,25 @@ def test_dense_and_loss_bad_input():
         F.relu_backward(np.zeros(3), np.zeros(4))
 
 
+@pytest.mark.parametrize("dtype", [np.int64, bool, np.complex64, np.float16, ">f4", object])
+def test_relu_refuses_what_is_not_float32_or_float64(dtype):
+    # relu took them all (complex compared by its real part, float16 computed as itself)
+    bad = np.ones(5, dtype=dtype)
+    good = np.ones(5, np.float32)
+    with pytest.raises(TypeError, match=r"relu: x must have dtype float32 or float64, got"):
+        F.relu(bad)
+    with pytest.raises(TypeError, match=r"relu_backward: dy must have dtype float32 or float64"):
+        F.relu_backward(bad, good)
+    with pytest.raises(TypeError, match=r"relu_backward: x must have dtype float32 or float64"):
+        F.relu_backward(good, bad)
+
+
+def test_relu_backward_refuses_mixed_dtypes():
+    # float32 dy with a float64 x gave float32 silently
+    with pytest.raises(TypeError, match="relu_backward: x has dtype float64 but the other"):
+        F.relu_backward(np.ones(3, np.float32), np.ones(3, np.float64))
+
+
 @pytest.mark.parametrize("n", [0, -1, 1.5, "2", True, 1025, 100000])
 def test_set_num_threads_rejects_bad_values(n):
     before = fastconv.get_num_threads()
@@ -192,12 +211,20 @@ def test_switches_take_only_true_or_false(switch, value):
     assert (fastconv.config.winograd_enabled(), fastconv._dispatch.autotune_enabled()) == before
 
 
-@pytest.mark.parametrize("n", [0, 1000, 2.5, True, 2**62 + 1, 2**64])
+@pytest.mark.parametrize("n", [0, 1000, 2.5, True, np.True_, 2**62 + 1, 2**64, np.int64(1000)])
 def test_workspace_limit_rejects_bad_values(n):
     before = fastconv.get_workspace_limit()
     with pytest.raises(ValueError, match=r"nbytes must be an int from 1048576 \(1 MiB\) to"):
         fastconv.set_workspace_limit(n)
     assert fastconv.get_workspace_limit() == before
+
+
+def test_workspace_limit_takes_numpy_integers():
+    try:
+        assert fastconv.set_workspace_limit(np.int64(8 << 20)) == 8 << 20
+        assert type(fastconv.get_workspace_limit()) is int
+    finally:
+        fastconv.set_workspace_limit(None)
 
 
 def test_the_largest_workspace_limit_still_runs_every_algorithm():

@@ -74,12 +74,9 @@ def check_padded_extent(shape, padding, op):
                          f"2**62; reduce padding {tuple(padding)} or the input {tuple(shape)}")
 
 
-def as_float_array(a, name, ndim, dtype=None):
-    """`a` as a C-contiguous float32/float64 ndarray with `ndim` dimensions, none of them zero.
-
-    Integer, bool, complex and object arrays are refused with a TypeError (fastconv does not cast
-    silently); `dtype`, when given, is the dtype the other arguments already have.
-    """
+def float_array(a, name, dtype=None):
+    """`a` as an ndarray of dtype float32 or float64 (native byte order), any shape and layout;
+    else a TypeError (see `as_float_array`)."""
     if a is None:
         raise TypeError(f"{name} must be an array, got None")
     arr = np.asarray(a)
@@ -88,6 +85,16 @@ def as_float_array(a, name, ndim, dtype=None):
     if dtype is not None and arr.dtype != dtype:
         raise TypeError(f"{name} has dtype {arr.dtype} but the other arguments are {np.dtype(dtype)}: "
                         f"pass them all as float32 or all as float64")
+    return arr
+
+
+def as_float_array(a, name, ndim, dtype=None):
+    """`a` as a C-contiguous float32/float64 ndarray with `ndim` dimensions, none of them zero.
+
+    Integer, bool, complex and object arrays are refused with a TypeError (fastconv does not cast
+    silently); `dtype`, when given, is the dtype the other arguments already have.
+    """
+    arr = float_array(a, name, dtype)
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {arr.shape}")
     if 0 in arr.shape:
@@ -319,11 +326,13 @@ def summed_over_ranks(sum_over_ranks, values, op, least_count=None):
 
 class BatchNormArgs:
     """Validated batch-normalisation arguments: x as (N, C, L) (L = H*W, or 1 for (N, C)
-    features), per-channel vectors of x's dtype (None stays None), eps, and x's own shape."""
+    features), per-channel vectors of x's dtype (None stays None), eps, the relu flag, and x's
+    own shape."""
 
-    __slots__ = ("x", "shape", "dtype", "gamma", "beta", "mean", "var", "eps")
+    __slots__ = ("x", "shape", "dtype", "gamma", "beta", "mean", "var", "eps", "relu")
 
-    def __init__(self, x, gamma, beta, eps, op, mean=None, var=None, need_stats=False):
+    def __init__(self, x, gamma, beta, eps, op, mean=None, var=None, need_stats=False,
+                 relu=False):
         arr = np.asarray(x) if x is not None else x
         ndim = getattr(arr, "ndim", None)
         if ndim not in (2, 4):
@@ -351,6 +360,7 @@ class BatchNormArgs:
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < math.inf:
             raise ValueError(f"{op}: eps must be a finite number > 0, got {eps!r}")
         self.eps = float(eps)
+        self.relu = flag(relu, f"{op}: relu")
 
     def checked_dy(self, dy):
         dy = as_float_array(dy, "dy", len(self.shape), self.dtype)

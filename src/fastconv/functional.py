@@ -11,7 +11,7 @@ import numpy as np
 from . import _dispatch, _grouped, _isa, _polyphase, config
 from ._shapes import (BatchNormArgs, as_float_array, class_labels, conv_args,
                       conv_backward_args, conv_backward_data_args, conv_backward_weights_args,
-                      empty, pool_args, pool_backward_args, summed_over_ranks)
+                      empty, float_array, pool_args, pool_backward_args, summed_over_ranks)
 from .threads import blas_single_threaded, get_num_threads
 
 # concrete algorithm -> (kernel module of the active ISA target, fixed keyword arguments)
@@ -234,9 +234,10 @@ def _elementwise_into(kernel, *flat):
 
 
 def relu(x, out=None):
-    """max(x, 0), elementwise (NaN stays NaN): a new array, or written into `out` (x's shape
-    and dtype; may be x itself). Float arrays run the threaded kernel."""
-    x = np.asarray(x)
+    """max(x, 0), elementwise (NaN stays NaN), x float32 or float64 of any shape: a new array,
+    or written into `out` (x's shape and dtype; may be x itself). Contiguous arrays run the
+    threaded kernel."""
+    x = float_array(x, "relu: x")
     out = _checked_out(out, x, "x")
     flat = _flat_floats(x, out)
     if flat is None:
@@ -250,8 +251,8 @@ def relu_backward(dy, x, out=None):
     """dy where x > 0, else 0 (a selection: an inf or NaN in dy where x <= 0 gives 0); x may
     also be relu's output (positive at the same places). A new array, or written into `out`
     (may be dy itself)."""
-    dy = np.asarray(dy)
-    x = np.asarray(x)
+    dy = float_array(dy, "relu_backward: dy")
+    x = float_array(x, "relu_backward: x", dy.dtype)
     if dy.shape != x.shape:
         raise ValueError(f"dy must have x's shape {x.shape}, got {dy.shape}")
     out = _checked_out(out, dy, "dy")
@@ -371,7 +372,7 @@ def batch_norm2d(x, gamma=None, beta=None, eps=1e-5, relu=False, sum_over_ranks=
     function with it, with its own share as x). mean and var are then the whole batch's (two
     calls, of 1 + C and C values), and y its normalisation of this share.
     """
-    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d")
+    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d", relu=relu)
     channels = a.x.shape[1]
     mean, var = np.empty(channels), np.empty(channels)
     _norm().stats(a.x, mean, var, get_num_threads())
@@ -379,7 +380,7 @@ def batch_norm2d(x, gamma=None, beta=None, eps=1e-5, relu=False, sum_over_ranks=
         mean, var = _whole_batch_stats(mean, var, a.x.size // channels, sum_over_ranks,
                                        "batch_norm2d")
     y = empty(a.x.shape, a.dtype, "batch_norm2d output")
-    _norm().affine(a.x, *_bn_scale_shift(a, mean, var), y, relu, get_num_threads())
+    _norm().affine(a.x, *_bn_scale_shift(a, mean, var), y, a.relu, get_num_threads())
     return y.reshape(a.shape), mean.astype(a.dtype), var.astype(a.dtype)
 
 
@@ -387,9 +388,10 @@ def batch_norm2d_inference(x, mean, var, gamma=None, beta=None, eps=1e-5, relu=F
     """Batch normalisation with given statistics (evaluation mode): gamma * (x - mean) /
     sqrt(var + eps) + beta per channel, as one multiply-add per element (then a ReLU with
     ``relu=True``)."""
-    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d_inference", mean, var, need_stats=True)
+    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d_inference", mean, var,
+                      need_stats=True, relu=relu)
     y = empty(a.x.shape, a.dtype, "batch_norm2d_inference output")
-    _norm().affine(a.x, *_bn_scale_shift(a, a.mean, a.var), y, relu, get_num_threads())
+    _norm().affine(a.x, *_bn_scale_shift(a, a.mean, a.var), y, a.relu, get_num_threads())
     return y.reshape(a.shape)
 
 
@@ -406,7 +408,7 @@ def batch_norm2d_backward(dy, x, mean, var, gamma=None, beta=None, eps=1e-5, rel
     averaging the gradients over the processes completes, as for every other parameter.
     """
     op = "batch_norm2d_backward"
-    a = BatchNormArgs(x, gamma, beta, eps, op, mean, var, need_stats=True)
+    a = BatchNormArgs(x, gamma, beta, eps, op, mean, var, need_stats=True, relu=relu)
     dy = a.checked_dy(dy)
     channels = a.x.shape[1]
     inv_std = 1.0 / np.sqrt(a.var.astype(np.float64) + a.eps)
@@ -416,14 +418,15 @@ def batch_norm2d_backward(dy, x, mean, var, gamma=None, beta=None, eps=1e-5, rel
     mean = a.mean.astype(np.float64)
     if sum_over_ranks is None:
         dgamma, dbeta = np.empty(channels), np.empty(channels)
-        _norm().backward(dy, a.x, mean, inv_std, g, scale, shift, relu, dx, dgamma, dbeta,
+        _norm().backward(dy, a.x, mean, inv_std, g, scale, shift, a.relu, dx, dgamma, dbeta,
                          get_num_threads())
         return dx.reshape(a.shape), dgamma.astype(a.dtype), dbeta.astype(a.dtype)
     sum_dy, sum_dyx = np.empty(channels), np.empty(channels)
-    _norm().backward_sums(dy, a.x, mean, scale, shift, relu, sum_dy, sum_dyx, get_num_threads())
+    _norm().backward_sums(dy, a.x, mean, scale, shift, a.relu, sum_dy, sum_dyx,
+                          get_num_threads())
     totals = summed_over_ranks(sum_over_ranks,
                                np.concatenate([[a.x.size // channels], sum_dy, sum_dyx]), op,
                                least_count=1)
-    _norm().backward_dx(dy, a.x, mean, inv_std, g, scale, shift, relu, totals[1:channels + 1],
+    _norm().backward_dx(dy, a.x, mean, inv_std, g, scale, shift, a.relu, totals[1:channels + 1],
                         totals[channels + 1:], totals[0], dx, get_num_threads())
     return dx.reshape(a.shape), (sum_dyx * inv_std).astype(a.dtype), sum_dy.astype(a.dtype)

@@ -244,23 +244,24 @@ def batch_norm2d(x, gamma=None, beta=None, eps=1e-5, relu=False, sum_over_ranks=
     """(y, mean, var): the textbook normalisation with the batch's mean and biased variance
     (sums and counts over every rank's share with sum_over_ranks, the variance about the whole
     batch's mean)."""
-    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d")
+    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d", relu=relu)
     count, total = _rank_sum(sum_over_ranks, "batch_norm2d", 2, a.x.shape[0] * a.x.shape[2],
                              a.x.sum(axis=_BN_AXES))
     mean = total / count
     (squares,) = _rank_sum(sum_over_ranks, "batch_norm2d", None,
                            ((a.x - _per_channel(mean)) ** 2).sum(axis=_BN_AXES))
     mean, var = mean.astype(a.dtype), (squares / count).astype(a.dtype)
-    return batch_norm2d_inference(x, mean, var, gamma, beta, eps, relu), mean, var
+    return batch_norm2d_inference(x, mean, var, gamma, beta, eps, a.relu), mean, var
 
 
 def batch_norm2d_inference(x, mean, var, gamma=None, beta=None, eps=1e-5, relu=False):
-    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d_inference", mean, var, need_stats=True)
+    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d_inference", mean, var,
+                      need_stats=True, relu=relu)
     xhat = (a.x - _per_channel(a.mean)) / np.sqrt(_per_channel(a.var) + a.dtype.type(a.eps))
     y = xhat if a.gamma is None else xhat * _per_channel(a.gamma)
     if a.beta is not None:
         y = y + _per_channel(a.beta)
-    return (_relu(y) if relu else y).reshape(a.shape)
+    return (_relu(y) if a.relu else y).reshape(a.shape)
 
 
 def batch_norm2d_backward(dy, x, mean, var, gamma=None, beta=None, eps=1e-5, relu=False,
@@ -268,9 +269,10 @@ def batch_norm2d_backward(dy, x, mean, var, gamma=None, beta=None, eps=1e-5, rel
     """The chain rule through xhat = (x - mean) / sqrt(var + eps), mean and var written out
     (through the ReLU first with relu=True); with sum_over_ranks, the sums over the batch are
     over every rank's share, dgamma and dbeta this share's."""
-    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d_backward", mean, var, need_stats=True)
+    a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d_backward", mean, var,
+                      need_stats=True, relu=relu)
     dy = a.checked_dy(dy)
-    if relu:
+    if a.relu:
         pre = batch_norm2d_inference(x, a.mean, a.var, a.gamma, a.beta, a.eps)
         dy = relu_backward(dy, pre.reshape(a.x.shape))
     inv_std = 1 / np.sqrt(_per_channel(a.var) + a.dtype.type(a.eps))
