@@ -38,6 +38,65 @@ def _umask():
     return old
 
 
+def test_atomic_write_through_a_symlink_updates_its_target_and_keeps_the_link(tmp_path):
+    """Writing to a link replaced the link with a regular file; the target kept its old content
+    (found by fuzzing). The target may live in another folder."""
+    (tmp_path / "models").mkdir()
+    target = tmp_path / "models" / "real.bin"
+    target.write_bytes(b"old")
+    link = tmp_path / "latest.bin"
+    os.symlink(os.path.join("models", "real.bin"), link)
+    with atomic_write(link) as f:
+        f.write(b"new")
+    assert os.path.islink(link) and os.readlink(link) == os.path.join("models", "real.bin")
+    assert target.read_bytes() == b"new"
+    assert sorted(os.listdir(tmp_path)) == ["latest.bin", "models"]
+    assert os.listdir(tmp_path / "models") == ["real.bin"]
+
+
+def test_atomic_write_keeps_the_mode_of_the_file_it_replaces(tmp_path):
+    """Re-saving a private (0600) file made it 0644 (found by fuzzing); a new file still gets
+    0666 & ~umask, as open() would give it."""
+    path = tmp_path / "model.npz"
+    small_model().save(path)
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o666 & ~_umask())
+    for mode in (0o600, 0o640, 0o444):
+        os.chmod(path, mode)
+        small_model().save(path)
+        assert oct(os.stat(path).st_mode & 0o777) == oct(mode)
+    with atomic_write(tmp_path / "metrics.json", "w", encoding="utf-8") as f:
+        f.write("{}")
+    assert oct(os.stat(tmp_path / "metrics.json").st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+@pytest.mark.parametrize("name, error, words", [
+    ("", ValueError, "the path is empty"),
+    ("out" + os.sep, ValueError, "ends in a separator"),
+    ("a_dir", IsADirectoryError, "is a directory"),
+    (os.path.join("no_such_folder", "m.npz"), FileNotFoundError, "does not exist"),
+    (os.path.join("a_file", "m.npz"), NotADirectoryError, "is not a directory"),
+])
+def test_odd_paths_are_clear_errors_naming_the_path_and_leave_nothing_behind(
+        tmp_path, monkeypatch, name, error, words):
+    """These errors named atomic_write's temporary file, not the path; for "" and "out/" that
+    temporary file was made in the parent folder (found by fuzzing)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "a_dir").mkdir()
+    (work / "a_file").write_bytes(b"x")
+    monkeypatch.chdir(work)
+    with pytest.raises(error, match=words) as info:
+        with atomic_write(name) as f:
+            f.write(b"never written")
+    assert repr(name) in str(info.value)
+    assert ".tmp" not in str(info.value)
+    assert sorted(os.listdir(work)) == ["a_dir", "a_file"]
+    assert os.listdir(tmp_path) == ["work"] and os.listdir(work / "a_dir") == []
+    with pytest.raises(error, match=words):
+        small_model().save(name)
+    assert sorted(os.listdir(work)) == ["a_dir", "a_file"] and os.listdir(tmp_path) == ["work"]
+
+
 def test_a_save_that_fails_part_way_keeps_the_previous_model(tmp_path, monkeypatch):
     path = tmp_path / "model.npz"
     model = small_model()
