@@ -120,3 +120,62 @@ def test_missing_data_says_how_to_get_it(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="FASTCONV_DATA"):
         load_fashion_mnist(tmp_path)  # the folder exists, the files do not
     assert datasets.DEFAULT_DIR == "/usr/share/datasets/fashion-mnist"
+
+
+def test_read_idx_takes_path_likes_and_bytes(tmp_path):
+    path = tmp_path / "one.idx"
+    path.write_bytes(idx_bytes(np.array([7, 9])))
+    for name in (path, str(path), bytes(path)):
+        np.testing.assert_array_equal(read_idx(name, 1), [7, 9])
+    gz = tmp_path / "one.idx.gz"
+    with gzip.open(gz, "wb") as f:
+        f.write(idx_bytes(np.array([3])))
+    np.testing.assert_array_equal(read_idx(gz, 1), [3])
+    np.testing.assert_array_equal(read_idx(bytes(gz), 1), [3])
+    with pytest.raises(TypeError):
+        read_idx(None, 1)
+
+
+def test_an_empty_path_is_refused_not_taken_for_the_default(tmp_path, monkeypatch):
+    write_set(tmp_path)
+    monkeypatch.setenv("FASTCONV_DATA", str(tmp_path))
+    for empty in ("", b""):
+        with pytest.raises(ValueError, match="path must name a folder.*empty"):
+            load_fashion_mnist(empty)
+        with pytest.raises(ValueError, match="path must name a folder"):
+            datasets.data_dir(empty)
+    assert datasets.data_dir() == str(tmp_path)  # None still means $FASTCONV_DATA
+    assert datasets.data_dir(bytes(tmp_path)) == str(tmp_path)
+    monkeypatch.setenv("FASTCONV_DATA", "")  # an empty variable counts as unset
+    monkeypatch.setattr(datasets, "DEFAULT_DIR", str(tmp_path))
+    assert datasets.data_dir() == str(tmp_path)
+
+
+@pytest.mark.parametrize("rng", [None, 0, np.random.RandomState(0), "seed"])
+def test_random_shift_flip_wants_a_generator(rng):
+    x = np.ones((2, 1, 5, 5), np.float32)
+    with pytest.raises(TypeError, match="rng must be a numpy.random.Generator"):
+        datasets.random_shift_flip(x, rng)
+
+
+@pytest.mark.parametrize("max_shift, error", [
+    (-1, ValueError), (5, ValueError), (10**5, ValueError), (1.9, TypeError), (2.0, TypeError),
+    ("2", TypeError), (True, TypeError), (None, TypeError)])
+def test_random_shift_flip_checks_max_shift(max_shift, error):
+    x = np.ones((2, 1, 5, 6), np.float32)
+    with pytest.raises(error, match="max_shift must be a non-negative int"):
+        datasets.random_shift_flip(x, np.random.default_rng(0), max_shift=max_shift)
+
+
+def test_random_shift_flip_bounds_and_flip_flag():
+    rng = np.random.default_rng(1)
+    x = np.ones((2, 1, 5, 6), np.float32)
+    assert datasets.random_shift_flip(x, rng, max_shift=np.int64(4)).shape == x.shape  # < 5
+    assert datasets.random_shift_flip(np.ones((1, 1, 1, 1)), rng, max_shift=0).shape == (1, 1, 1, 1)
+    imgs = np.tile(np.arange(4.0).reshape(1, 1, 1, 4), (50, 1, 1, 1))
+    for bad in ("no", 0, 1, None):
+        with pytest.raises(TypeError, match="flip must be True or False"):
+            datasets.random_shift_flip(imgs, rng, 0, flip=bad)
+    np.testing.assert_array_equal(datasets.random_shift_flip(imgs, rng, 0, flip=False), imgs)
+    np.testing.assert_array_equal(datasets.random_shift_flip(imgs, rng, 0, flip=np.False_), imgs)
+    assert (datasets.random_shift_flip(imgs, rng, 0, flip=True)[:, 0, 0, 0] == 3).any()

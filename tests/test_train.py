@@ -133,3 +133,61 @@ def test_cli_trains_and_saves_the_resnet(fashion, tmp_path):
     assert any(isinstance(layer, nn.Residual) for layer in model.layers)
     x_test, y_test = fashion[1][0][:64], fashion[1][1][:64]
     assert np.isclose(model.evaluate(x_test, y_test)[1], metrics["final_test_accuracy"])
+
+
+@pytest.fixture
+def plt():
+    try:
+        pyplot = plots.require_matplotlib()
+    except ImportError as exc:
+        pytest.skip(str(exc))
+    before = set(pyplot.get_fignums())
+    yield pyplot
+    assert set(pyplot.get_fignums()) == before, "a plot left its figure open"
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("as_array", [False, True])
+def test_plot_history_takes_lists_or_arrays(plt, tmp_path, as_array):
+    wrap = np.array if as_array else list
+    history = {k: wrap([1.0, 0.5, 0.25]) for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+    plots.plot_history(history, tmp_path / "h.png")
+    assert (tmp_path / "h.png").read_bytes()[:8] == PNG
+    for empty in ([], np.array([])):  # no validation data: no test curve
+        history.update(val_loss=empty, val_accuracy=empty)
+        plots.plot_history(history, tmp_path / "h2.png")
+    plots.plot_history({"loss": wrap([1.0]), "accuracy": wrap([0.5])}, tmp_path / "h3.png")
+    assert (tmp_path / "h3.png").read_bytes()[:8] == PNG
+
+
+@pytest.mark.parametrize("key", ["val_loss", "val_accuracy", "accuracy"])
+def test_plot_history_refuses_curves_of_another_length(plt, tmp_path, key):
+    history = {k: [1.0, 0.5] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
+    history[key] = np.array([1.0])
+    with pytest.raises(ValueError, match=f"history\\['{key}'\\] has 1 values but history\\['loss'\\] has 2"):
+        plots.plot_history(history, tmp_path / "h.png")
+    assert not (tmp_path / "h.png").exists()
+
+
+def test_plot_filters_refuses_zero_filters(plt, tmp_path):
+    with pytest.raises(ValueError, match="w has no filters"):
+        plots.plot_filters(np.zeros((0, 1, 3, 3)), tmp_path / "f.png")
+    plots.plot_filters(np.zeros((3, 1, 3, 3)), tmp_path / "f.png")
+    assert (tmp_path / "f.png").read_bytes()[:8] == PNG
+
+
+def test_a_failing_plot_closes_its_figure(plt, tmp_path):
+    """The fixture checks that no figure is left open after each failure."""
+    nowhere = tmp_path / "missing" / "x.png"  # the folder does not exist: saving fails
+    history = {"loss": [1.0, 0.5], "accuracy": [0.5, 0.7]}
+    with pytest.raises(OSError):
+        plots.plot_history(history, nowhere)
+    assert set(plt.get_fignums()) == set()
+    with pytest.raises(OSError):
+        plots.plot_filters(np.zeros((2, 1, 3, 3)), nowhere)
+    with pytest.raises(OSError):
+        plots.plot_feature_maps(np.zeros((1, 4, 4)), np.zeros((2, 4, 4)), nowhere)
+    with pytest.raises(TypeError):  # an image that is not (C, H, W) fails while drawing
+        plots.plot_feature_maps(np.zeros((1, 4, 4, 4, 4)), np.zeros((2, 4, 4)), tmp_path / "m.png")

@@ -7,9 +7,12 @@ dimension as a big-endian uint32, then the data. Every header field and the file
 checked, so a damaged file gives an error, never a wrong array.
 """
 import gzip
+import numbers
 import os
 
 import numpy as np
+
+from ._shapes import flag
 
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -47,7 +50,8 @@ def read_idx(filename, expected_ndim):
     header is read first and then exactly the data it announces (one byte more, to see a longer
     file), so what is held in memory is bounded by the header's claim (at most _MAX_BYTES): a
     small compressed file that inflates to gigabytes behind a small header is refused after that
-    many bytes."""
+    many bytes. filename: a str, bytes or os.PathLike path."""
+    filename = os.fsdecode(filename)  # a TypeError naming the types for anything else
     opener = gzip.open if filename.endswith(".gz") else open
     try:
         with opener(filename, "rb") as f:
@@ -95,9 +99,16 @@ def _load_split(folder, images_key, labels_key):
 
 
 def data_dir(path=None):
-    """The folder the files are read from: `path`, ``$FASTCONV_DATA`` or the Debian location."""
-    folder = path or os.environ.get("FASTCONV_DATA") or DEFAULT_DIR
-    folder = os.fspath(folder)
+    """The folder the files are read from: `path` (a str, bytes or os.PathLike; None for the
+    defaults), else ``$FASTCONV_DATA`` when set and not empty, else the Debian location. An empty
+    `path` is refused rather than taken for "the default"."""
+    if path is not None:
+        folder = os.fsdecode(path)
+        if not folder:
+            raise ValueError("path must name a folder (or be None for $FASTCONV_DATA or "
+                             f"{DEFAULT_DIR}), got an empty path {path!r}")
+    else:
+        folder = os.environ.get("FASTCONV_DATA") or DEFAULT_DIR
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"Fashion-MNIST folder {folder} does not exist: {HOW_TO_GET}")
     return folder
@@ -118,12 +129,23 @@ def random_shift_flip(x, rng, max_shift=2, flip=True):
     """A training batch x (N, C, H, W) augmented the usual way for small images: each image moved
     by up to `max_shift` pixels in each direction (the uncovered border filled with zeros, i.e.
     a random crop of the zero-padded image) and, with `flip`, mirrored left-right with
-    probability 1/2. Returns a new array; x is not modified. rng: a numpy Generator."""
+    probability 1/2. Returns a new array; x is not modified. rng: a numpy Generator; max_shift:
+    an int in [0, min(H, W)) (a larger shift would only move the image out of its frame); flip:
+    True or False."""
     x = np.asarray(x)
     if x.ndim != 4:
         raise ValueError(f"x must be a batch of images (N, C, H, W), got shape {x.shape}")
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), got "
+                        f"{type(rng).__name__}")
+    if isinstance(max_shift, (bool, np.bool_)) or not isinstance(max_shift, numbers.Integral):
+        raise TypeError(f"max_shift must be a non-negative int, got {max_shift!r}")
+    flip = flag(flip, "flip")
     n, _, h, w = x.shape
     s = int(max_shift)
+    if s < 0 or (s and s >= min(h, w)):  # (0, no shift, suits any size)
+        raise ValueError(f"max_shift must be a non-negative int smaller than the images' height "
+                         f"and width ({h}x{w}), got {max_shift!r}")
     padded = np.zeros(x.shape[:2] + (h + 2 * s, w + 2 * s), x.dtype)
     padded[:, :, s:s + h, s:s + w] = x
     offsets = rng.integers(0, 2 * s + 1, size=(n, 2))

@@ -33,24 +33,37 @@ def _save(fig, path):
 
 
 def plot_history(history, path, title=""):
-    """Loss and accuracy per epoch, training and test side by side."""
+    """Loss and accuracy per epoch, training and test side by side. history: per-epoch lists (or
+    1-D arrays) "loss" and "accuracy", and optionally "val_loss" and "val_accuracy", all as long
+    as "loss" (an empty or absent "val_*" draws no test curve)."""
     plt = require_matplotlib()
     from matplotlib.ticker import MaxNLocator
     epochs = np.arange(1, len(history["loss"]) + 1)
+    curves = {}
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        values = history.get(key)
+        if values is None or (key.startswith("val_") and len(values) == 0):
+            continue
+        if len(values) != len(epochs):
+            raise ValueError(f"history[{key!r}] has {len(values)} values but history['loss'] has "
+                             f"{len(epochs)}: each must hold one value per epoch")
+        curves[key] = values
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
-        ax.plot(epochs, history[key], "o-", label=f"train {label}")
-        if history.get("val_" + key):
-            ax.plot(epochs, history["val_" + key], "s-", label=f"test {label}")
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=15, integer=True))  # whole epochs, legible
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title or "Fashion-MNIST training")
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    try:
+        for ax, key, label in ((ax_loss, "loss", "loss"), (ax_acc, "accuracy", "accuracy")):
+            ax.plot(epochs, history[key], "o-", label=f"train {label}")
+            if "val_" + key in curves:
+                ax.plot(epochs, curves["val_" + key], "s-", label=f"test {label}")
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(label)
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=15, integer=True))  # whole epochs, legible
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.suptitle(title or "Fashion-MNIST training")
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
 
 
 def _grid(n):
@@ -62,16 +75,20 @@ def plot_filters(w, path, title="first-layer filters"):
     """Each filter of w (K, C, R, S), channel-averaged, on its own grey scale."""
     plt = require_matplotlib()
     k = w.shape[0]
+    if k == 0:
+        raise ValueError(f"w has no filters to draw (shape {w.shape})")
     rows, cols = _grid(k)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.1, rows * 1.1 + 0.4))
-    for i, ax in enumerate(np.ravel(axes)):
-        ax.axis("off")
-        if i < k:
-            ax.imshow(w[i].mean(axis=0), cmap="gray", interpolation="nearest")
-    fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    try:
+        for i, ax in enumerate(np.ravel(axes)):
+            ax.axis("off")
+            if i < k:
+                ax.imshow(w[i].mean(axis=0), cmap="gray", interpolation="nearest")
+        fig.suptitle(title)
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
 
 
 def plot_feature_maps(image, maps, path, title="feature maps after the first conv layer"):
@@ -80,15 +97,17 @@ def plot_feature_maps(image, maps, path, title="feature maps after the first con
     k = maps.shape[0]
     rows, cols = _grid(k + 1)
     fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.3, rows * 1.3 + 0.4))
-    for i, ax in enumerate(np.ravel(axes)):
-        ax.axis("off")
-        if i == 0:
-            ax.imshow(image.mean(axis=0), cmap="gray")
-            ax.set_title("input", fontsize=8)
-        elif i <= k:
-            ax.imshow(maps[i - 1], cmap="viridis")
-            ax.set_title(str(i - 1), fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    _save(fig, path)
-    plt.close(fig)
+    try:
+        for i, ax in enumerate(np.ravel(axes)):
+            ax.axis("off")
+            if i == 0:
+                ax.imshow(image.mean(axis=0), cmap="gray")
+                ax.set_title("input", fontsize=8)
+            elif i <= k:
+                ax.imshow(maps[i - 1], cmap="viridis")
+                ax.set_title(str(i - 1), fontsize=7)
+        fig.suptitle(title)
+        fig.tight_layout()
+        _save(fig, path)
+    finally:
+        plt.close(fig)
