@@ -398,3 +398,24 @@ def test_bad_call_arguments():
         nn.SGD(0.1).step(layer)
     with pytest.raises(RuntimeError, match="forward"):
         nn.Conv2D(1, 1, 1).backward(np.zeros((1, 1, 2, 2), np.float32))
+
+
+@pytest.mark.parametrize("shape, error, words", [
+    ((28, 28), ValueError, r"input_shape \(28, 28\): conv2d_1 cannot take shape \(28, 28\)"),
+    ((1, 28, 28, 1), ValueError, r"input_shape \(1, 28, 28, 1\): conv2d_1 cannot take"),
+    ((1, 28.9, 28), TypeError, "input_shape must be a non-empty tuple of ints"),
+    ((1, "28", 28), TypeError, "input_shape must be a non-empty tuple of ints"),
+    ((1, True, 28), TypeError, "input_shape must be a non-empty tuple of ints"),
+    ((), TypeError, "input_shape must be a non-empty tuple of ints"),
+    ("128", TypeError, "input_shape must be a tuple of ints, got '128'"),
+    (28, TypeError, "input_shape must be a tuple of ints, got 28"),
+    ((1, -28, 28), ValueError, "input_shape must hold sizes >= 1"),
+])
+def test_layer_shapes_and_summary_check_input_shape(shape, error, words):
+    # found by fuzzing: floats were truncated (and printed as given), strings split into digits,
+    # negative sizes passed, a wrong length failed as "not enough values to unpack"
+    model = nn.Sequential([nn.Conv2D(1, 4, 3), nn.Flatten(), nn.Dense(4 * 26 * 26, 10)])
+    for call in (model.layer_shapes, lambda s: model.summary(s, print_fn=None)):
+        with pytest.raises(error, match=words):
+            call(shape)
+    assert model.layer_shapes(np.array([1, 28, 28]))[-1][1] == (10,)  # NumPy ints are ints

@@ -37,6 +37,20 @@ def _progress_bar():
     return type("ProgressBar", (tqdm,), {"disable": True})
 
 
+def _checked_input_shape(input_shape):
+    """A per-example input shape as a tuple of positive ints (floats, strings and bools were
+    converted, negative sizes passed)."""
+    if isinstance(input_shape, (str, bytes)) or not hasattr(input_shape, "__iter__"):
+        raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}")
+    dims = tuple(input_shape)
+    if not dims or not all(isinstance(d, numbers.Integral) and not isinstance(d, (bool, np.bool_))
+                           for d in dims):
+        raise TypeError(f"input_shape must be a non-empty tuple of ints, got {input_shape!r}")
+    if min(dims) < 1:
+        raise ValueError(f"input_shape must hold sizes >= 1, got {input_shape!r}")
+    return tuple(int(d) for d in dims)
+
+
 def _check_xy(x, y, what="x", classes=None):
     """x and y as arrays, checked: x real numbers with a batch axis, y one integer label per
     example, in [0, classes) where the number of classes is known (the default loss; a custom
@@ -457,21 +471,24 @@ class Sequential:
         Sizes follow W_out = (W - F + 2P)/S + 1 (rounded down, as the ops do) and a conv layer
         has F*F*D_in*K + K parameters.
         """
-        try:
-            shape = tuple(int(d) for d in input_shape)
-        except (TypeError, ValueError):
-            raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}") from None
+        shape = _checked_input_shape(input_shape)
         rows = []
         for i, layer in enumerate(self.layers):
-            shape = layer.output_shape(shape)
-            rows.append((f"{type(layer).__name__.lower()}_{i + 1}", shape, layer.num_params))
+            name = f"{type(layer).__name__.lower()}_{i + 1}"
+            try:
+                shape = layer.output_shape(shape)
+            except (TypeError, IndexError, ValueError) as exc:
+                # (a shape of the wrong length failed as "not enough values to unpack")
+                raise ValueError(f"input_shape {tuple(input_shape)}: {name} cannot take "
+                                 f"shape {shape}: {exc}") from None
+            rows.append((name, shape, layer.num_params))
         return rows
 
     def summary(self, input_shape, print_fn=print):
         """A table of layers, output shapes (C, H, W) and parameter counts; returns it as text."""
         rows = self.layer_shapes(input_shape)
         table = [("Layer", "Output shape", "Params")]
-        shape = tuple(input_shape)
+        shape = input_shape = _checked_input_shape(input_shape)
         for layer, (name, out_shape, count) in zip(self.layers, rows):
             table.append((name, str(tuple(out_shape)), f"{count:,}"))
             if isinstance(layer, Residual):  # its branches' layers, indented under it
