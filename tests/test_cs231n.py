@@ -698,3 +698,20 @@ def test_solver_prints_and_rejects_unknown_arguments(capsys):
         Solver(model, data, momentum=0.9)
     with pytest.raises(ValueError, match='Invalid update_rule "nesterov"'):
         Solver(model, data, update_rule="nesterov")
+
+
+@pytest.mark.parametrize("key, value", [("eps", 0), ("eps", -1e-5), ("eps", float("nan")),
+                                        ("eps", "a"), ("eps", None), ("eps", True),
+                                        ("momentum", 1.5), ("momentum", float("nan")),
+                                        ("momentum", "0.9")])
+def test_normalisation_eps_and_momentum_are_checked(key, value):
+    # found by fuzzing: eps 0 / -1 / NaN gave NaNs or huge values, a string a NumPy error
+    x, g, b = np.ones((4, 3)), np.ones(3), np.zeros(3)
+    x4, g4, b4 = np.ones((2, 6, 3, 3)), np.ones((1, 6, 1, 1)), np.zeros((1, 6, 1, 1))
+    calls = [("bn_param", lambda p: L.batchnorm_forward(x, g, b, {"mode": "train", **p}))]
+    if key == "eps":
+        calls += [("ln_param", lambda p: L.layernorm_forward(x, g, b, p)),
+                  ("gn_param", lambda p: L.spatial_groupnorm_forward(x4, g4, b4, 2, p))]
+    for name, call in calls:
+        with pytest.raises(ValueError, match=rf"{name}\['{key}'\] must be a finite number in"):
+            call({key: value})

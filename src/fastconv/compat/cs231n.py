@@ -22,6 +22,9 @@ the notebooks mix them (a float32 model fed float64 data, an int64 bias): float3
 gives float64, integers and bools become float64, float16 becomes float32, and the outputs and
 gradients follow. fastconv's core API stays strict (a TypeError, never a silent cast).
 """
+import math
+import numbers
+
 import numpy as np
 
 from .. import functional as F
@@ -69,6 +72,19 @@ def _get(params, key, name):
     if key not in _check_dict(params, name):
         raise ValueError(f"{name} must have the key {key!r} (got keys {sorted(params)})")
     return params[key]
+
+
+def _number(params, key, name, default, low, high, low_open=False):
+    """params[key] (default when absent) as a float in [low, high] ((low, high] with low_open):
+    an eps of 0 or a NaN momentum gave NaNs, a string a NumPy error that named neither."""
+    value = params.get(key, default)
+    inside = (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+              and math.isfinite(value) and (low < value if low_open else low <= value)
+              and value <= high)
+    if not inside:
+        bound = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise ValueError(f"{name}[{key!r}] must be a finite number in {bound}, got {value!r}")
+    return float(value)
 
 
 def _conv_geometry(conv_param):
@@ -222,8 +238,8 @@ def _batchnorm_forward(x, gamma, beta, bn_param, layout):
     """Batch norm of the features on axis 1 of x over all its other axes: the body of
     `batchnorm_forward` (x (N, D)) and `spatial_batchnorm_forward` (x (N, C, H, W))."""
     mode = _get(bn_param, "mode", "bn_param")
-    eps = bn_param.get("eps", 1e-5)
-    momentum = bn_param.get("momentum", 0.9)
+    eps = _number(bn_param, "eps", "bn_param", 1e-5, 0, math.inf, low_open=True)
+    momentum = _number(bn_param, "momentum", "bn_param", 0.9, 0, 1)
     x, gamma, beta = _promote(x, gamma, beta)
     _check_x(x, layout)
     d = x.shape[1]
@@ -323,7 +339,8 @@ def spatial_batchnorm_backward(dout, cache):
 def layernorm_forward(x, gamma, beta, ln_param):
     """Each row of x (N, D) normalised over its D features (the same in training and test);
     gamma, beta (D,); ln_param's 'eps' defaults to 1e-5."""
-    eps = _check_dict(ln_param, "ln_param").get("eps", 1e-5)
+    eps = _number(_check_dict(ln_param, "ln_param"), "eps", "ln_param", 1e-5, 0, math.inf,
+                  low_open=True)
     x, gamma, beta = _promote(x, gamma, beta)
     _check_x(x, ("N", "D"))
     _check_shape(gamma, "gamma", (x.shape[1],))
@@ -346,7 +363,8 @@ def layernorm_backward(dout, cache):
 def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     """x (N, C, H, W) normalised per example over each of G groups of C // G consecutive
     channels (and H, W); gamma, beta (1, C, 1, 1); gn_param's 'eps' defaults to 1e-5."""
-    eps = _check_dict(gn_param, "gn_param").get("eps", 1e-5)
+    eps = _number(_check_dict(gn_param, "gn_param"), "eps", "gn_param", 1e-5, 0, math.inf,
+                  low_open=True)
     x, gamma, beta = _promote(x, gamma, beta)
     _check_x(x, ("N", "C", "H", "W"))
     n, c = x.shape[:2]
