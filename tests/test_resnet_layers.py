@@ -280,7 +280,7 @@ def test_global_average_pooling_and_batch_norm_1d():
 
 @pytest.mark.parametrize("make, error, words", [
     (lambda: nn.BatchNorm2D(0), ValueError, "num_features must be a positive int"),
-    (lambda: nn.BatchNorm2D(3, eps=0), ValueError, "eps must be a number in (0, 1]"),
+    (lambda: nn.BatchNorm2D(3, eps=0), ValueError, "eps must be a finite number in (0, 1]"),
     (lambda: nn.BatchNorm2D(3, momentum=1.5), ValueError, "momentum"),
     (lambda: nn.BatchNorm2D(3).forward(np.ones((2, 4, 3, 3), np.float32)), ValueError,
      "expected 3 channels"),

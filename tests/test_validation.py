@@ -331,3 +331,23 @@ def test_every_functional_op_has_a_reference_twin_with_its_signature():
     out = np.empty(3)
     assert R.relu(x, out=out) is out
     np.testing.assert_array_equal(out, F.relu(x))
+
+
+@pytest.mark.parametrize("value, bounds, ok", [
+    (0.5, dict(low=0, high=1), True), (np.float32(0.5), dict(low=0, high=1), True),
+    (0, dict(low=0, high=1), True), (1, dict(low=0, high=1), False),
+    (1, dict(low=0, high=1, high_open=False), True), (0, dict(low=0, low_open=True), False),
+    (1e300, dict(low=0), True), (float("inf"), dict(low=0), False),
+    (float("nan"), dict(low=0), False), (-1e-300, dict(low=0), False),
+    (True, dict(low=0), False), (np.bool_(True), dict(low=0), False), ("0.5", dict(low=0), False),
+    (None, dict(low=0), False), (np.ones(1), dict(low=0), False)])
+def test_bounded_number_is_the_one_finite_range_check(value, bounds, ok):
+    # optimiser hyper-parameters, batch-norm eps / momentum, cs231n's param dicts and the command
+    # lines' numeric options all go through it
+    from fastconv._shapes import bounded_number
+    if ok:
+        assert bounded_number(value, "x", **bounds) == float(value)
+    else:
+        with pytest.raises(ValueError, match=r"^x must be a finite number (>=? 0|in [\[(]0, 1[)\]]), "
+                                             r"got "):
+            bounded_number(value, "x", **bounds)

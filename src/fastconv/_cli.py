@@ -6,6 +6,7 @@ import math
 import os
 import tempfile
 
+from ._shapes import bounded_number
 from .threads import MAX_THREADS
 
 
@@ -36,11 +37,10 @@ def number(text, low, high=math.inf, low_open=False):
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    above = value > low if low_open else value >= low
-    if not (math.isfinite(value) and above and value < high):
-        bounds = f"{'(' if low_open else '['}{low:g}, {high:g})"
-        raise argparse.ArgumentTypeError(f"must be a finite number in {bounds}, got {text}")
-    return value
+    try:
+        return bounded_number(value, None, low, high, low_open)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def writable_folder(path):

@@ -27,6 +27,25 @@ def flag(value, name):
     return bool(value)
 
 
+def bounded_number(value, name, low, high=math.inf, low_open=False, high_open=True):
+    """`value` as a float in [low, high) (the ends closed or open as asked), else a ValueError
+    naming it. NaN, infinities, bools and non-numbers are refused: a NaN eps or momentum trains
+    a model to NaN silently. name=None starts the message at "must be" (for argparse, which
+    prefixes the option)."""
+    inside = (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+              and math.isfinite(value)
+              and (low < value if low_open else low <= value)
+              and (value < high if high_open else value <= high))
+    if not inside:
+        if high == math.inf:
+            bounds = f"{'>' if low_open else '>='} {low:g}"
+        else:
+            bounds = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        lead = f"{name} must" if name else "must"
+        raise ValueError(f"{lead} be a finite number {bounds}, got {value!r}")
+    return float(value)
+
+
 def class_labels(labels, n, classes):
     """`labels` as an array of n integer class indices in [0, classes), else a ValueError (the
     check of every loss over class scores)."""
@@ -357,9 +376,7 @@ class BatchNormArgs:
         self.gamma, self.beta = vector(gamma, "gamma"), vector(beta, "beta")
         self.mean = vector(mean, "mean", need_stats)
         self.var = vector(var, "var", need_stats)
-        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps < math.inf:
-            raise ValueError(f"{op}: eps must be a finite number > 0, got {eps!r}")
-        self.eps = float(eps)
+        self.eps = bounded_number(eps, f"{op}: eps", 0, low_open=True)
         self.relu = flag(relu, f"{op}: relu")
 
     def checked_dy(self, dy):

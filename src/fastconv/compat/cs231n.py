@@ -23,13 +23,12 @@ gives float64, integers and bools become float64, float16 becomes float32, and t
 gradients follow. fastconv's core API stays strict (a TypeError, never a silent cast).
 """
 import math
-import numbers
 
 import numpy as np
 
 from .. import functional as F
 from .. import reference as R
-from .._shapes import class_labels
+from .._shapes import bounded_number, class_labels
 
 __all__ = [
     "conv_forward_fast", "conv_backward_fast", "conv_forward_naive", "conv_backward_naive",
@@ -77,14 +76,8 @@ def _get(params, key, name):
 def _number(params, key, name, default, low, high, low_open=False):
     """params[key] (default when absent) as a float in [low, high] ((low, high] with low_open):
     an eps of 0 or a NaN momentum gave NaNs, a string a NumPy error that named neither."""
-    value = params.get(key, default)
-    inside = (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
-              and math.isfinite(value) and (low < value if low_open else low <= value)
-              and value <= high)
-    if not inside:
-        bound = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-        raise ValueError(f"{name}[{key!r}] must be a finite number in {bound}, got {value!r}")
-    return float(value)
+    return bounded_number(params.get(key, default), f"{name}[{key!r}]", low, high, low_open,
+                          high_open=False)
 
 
 def _conv_geometry(conv_param):

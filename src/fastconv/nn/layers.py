@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import functional as F
 from .._dispatch import ALGORITHMS
-from .._shapes import flag, output_size, pair
+from .._shapes import bounded_number, flag, output_size, pair
 from .init import check_dtype, initializer, make_rng
 
 
@@ -457,12 +457,8 @@ class _BatchNorm(Layer):
         super().__init__()
         name = type(self).__name__
         self.num_features = _positive_int(num_features, "num_features", name)
-        for value, what in ((eps, "eps"), (momentum, "momentum")):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value <= 1 \
-                    or (what == "eps" and value == 0):
-                bound = "in (0, 1]" if what == "eps" else "in [0, 1]"
-                raise ValueError(f"{name}: {what} must be a number {bound}, got {value!r}")
-        self.eps, self.momentum = float(eps), float(momentum)
+        self.eps = bounded_number(eps, f"{name}: eps", 0, 1, low_open=True, high_open=False)
+        self.momentum = bounded_number(momentum, f"{name}: momentum", 0, 1, high_open=False)
         self.affine = flag(affine, f"{name}: affine")
         self.sync = flag(sync, f"{name}: sync")
         #: With sync, the callable that sums a vector over the ranks while `Sequential` trains

@@ -7,23 +7,18 @@ Residual's "body.0.w") only: decaying biases or a batch norm's gamma and beta on
 do not add capacity).
 """
 import math
-import numbers
 
 import numpy as np
 
+from .._shapes import bounded_number
 from ..threads import get_num_threads
 
 from .. import _isa  # the one-pass Adam kernel (the fused path)
 
 
-def _nonneg(value, name, owner, upper=None):
-    """`value` as a finite float >= 0 (and < upper), or a ValueError naming it (NaN, inf,
-    negative numbers and non-numbers are refused: they train a model to NaN silently)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0 \
-            or not math.isfinite(value) or (upper is not None and value >= upper):
-        bound = f"in [0, {upper})" if upper is not None else ">= 0"
-        raise ValueError(f"{owner}: {name} must be a finite number {bound}, got {value!r}")
-    return float(value)
+def _nonneg(value, name, owner, upper=math.inf):
+    """`value` as a finite float >= 0 (and < upper), or a ValueError naming it."""
+    return bounded_number(value, f"{owner}: {name}", 0, upper)
 
 
 def _layers(target):
