@@ -88,6 +88,37 @@ class ThreadRanks:
         return total
 
 
+@pytest.mark.parametrize("layer, shape", [
+    (lambda: fastconv.nn.BatchNorm2D(3, dtype=np.float64, sync=True), (9, 3, 4, 5)),
+    (lambda: fastconv.nn.BatchNorm1D(4, dtype=np.float64, sync=True), (5, 4))])
+def test_a_synchronised_layer_keeps_the_whole_batchs_running_statistics(layer, shape):
+    """Two ranks' synchronised batch norms move their running statistics as one layer given the
+    whole batch (the unbiased variance with the whole batch's count), in three sums over the
+    ranks per forward and backward: the count travels with the first forward sum."""
+    x, _, _, dy = data(shape, np.float64, offset=3.0)
+    whole = layer()
+    whole.backward(whole.forward(x) * 0 + dy)
+    calls = [0, 0]
+
+    def rank(share, sum_over_ranks):
+        r = 0 if share[0].shape[0] == 2 else 1
+
+        def counted(values):
+            calls[r] += 1
+            return sum_over_ranks(values)
+
+        bn = layer()
+        bn.sum_over_ranks = counted
+        bn.backward(bn.forward(share[0]) * 0 + share[1])
+        return bn.buffers
+
+    results = ThreadRanks(2).run(rank, list(zip(np.split(x, [2]), np.split(dy, [2]))))
+    for buffers in results:
+        for key in ("running_mean", "running_var"):
+            np.testing.assert_allclose(buffers[key], whole.buffers[key], rtol=1e-13)
+    assert calls == [3, 3]
+
+
 @pytest.mark.parametrize("shape, cuts", [((8, 3, 5, 7), [3, 4]), ((7, 5), [1, 3]),
                                          ((2, 4, 6, 6), [1]), ((5, 2, 1, 1), [1, 2, 3])])
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -370,7 +370,8 @@ def batch_norm2d(x, gamma=None, beta=None, eps=1e-5, relu=False, sum_over_ranks=
     element-wise sum over the processes of the float64 vector it is given (e.g.
     `fastconv.distributed.DistributedOptimizer.sum_over_ranks`; every process calls this
     function with it, with its own share as x). mean and var are then the whole batch's (two
-    calls, of 1 + C and C values), and y its normalisation of this share.
+    calls: first of 1 + C values, the share's count per channel then its C sums, then of C
+    values), and y its normalisation of this share.
     """
     a = BatchNormArgs(x, gamma, beta, eps, "batch_norm2d", relu=relu)
     channels = a.x.shape[1]

@@ -447,7 +447,7 @@ class _BatchNorm(Layer):
     ``sync=True`` (PyTorch's SyncBatchNorm): when a `Sequential` trains with a
     `fastconv.distributed.DistributedOptimizer`, the statistics are those of the whole global
     batch, summed over the ranks, rather than of this rank's share; the forward and backward
-    passes then make four small allreduces. Alone in a process it is an ordinary batch norm.
+    passes then make three small allreduces. Alone in a process it is an ordinary batch norm.
     """
     ndim = None
     layout = None
@@ -497,9 +497,19 @@ class _BatchNorm(Layer):
         if count < 2 and total is None:
             raise ValueError(f"{name}: training needs more than one value per channel (x of shape "
                              f"{x.shape}) to estimate a variance")
-        y, mean, var = F.batch_norm2d(x, gamma, beta, self.eps, self.fuse_relu, total)
-        if total is not None:  # the whole batch's count, for the unbiased variance below
-            count = total(np.array([count], np.float64))[0]
+        if total is None:
+            y, mean, var = F.batch_norm2d(x, gamma, beta, self.eps, self.fuse_relu)
+        else:
+            # The op's first sum over the ranks starts with the whole batch's count (its
+            # docstring says so): kept for the unbiased variance below, not summed again.
+            sums = []
+
+            def keeping_sums(values):
+                sums.append(total(values))
+                return sums[-1]
+
+            y, mean, var = F.batch_norm2d(x, gamma, beta, self.eps, self.fuse_relu, keeping_sums)
+            count = sums[0][0]
         m = running_mean.dtype.type(self.momentum)
         running_mean *= 1 - m
         running_mean += m * mean
