@@ -11,7 +11,8 @@ import argparse
 
 import numpy as np
 
-from fastconv import functional as F
+from fastconv import _cli, functional as F
+from fastconv._dispatch import ALGORITHMS
 
 from .suite import CONV_LAYERS
 
@@ -40,15 +41,21 @@ def relative_errors(case, algorithm, seed=0):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.accuracy",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--layers", default="mnist_c2,resnet_c2,resnet_c4,vgg_c3")
-    parser.add_argument("--algorithms", default="im2col,winograd2,winograd4")
+    parser.add_argument("--layers", type=_cli.names, default="mnist_c2,resnet_c2,resnet_c4,vgg_c3")
+    parser.add_argument("--algorithms", type=_cli.names, default="im2col,winograd2,winograd4")
     args = parser.parse_args(argv)
     layers = {case.name: case for case in CONV_LAYERS}
+    for option, given, known in (("layers", args.layers, layers), ("algorithms", args.algorithms,
+                                                                    ALGORITHMS)):
+        unknown = [name for name in given if name not in known]
+        if unknown:
+            parser.error(f"argument --{option}: unknown {', '.join(unknown)}; known: "
+                         f"{', '.join(known)}")
     print("| layer (N, C, H, W, K) | algorithm | " + " | ".join(PASSES) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in PASSES) + " |")
-    for name in args.layers.split(","):
+    for name in args.layers:
         case = layers[name]
-        for i, algorithm in enumerate(args.algorithms.split(",")):
+        for i, algorithm in enumerate(args.algorithms):
             label = f"{name} ({case.n}, {case.c}, {case.h}, {case.w}, {case.k})" if i == 0 else name
             errors = relative_errors(case, algorithm)
             print(f"| {label} | {algorithm} | " + " | ".join(f"{e:.1e}" for e in errors) + " |",

@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 import fastconv
-from fastconv import nn
+from fastconv import _cli, nn
 from fastconv.datasets import load_fashion_mnist
 from fastconv.train import MODELS
 
@@ -90,10 +90,11 @@ def torch_epoch(torch, name, x, y, seed, batch_size):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m benchmarks.epoch", description=__doc__.split("\n")[0])
     parser.add_argument("--model", choices=sorted(TORCH_MODELS), default="cnn")
-    parser.add_argument("--pairs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="default: all cores")
-    parser.add_argument("--subset", type=int, default=None, help="first N training images")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--pairs", type=_cli.positive_int, default=3)
+    parser.add_argument("--threads", type=_cli.threads, default=None, help="default: all cores")
+    parser.add_argument("--subset", type=_cli.positive_int, default=None,
+                        help="first N training images")
+    parser.add_argument("--batch-size", type=_cli.positive_int, default=64)
     args = parser.parse_args(argv)
     import torch  # the [bench] extra
 

@@ -39,7 +39,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
                    help=f"a small subset ({', '.join(suite.QUICK)}), fewer repetitions")
-    p.add_argument("--layers", type=_names, metavar="A,B",
+    p.add_argument("--layers", type=_cli.names, metavar="A,B",
                    help="cases to run by name (conv layers, pooling cases, train_step); "
                         f"known: {', '.join(suite.ALL_CASES)}; not run by default: "
                         f"{', '.join(suite.OPT_IN_CASES)}, or all of them as "
@@ -47,9 +47,9 @@ def parse_args(argv):
     p.add_argument("--custom", action="append", default=[],
                    metavar="[NAME=]N,C,H,W,K,R,STRIDE,PAD[,DILATION[,GROUPS]]",
                    help="an extra conv layer (repeatable); alone (without --layers) only these run")
-    p.add_argument("--passes", type=_names, metavar="A,B",
+    p.add_argument("--passes", type=_cli.names, metavar="A,B",
                    help=f"passes to run; known: {', '.join(suite.ALL_PASSES)}")
-    p.add_argument("--algorithms", type=_names, metavar="A,B",
+    p.add_argument("--algorithms", type=_cli.names, metavar="A,B",
                    help=f"peers to run; known: {', '.join(peers_mod.PEER_NAMES)} ('fastconv' is "
                         "the pooling / training-step peer, kept whenever any fastconv name is given)")
     p.add_argument("--threads", type=_cli.threads, default=fastconv.threads.usable_cores(),
@@ -96,13 +96,6 @@ def parse_args(argv):
     if not _cells(args):
         p.error("nothing to run: no case selected has a pass among --passes")
     return args
-
-
-def _names(text):
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
-    return names
 
 
 def _cells(args):

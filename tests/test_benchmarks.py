@@ -143,6 +143,26 @@ def test_bad_values_are_usage_errors_before_the_run(argv, words, capsys):
     assert words in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("module, argv, words", [
+    ("epoch", ["--pairs", "0"], "argument --pairs: must be a positive integer"),
+    ("epoch", ["--threads", "-2"], "argument --threads: must be a positive integer"),
+    ("epoch", ["--subset", "0"], "argument --subset: must be a positive integer"),
+    ("epoch", ["--batch-size", "x"], "argument --batch-size: must be a positive integer"),
+    ("accuracy", ["--layers", "mnist_c2,nope"], "argument --layers: unknown nope"),
+    ("accuracy", ["--algorithms", "fft"], "argument --algorithms: unknown fft"),
+    ("accuracy", ["--layers", ","], "argument --layers: expected comma-separated names"),
+])
+def test_the_other_benchmark_commands_refuse_bad_values(module, argv, words, capsys):
+    """benchmarks.epoch took --pairs 0 (a StatisticsError after loading the data), --subset 0
+    (the whole set) and negative thread counts; benchmarks.accuracy ended in a KeyError on an
+    unknown layer after printing half a table."""
+    import importlib
+    with pytest.raises(SystemExit) as info:
+        importlib.import_module(f"benchmarks.{module}").main(argv)
+    assert info.value.code == 2
+    assert words in capsys.readouterr().err
+
+
 def test_quick_subset_is_small():
     cases = suite.select(quick=True)
     assert {c.kind for c in cases} == {"conv", "pool", "step"}

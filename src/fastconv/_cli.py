@@ -1,6 +1,6 @@
-"""Option checks shared by the command-line tools (`python -m fastconv.train`,
-`python -m benchmarks.run`): argparse types that turn a bad value into a usage error (exit code
-2) naming the option, and the output checks both make before any work starts."""
+"""Option checks shared by the command-line tools (`python -m fastconv.train`, and
+`python -m benchmarks.run` / `.epoch` / `.accuracy`): argparse types that turn a bad value into
+a usage error (exit code 2) naming the option, and the output checks made before any work starts."""
 import argparse
 import math
 import os
@@ -29,6 +29,14 @@ def positive_int(text):
 
 def threads(text):
     return integer(text, 1, "a positive integer", MAX_THREADS)
+
+
+def names(text):
+    """A comma-separated list of names (blanks dropped), or a usage error when it is empty."""
+    listed = [n.strip() for n in text.split(",") if n.strip()]
+    if not listed:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return listed
 
 
 def number(text, low, high=math.inf, low_open=False):
