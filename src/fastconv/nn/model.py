@@ -224,14 +224,12 @@ class Sequential:
         contributes=False this rank adds zeros to those sums (a stand-in pass, `_empty_step`)."""
         world = optimizer if hasattr(optimizer, "sum_over_ranks") else None
         synced = [] if world is None else self._synced_batch_norms()
-        if contributes:
-            def total(values):
-                return world.sum_over_ranks(values)
-        else:
-            def total(values):
-                return world.sum_over_ranks(np.zeros_like(values))
-        for layer in synced:
-            layer.sum_over_ranks = total
+
+        def adding_zeros(values):
+            return world.sum_over_ranks(np.zeros_like(values))
+
+        for layer in synced:  # (none without a world)
+            layer.sum_over_ranks = world.sum_over_ranks if contributes else adding_zeros
         try:
             yield
         finally:
