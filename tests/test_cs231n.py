@@ -231,7 +231,7 @@ def test_svm_loss_is_cs231ns_hinge_loss():
     assert abs(loss - want) < 1e-12 and abs(loss - 9) < 0.1  # the notebook expects about 9
     num = eval_numerical_gradient(lambda v: L.svm_loss(v, y)[0], x.copy())
     np.testing.assert_allclose(dx, num, rtol=1e-6, atol=1e-9)
-    with pytest.raises(ValueError, match="labels must lie in"):
+    with pytest.raises(ValueError, match="y must lie in"):
         L.svm_loss(x, np.full(50, 10))
     out, (_, mask) = L.dropout_forward(np.ones((4, 5)), {"mode": "train", "p": np.array(0.5), "seed": 1})
     assert out.shape == (4, 5) and set(np.unique(mask)) <= {0.0, 2.0}
@@ -716,3 +716,78 @@ def test_normalisation_eps_and_momentum_are_checked(key, value):
         with pytest.raises(ValueError, match=(rf"{name}\['{key}'\] must be a finite number "
                                                r"(> 0|in \[0, 1\])")):
             call({key: value})
+
+
+# ---- bad input named in cs231n's terms (found by fuzzing: raw AttributeError / IndexError /
+# NumPy errors, fastconv's core names such as kernel_size or dy, a NaN loss for no examples)
+X4, W4, B4 = np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3)), np.zeros(1)
+POOL = {"pool_height": 2, "pool_width": 2, "stride": 2}
+
+
+@pytest.mark.parametrize("call, error, words", [
+    (lambda: L.affine_forward(None, np.ones((4, 3)), np.zeros(3)), TypeError,
+     "x must be an array, got None"),
+    (lambda: L.affine_forward(3.0, np.ones((1, 3)), np.zeros(3)), ValueError,
+     "x must have shape (N, d_1, ..., d_k) with N >= 1"),
+    (lambda: L.affine_forward(np.ones((0, 4)), np.ones((4, 3)), np.zeros(3)), ValueError,
+     "x must have shape (N, d_1, ..., d_k) with N >= 1"),
+    (lambda: L.svm_loss(None, np.array([0])), TypeError, "x must be an array, got None"),
+    (lambda: L.svm_loss(np.zeros((0, 3)), np.zeros(0, int)), ValueError,
+     "svm_loss takes scores x of shape (N, C) with N >= 1"),
+    (lambda: L.softmax_loss(np.zeros(3), np.zeros(3, int)), ValueError,
+     "softmax_loss takes scores x of shape (N, C)"),
+    (lambda: L.softmax_loss(np.zeros((2, 3)), np.array([0, 3])), ValueError, "y must lie in"),
+    (lambda: L.dropout_forward(None, {"p": 0.5, "mode": "train"}), TypeError,
+     "x must be an array, got None"),
+    (lambda: L.conv_forward_fast(X4.astype("datetime64[s]"), W4, B4, {"stride": 1, "pad": 0}),
+     TypeError, "x: cs231n layers take real arrays"),
+    (lambda: L.max_pool_forward_fast(X4, {**POOL, "pool_height": 0}), ValueError,
+     "pool_param['pool_height'] must be >= 1"),
+    (lambda: L.max_pool_forward_fast(X4, {**POOL, "pool_width": 2.0}), TypeError,
+     "pool_param['pool_width'] must be an int"),
+    (lambda: L.max_pool_forward_fast(X4, {**POOL, "pool_height": (2, 2)}), TypeError,
+     "pool_param['pool_height'] must be an int, got (2, 2)"),
+    (lambda: L.max_pool_forward_fast(X4, {**POOL, "stride": None}), TypeError,
+     "pool_param['stride'] must be an int or a pair"),
+    (lambda: L.conv_forward_fast(X4, W4, B4, {"stride": 1, "pad": -1}), ValueError,
+     "conv_param['pad'] must be >= 0"),
+    (lambda: L.conv_forward_naive(X4, W4, B4, {"stride": 1.0, "pad": 0}), TypeError,
+     "conv_param['stride'] must be an int or a pair"),
+])
+def test_bad_input_is_named_as_cs231n_names_it(call, error, words):
+    with pytest.raises(error) as info:
+        call()
+    assert words in str(info.value)
+
+
+@pytest.mark.parametrize("forward, backward", [
+    (lambda: L.conv_forward_fast(X4, W4, B4, {"stride": 1, "pad": 1}), L.conv_backward_fast),
+    (lambda: L.conv_forward_naive(X4, W4, B4, {"stride": 1, "pad": 1}), L.conv_backward_naive),
+    (lambda: L.max_pool_forward_fast(X4, POOL), L.max_pool_backward_fast),
+    (lambda: L.max_pool_forward_naive(X4, POOL), L.max_pool_backward_naive),
+    (lambda: L.affine_forward(X4, np.ones((16, 2)), np.zeros(2)), L.affine_backward),
+    (lambda: L.relu_forward(X4), L.relu_backward)])
+def test_a_dout_of_the_wrong_shape_is_named_dout(forward, backward):
+    out, cache = forward()
+    with pytest.raises(ValueError) as info:
+        backward(np.ones((1, 1, 3, 5)), cache)
+    words = f"dout must have the forward output's shape {out.shape}, got (1, 1, 3, 5)"
+    assert words in str(info.value)
+
+
+def test_a_refused_dropout_mode_leaves_the_global_rng_alone():
+    np.random.seed(0)
+    state = np.random.get_state()[1].copy()
+    with pytest.raises(ValueError, match="'eval'"):
+        L.dropout_forward(np.ones(3), {"p": 0.5, "mode": "eval", "seed": 123})
+    np.testing.assert_array_equal(np.random.get_state()[1], state)
+
+
+def test_uint8_images_with_a_float32_model_stay_float32():
+    # as np.result_type says (the module's docstring): CIFAR's uint8 images, float32 weights
+    x = np.arange(2 * 3 * 5 * 5, dtype=np.uint8).reshape(2, 3, 5, 5)
+    w, b = np.ones((4, 3, 3, 3), np.float32), np.zeros(4, np.float32)
+    out, _ = L.conv_forward_fast(x, w, b, {"stride": 1, "pad": 1})
+    assert out.dtype == np.float32
+    out, _ = L.conv_forward_fast(x, w.astype(np.int64), b, {"stride": 1, "pad": 1})
+    assert out.dtype == np.float64

@@ -46,15 +46,15 @@ def bounded_number(value, name, low, high=math.inf, low_open=False, high_open=Tr
     return float(value)
 
 
-def class_labels(labels, n, classes):
-    """`labels` as an array of n integer class indices in [0, classes), else a ValueError (the
-    check of every loss over class scores)."""
+def class_labels(labels, n, classes, name="labels"):
+    """`labels` as an array of n integer class indices in [0, classes), else a ValueError naming
+    it `name` (the check of every loss over class scores)."""
     labels = np.asarray(labels)
     if labels.shape != (n,) or labels.dtype.kind not in "iu":
-        raise ValueError(f"labels must be {n} integer class indices, got shape {labels.shape} "
+        raise ValueError(f"{name} must be {n} integer class indices, got shape {labels.shape} "
                          f"dtype {labels.dtype}")
     if labels.size and (labels.min() < 0 or labels.max() >= classes):
-        raise ValueError(f"labels must lie in [0, {classes}), got range [{labels.min()}, "
+        raise ValueError(f"{name} must lie in [0, {classes}), got range [{labels.min()}, "
                          f"{labels.max()}]")
     return labels
 

@@ -18,9 +18,19 @@ with the biased batch variance; ``ln_param`` and ``gn_param`` have 'eps'; ``drop
 ``affine_ln_relu`` and ``conv_bn_relu`` are built from the functions above.
 
 Inside this module only, arguments are promoted as NumPy's own layers would promote them, since
-the notebooks mix them (a float32 model fed float64 data, an int64 bias): float32 with float64
-gives float64, integers and bools become float64, float16 becomes float32, and the outputs and
-gradients follow. fastconv's core API stays strict (a TypeError, never a silent cast).
+the notebooks mix them (a float32 model fed float64 data, an int64 bias): to the float dtype of
+``np.result_type`` over them, so float32 with float64 gives float64, float32 with uint8 images
+(or bools, or 8- and 16-bit integers) stays float32, integers or bools alone become float64 and
+float16 becomes float32; the outputs and gradients follow. fastconv's core API stays strict (a
+TypeError, never a silent cast). Caches hold the (promoted) arrays themselves, as cs231n's naive
+layers do: an array already of the computation's dtype is not copied, so changing it in place
+between a forward and its backward changes the gradients.
+
+Geometry follows cs231n's ``conv_forward_strides`` and PyTorch: where ``(H + 2 * pad - HH)``
+is not a multiple of the stride, the output size is rounded down (the last rows and columns no
+window reaches get zero gradient); cs231n's im2col layers assert instead. 'stride' and 'pad'
+may also be (h, w) pairs. Errors name the cs231n argument or dict key (``dout``,
+``conv_param['pad']``, ``pool_param['pool_height']``).
 """
 import math
 
@@ -28,7 +38,7 @@ import numpy as np
 
 from .. import functional as F
 from .. import reference as R
-from .._shapes import bounded_number, class_labels
+from .._shapes import bounded_number, class_labels, conv_args, pair, pool_args
 
 __all__ = [
     "conv_forward_fast", "conv_backward_fast", "conv_forward_naive", "conv_backward_naive",
@@ -45,20 +55,25 @@ __all__ = [
 ]
 
 
-def _promote(*arrays):
-    """The arrays (None stays None) as NumPy arrays of the one float dtype NumPy's arithmetic
-    would give them together: float64 for any integer, bool or float64 among them, float32 for
-    float32 / float16 alone; a TypeError for complex or non-numeric ones."""
-    arrays = [None if a is None else np.asarray(a) for a in arrays]
-    dtypes = [a.dtype for a in arrays if a is not None]
-    common = np.result_type(*dtypes) if dtypes else np.dtype(np.float64)
-    if common.kind not in "biuf":  # complex (its imaginary part would be dropped), object, ...
-        raise TypeError(f"cs231n layers take real arrays (bool, int or float), got {common}")
+def _promote(**arrays):
+    """The named arrays, in order, as NumPy arrays of the float dtype NumPy's arithmetic gives
+    them together (np.result_type): float64 when any is float64 or int32 / int64 / uint32 /
+    uint64, float32 for float32 with float16, bool or 8- and 16-bit integers, float64 for
+    integers or bools alone, float32 for float16 alone. A TypeError names an argument that is
+    None or not real (complex would drop its imaginary part)."""
+    for name, a in arrays.items():
+        if a is None:
+            raise TypeError(f"{name} must be an array, got None")
+        a = arrays[name] = np.asarray(a)
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{name}: cs231n layers take real arrays (bool, int or float), got "
+                            f"{a.dtype}")
+    common = np.result_type(*(a.dtype for a in arrays.values()))
     if common.kind != "f" or common.itemsize > 8:
         common = np.dtype(np.float64)
     elif common.itemsize < 4:
         common = np.dtype(np.float32)
-    return [None if a is None else a.astype(common, copy=False) for a in arrays]
+    return [a.astype(common, copy=False) for a in arrays.values()]
 
 
 def _check_dict(params, name):
@@ -80,77 +95,102 @@ def _number(params, key, name, default, low, high, low_open=False):
                           high_open=False)
 
 
+def _geometry(params, key, name, minimum, pair_ok=True):
+    """params[key] as an (h, w) pair of ints >= minimum (an int, or a pair where pair_ok), the
+    errors naming the key as cs231n's code does (None is refused, not the default)."""
+    value = _get(params, key, name)
+    where = f"{name}[{key!r}]"
+    if not pair_ok and isinstance(value, (tuple, list)):
+        raise TypeError(f"{where} must be an int, got {value!r}")
+    return pair(value, where, minimum)
+
+
 def _conv_geometry(conv_param):
-    return _get(conv_param, "stride", "conv_param"), _get(conv_param, "pad", "conv_param")
+    return (_geometry(conv_param, "stride", "conv_param", 1),
+            _geometry(conv_param, "pad", "conv_param", 0))
 
 
 def _pool_geometry(pool_param):
-    return ((_get(pool_param, "pool_height", "pool_param"),
-             _get(pool_param, "pool_width", "pool_param")),
-            _get(pool_param, "stride", "pool_param"))
+    height = _geometry(pool_param, "pool_height", "pool_param", 1, pair_ok=False)[0]
+    width = _geometry(pool_param, "pool_width", "pool_param", 1, pair_ok=False)[0]
+    return (height, width), _geometry(pool_param, "stride", "pool_param", 1)
+
+
+def _check_dout(dout, shape):
+    if dout.shape != tuple(shape):
+        raise ValueError(f"dout must have the forward output's shape {tuple(shape)}, got "
+                         f"{dout.shape}")
 
 
 # ---------------------------------------------------------------- convolution
 def conv_forward_fast(x, w, b, conv_param):
     """out (N, F, H', W') of x (N, C, H, W) with w (F, C, HH, WW), b (F,); cache for backward."""
     stride, pad = _conv_geometry(conv_param)
-    x, w, b = _promote(x, w, b)
+    x, w, b = _promote(x=x, w=w, b=b)
     out = F.conv2d(x, w, b, stride, pad)
     return out, (x, w, b, conv_param)
 
 
-def conv_backward_fast(dout, cache):
-    """(dx, dw, db) for `conv_forward_fast`'s cache."""
+def _conv_backward_args(dout, cache):
+    """(dout, x, w, stride, pad) of a conv backward call, dout's shape checked by its name."""
     x, w, _, conv_param = cache
     stride, pad = _conv_geometry(conv_param)
-    dout, x, w = _promote(dout, x, w)
-    return F.conv2d_backward(dout, x, w, stride, pad)
+    dout, x, w = _promote(dout=dout, x=x, w=w)
+    _check_dout(dout, conv_args(x, w, None, stride, pad, "conv_backward").y_shape)
+    return dout, x, w, stride, pad
+
+
+def conv_backward_fast(dout, cache):
+    """(dx, dw, db) for `conv_forward_fast`'s cache."""
+    return F.conv2d_backward(*_conv_backward_args(dout, cache))
 
 
 def conv_forward_naive(x, w, b, conv_param):
     stride, pad = _conv_geometry(conv_param)
-    x, w, b = _promote(x, w, b)
+    x, w, b = _promote(x=x, w=w, b=b)
     return R.conv2d(x, w, b, stride, pad), (x, w, b, conv_param)
 
 
 def conv_backward_naive(dout, cache):
-    x, w, _, conv_param = cache
-    stride, pad = _conv_geometry(conv_param)
-    dout, x, w = _promote(dout, x, w)
-    return R.conv2d_backward(dout, x, w, stride, pad)
+    return R.conv2d_backward(*_conv_backward_args(dout, cache))
 
 
 # ---------------------------------------------------------------- max pooling
 def max_pool_forward_fast(x, pool_param):
     kernel, stride = _pool_geometry(pool_param)
-    (x,) = _promote(x)
+    (x,) = _promote(x=x)
     return F.max_pool2d(x, kernel, stride), (x, pool_param)
 
 
-def max_pool_backward_fast(dout, cache):
+def _pool_backward_args(dout, cache):
+    """(dout, x, kernel, stride) of a max-pool backward call, dout's shape checked by its name."""
     x, pool_param = cache
     kernel, stride = _pool_geometry(pool_param)
-    dout, x = _promote(dout, x)
-    return F.max_pool2d_backward(dout, x, kernel, stride)
+    dout, x = _promote(dout=dout, x=x)
+    _check_dout(dout, pool_args(x, kernel, stride, 0, "max_pool_backward").y_shape)
+    return dout, x, kernel, stride
+
+
+def max_pool_backward_fast(dout, cache):
+    return F.max_pool2d_backward(*_pool_backward_args(dout, cache))
 
 
 def max_pool_forward_naive(x, pool_param):
     kernel, stride = _pool_geometry(pool_param)
-    (x,) = _promote(x)
+    (x,) = _promote(x=x)
     return R.max_pool2d(x, kernel, stride), (x, pool_param)
 
 
 def max_pool_backward_naive(dout, cache):
-    x, pool_param = cache
-    kernel, stride = _pool_geometry(pool_param)
-    dout, x = _promote(dout, x)
-    return R.max_pool2d_backward(dout, x, kernel, stride)
+    return R.max_pool2d_backward(*_pool_backward_args(dout, cache))
 
 
 # ---------------------------------------------------------------- affine, relu, softmax
 def affine_forward(x, w, b):
     """x (N, d_1, ..., d_k) is flattened to (N, D); w (D, M), b (M,) -> out (N, M)."""
-    x, w, b = _promote(x, w, b)
+    x, w, b = _promote(x=x, w=w, b=b)
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"x must have shape (N, d_1, ..., d_k) with N >= 1, got shape {x.shape}")
     out = F.linear(x.reshape(x.shape[0], -1), w, b)
     return out, (x, w, b)
 
@@ -158,34 +198,40 @@ def affine_forward(x, w, b):
 def affine_backward(dout, cache):
     """(dx shaped like x, dw (D, M), db (M,))."""
     x, w, _ = cache
-    dout, x, w = _promote(dout, x, w)
+    dout, x, w = _promote(dout=dout, x=x, w=w)
+    _check_dout(dout, (x.shape[0], w.shape[1]))
     dx, dw, db = F.linear_backward(dout, x.reshape(x.shape[0], -1), w)
     return dx.reshape(x.shape), dw, db
 
 
 def relu_forward(x):
-    (x,) = _promote(x)
+    (x,) = _promote(x=x)
     return F.relu(x), x
 
 
 def relu_backward(dout, cache):
-    dout, x = _promote(dout, cache)
+    dout, x = _promote(dout=dout, cache=cache)
+    _check_dout(dout, x.shape)
     return F.relu_backward(dout, x)
+
+
+def _scores(x, y, op):
+    """Class scores x (N, C), N >= 1, and labels y (N,) in [0, C), checked by their names."""
+    (x,) = _promote(x=x)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"{op} takes scores x of shape (N, C) with N >= 1, got shape {x.shape}")
+    return x, class_labels(y, *x.shape, name="y")
 
 
 def softmax_loss(x, y):
     """(mean softmax cross-entropy loss, dloss/dx) for scores x (N, C) and labels y (N,)."""
-    (x,) = _promote(x)
-    return F.softmax_cross_entropy(x, y)
+    return F.softmax_cross_entropy(*_scores(x, y, "softmax_loss"))
 
 
 def svm_loss(x, y):
     """(mean multiclass hinge loss, dloss/dx) for scores x (N, C) and labels y (N,), margin 1:
     loss = sum over j != y_i of max(0, x_ij - x_iy_i + 1), averaged over the N examples."""
-    (x,) = _promote(x)
-    if x.ndim != 2:
-        raise ValueError(f"svm_loss takes scores x of shape (N, C), got shape {x.shape}")
-    y = class_labels(y, *x.shape)
+    x, y = _scores(x, y, "svm_loss")
     n, rows = x.shape[0], np.arange(x.shape[0])
     margins = np.maximum(0, x - x[rows, y][:, None] + 1)
     margins[rows, y] = 0
@@ -233,7 +279,7 @@ def _batchnorm_forward(x, gamma, beta, bn_param, layout):
     mode = _get(bn_param, "mode", "bn_param")
     eps = _number(bn_param, "eps", "bn_param", 1e-5, 0, math.inf, low_open=True)
     momentum = _number(bn_param, "momentum", "bn_param", 0.9, 0, 1)
-    x, gamma, beta = _promote(x, gamma, beta)
+    x, gamma, beta = _promote(x=x, gamma=gamma, beta=beta)
     _check_x(x, layout)
     d = x.shape[1]
     _check_shape(gamma, "gamma", (d,))
@@ -251,7 +297,8 @@ def _batchnorm_forward(x, gamma, beta, bn_param, layout):
         running_var = momentum * running_var + (1 - momentum) * var
     elif mode == "test":
         # the running statistics take part in the arithmetic, so they take part in promotion
-        x, gamma, beta, mean, var = _promote(x, gamma, beta, running_mean, running_var)
+        x, gamma, beta, mean, var = _promote(x=x, gamma=gamma, beta=beta,
+                                             running_mean=running_mean, running_var=running_var)
         inv_std = 1.0 / np.sqrt(var + eps)
         xhat = x - mean.reshape(stat_shape)
         xhat *= inv_std.reshape(stat_shape)
@@ -268,7 +315,8 @@ def _batchnorm_forward(x, gamma, beta, bn_param, layout):
 
 def _batchnorm_backward_cache(dout, cache):
     x, xhat, gamma, mean, inv_std, axes, train = cache
-    dout, x, xhat, gamma, mean, inv_std = _promote(dout, x, xhat, gamma, mean, inv_std)
+    dout, x, xhat, gamma, mean, inv_std = _promote(dout=dout, x=x, xhat=xhat, gamma=gamma,
+                                                    mean=mean, inv_std=inv_std)
     _check_shape(dout, "dout", xhat.shape)
     return dout, x, xhat, gamma.reshape(inv_std.shape), mean, inv_std, axes, train
 
@@ -334,7 +382,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
     gamma, beta (D,); ln_param's 'eps' defaults to 1e-5."""
     eps = _number(_check_dict(ln_param, "ln_param"), "eps", "ln_param", 1e-5, 0, math.inf,
                   low_open=True)
-    x, gamma, beta = _promote(x, gamma, beta)
+    x, gamma, beta = _promote(x=x, gamma=gamma, beta=beta)
     _check_x(x, ("N", "D"))
     _check_shape(gamma, "gamma", (x.shape[1],))
     _check_shape(beta, "beta", (x.shape[1],))
@@ -347,7 +395,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
 def layernorm_backward(dout, cache):
     """(dx (N, D), dgamma (D,), dbeta (D,)) of `layernorm_forward`."""
     xhat, gamma, inv_std = cache
-    dout, xhat, gamma, inv_std = _promote(dout, xhat, gamma, inv_std)
+    dout, xhat, gamma, inv_std = _promote(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
     _check_shape(dout, "dout", xhat.shape)
     dgamma = np.sum(dout * xhat, axis=0)
     return _standardize_backward(dout * gamma, xhat, inv_std, 1), dgamma, dout.sum(axis=0)
@@ -358,7 +406,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
     channels (and H, W); gamma, beta (1, C, 1, 1); gn_param's 'eps' defaults to 1e-5."""
     eps = _number(_check_dict(gn_param, "gn_param"), "eps", "gn_param", 1e-5, 0, math.inf,
                   low_open=True)
-    x, gamma, beta = _promote(x, gamma, beta)
+    x, gamma, beta = _promote(x=x, gamma=gamma, beta=beta)
     _check_x(x, ("N", "C", "H", "W"))
     n, c = x.shape[:2]
     if isinstance(G, (bool, np.bool_)) or not isinstance(G, (int, np.integer)) \
@@ -375,7 +423,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
 def spatial_groupnorm_backward(dout, cache):
     """(dx (N, C, H, W), dgamma (1, C, 1, 1), dbeta (1, C, 1, 1)) of `spatial_groupnorm_forward`."""
     xhat, gamma, inv_std, x_shape = cache         # xhat (N, G, C // G * H * W)
-    dout, xhat, gamma, inv_std = _promote(dout, xhat, gamma, inv_std)
+    dout, xhat, gamma, inv_std = _promote(dout=dout, xhat=xhat, gamma=gamma, inv_std=inv_std)
     _check_shape(dout, "dout", x_shape)
     dgamma = np.sum(dout * xhat.reshape(dout.shape), axis=(0, 2, 3), keepdims=True)
     dbeta = dout.sum(axis=(0, 2, 3), keepdims=True)
@@ -390,23 +438,23 @@ def dropout_forward(x, dropout_param):
     a cs231n run). cache = (dropout_param, mask)."""
     p = _get(dropout_param, "p", "dropout_param")
     mode = _get(dropout_param, "mode", "dropout_param")
+    if mode not in ("train", "test"):  # (before the seeding: a refused call changes nothing)
+        raise ValueError(f"Invalid dropout mode {mode!r} in dropout_param['mode'] "
+                         f"(expected 'train' or 'test')")
     if isinstance(p, np.ndarray) and p.ndim == 0:  # (a 0-d array: cs231n's arithmetic takes it)
         p = p.item()
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer, np.floating)) \
             or not 0 < p <= 1:
         raise ValueError(f"dropout_param['p'] is the probability of keeping a unit and must lie "
                          f"in (0, 1], got {p!r}")
-    (x,) = _promote(x)
+    (x,) = _promote(x=x)
     if "seed" in dropout_param:
         np.random.seed(dropout_param["seed"])
     if mode == "train":
         mask = (np.random.rand(*x.shape) < p) / p
         out = (x * mask).astype(x.dtype, copy=False)
-    elif mode == "test":
-        mask, out = None, x
     else:
-        raise ValueError(f"Invalid dropout mode {mode!r} in dropout_param['mode'] "
-                         f"(expected 'train' or 'test')")
+        mask, out = None, x
     return out, (dropout_param, mask)
 
 
@@ -415,9 +463,9 @@ def dropout_backward(dout, cache):
     dout gives a float64 dx as it does there), dout after a 'test' one."""
     _, mask = cache
     if mask is None:
-        (dout,) = _promote(dout)
+        (dout,) = _promote(dout=dout)
         return dout
-    dout, mask = _promote(dout, mask)
+    dout, mask = _promote(dout=dout, mask=mask)
     _check_shape(dout, "dout", mask.shape)
     return dout * mask
 
