@@ -364,6 +364,15 @@ static ptrdiff_t SFX(band_reals)(int alpha, ptrdiff_t T, ptrdiff_t tiles_w, ptrd
     return ((T - 1) / tiles_w + 2) * alpha * PW;
 }
 
+/* A thread's band buffer: the bands, then alpha * PW + FC_WL values never written, which stay the
+ * zeros the buffer is cleared to: the window the fused transform reads for a partial lane
+ * group's empty lanes (alpha rows PW apart, 8 values each), and the slack the bands' 8-value
+ * loads read past a window's end. */
+static ptrdiff_t SFX(band_alloc_reals)(int alpha, ptrdiff_t T, ptrdiff_t tiles_w, ptrdiff_t PW)
+{
+    return SFX(band_reals)(alpha, T, tiles_w, PW) + alpha * PW + FC_WL;
+}
+
 /* The bands of channel c for the chunk whose first tile is ti[0] (tile rows ti[0].band = 0 ..
  * nbands - 1, consecutive global tile rows g0, g0 + 1, ...). Only columns [jlo, jhi) of a band
  * row are ever written: the padding columns outside them stay the zeros the caller cleared the
@@ -390,37 +399,13 @@ static void SFX(fill_bands)(int alpha, int mt, const REAL *x, ptrdiff_t C, ptrdi
     }
 }
 
-/* d[alpha][alpha][L] <- the windows of nl tiles from the bands (zeros for lanes >= nl). */
+/* d[alpha][alpha][L] <- the windows of nl tiles from the bands (zeros for lanes >= nl); the
+ * builds without the fused transforms (float64, SSE2, NEON). */
 FC_INLINE void SFX(gather_bands)(int alpha, const REAL *band, ptrdiff_t PW, const SFX(tile_info) *ti,
                                  int nl, REAL *FC_RESTRICT d)
 {
     const ptrdiff_t bs = (ptrdiff_t)alpha * PW;
-    int l = 0;
-#if FC_REAL_IS_FLOAT && defined(__AVX__) && FC_WL % 8 == 0
-    /* Each full group of 8 float lanes: for each window row, one 8-float load per lane and an
-     * 8x8 transpose (columns alpha.. of the result are past the window and dropped) instead of 8
-     * scalar loads and stores per element. The loads read up to 8 - alpha values past a window:
-     * the band buffer has FC_WL values of (zeroed) slack at its end. (Whole lane groups go
-     * through transform_group_from_bands instead; this serves a chunk's last, partial group,
-     * whose first 8 lanes are whole only at 16 lanes.) */
-    for (; l + 8 <= nl; l += 8) {
-        const float *p[8];
-        for (int j = 0; j < 8; j++) p[j] = (const float *)band + ti[l + j].band * bs + ti[l + j].p0;
-        for (int i = 0; i < alpha; i++) {
-            const ptrdiff_t o = (ptrdiff_t)i * PW;
-            __m256 r[8];
-            for (int j = 0; j < 8; j++) r[j] = _mm256_loadu_ps(p[j] + o);
-            fc_transpose8_ps(r);
-            float *q = (float *)d + (ptrdiff_t)i * alpha * FC_WL + l;
-            for (int j = 0; j < 4; j++) _mm256_storeu_ps(q + j * FC_WL, r[j]);
-            if (alpha == 6) { /* (rows 6 and 7 are past every window: never stored) */
-                _mm256_storeu_ps(q + 4 * FC_WL, r[4]);
-                _mm256_storeu_ps(q + 5 * FC_WL, r[5]);
-            }
-        }
-    }
-#endif
-    for (; l < FC_WL; l++) {
+    for (int l = 0; l < FC_WL; l++) {
         if (l >= nl) {
             for (int e = 0; e < alpha * alpha; e++) d[e * FC_WL + l] = 0;
             continue;
@@ -432,24 +417,29 @@ FC_INLINE void SFX(gather_bands)(int alpha, const REAL *band, ptrdiff_t PW, cons
 }
 
 #ifdef FC_WINO_FUSED
-/* The input transform of one full lane group (FC_WL tiles) from the bands straight into V
+/* The input transform of one lane group (nl tiles; lanes >= nl read `zeros`, alpha - 1 band rows
+ * of zeros plus 8 values) from the bands straight into V
  * (V[xi] at dst + xi * vs). gather_bands + input_tf store the gathered windows, reload them
  * for the column pass, store the result and copy it into V. Here the transforms run the other
  * way round, rows first: the 8x8 transposes of window row i leave that row's alpha values of
  * every lane in registers, B^T runs along the row there, and only its result goes through
  * tmp (alpha^2 vectors) before the column pass writes V. B^T d B is the same either way; the
- * rounding differs (float32 tolerance, deterministic). */
+ * rounding differs, so every lane group of a call, partial ones included, goes this way: a
+ * tile's result must not depend on where the chunking (which depends on the thread count) puts
+ * it. */
 FC_INLINE void SFX(transform_group_from_bands)(const int alpha, const REAL *band, ptrdiff_t PW,
-                                               const SFX(tile_info) *ti, REAL *FC_RESTRICT tmp,
+                                               const SFX(tile_info) *ti, int nl,
+                                               const REAL *zeros, REAL *FC_RESTRICT tmp,
                                                REAL *FC_RESTRICT dst, ptrdiff_t vs)
 {
     const ptrdiff_t bs = (ptrdiff_t)alpha * PW, row = (ptrdiff_t)alpha * FC_WL;
     const float *p[FC_WL];
-    for (int l = 0; l < FC_WL; l++) p[l] = (const float *)band + ti[l].band * bs + ti[l].p0;
+    for (int l = 0; l < FC_WL; l++)
+        p[l] = l < nl ? (const float *)band + ti[l].band * bs + ti[l].p0 : (const float *)zeros;
     for (int i = 0; i < alpha; i++) {
         __m256 q[FC_WL / 8][8];
         for (int h = 0; h < FC_WL / 8; h++) {
-            /* (reads up to 8 - alpha values past a window: see gather_bands) */
+            /* (reads up to 8 - alpha values past a window: see band_alloc_reals) */
             for (int j = 0; j < 8; j++) q[h][j] = _mm256_loadu_ps(p[8 * h + j] + (ptrdiff_t)i * PW);
             fc_transpose8_ps(q[h]);
         }
@@ -471,9 +461,10 @@ FC_INLINE void SFX(transform_group_from_bands)(const int alpha, const REAL *band
 #endif
 
 /* Where a chunk's input windows come from: x directly (band == NULL: bounds-checked gather), or
- * per-channel padded bands. */
+ * per-channel padded bands; zeros: alpha * PW + FC_WL zeros after them (see band_alloc_reals). */
 typedef struct {
     REAL *band;
+    const REAL *zeros;
     ptrdiff_t g0, nbands, tiles_h, PW, ph, pw;
     int mt;
 } SFX(band_ctx);
@@ -494,9 +485,11 @@ static void SFX(transform_inputs)(int alpha, const REAL *x, ptrdiff_t C, ptrdiff
             const int nl = (int)(nt - t0 < FC_WL ? nt - t0 : FC_WL);
             REAL *dst = V + c * ld + t0;
 #ifdef FC_WINO_FUSED
-            if (bc && bc->band && nl == FC_WL) {
-                if (alpha == 4) SFX(transform_group_from_bands)(4, bc->band, bc->PW, ti + t0, tmp, dst, vs);
-                else SFX(transform_group_from_bands)(6, bc->band, bc->PW, ti + t0, tmp, dst, vs);
+            if (bc && bc->band) {
+                if (alpha == 4)
+                    SFX(transform_group_from_bands)(4, bc->band, bc->PW, ti + t0, nl, bc->zeros, tmp, dst, vs);
+                else
+                    SFX(transform_group_from_bands)(6, bc->band, bc->PW, ti + t0, nl, bc->zeros, tmp, dst, vs);
                 continue;
             }
 #endif
@@ -772,12 +765,12 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
     const ptrdiff_t PW = tiles_w * mt + 2;
     /* per tile: V, M, the tile info and the bands' share (band_reals) */
     const size_t per_tile = (size_t)a2 * (size_t)(C + K + 2) * sizeof(REAL) + sizeof(SFX(tile_info));
-    const size_t fixed = (size_t)(2 * alpha * PW + FC_WL) * sizeof(REAL);
+    const size_t fixed = (size_t)(3 * alpha * PW + FC_WL) * sizeof(REAL);
     const ptrdiff_t T = SFX(chunk_tiles)(total, nthreads, workspace, per_tile, fixed, tile_cap);
     const ptrdiff_t nchunks = (total + T - 1) / T;
     const ptrdiff_t ld = (T + FC_WL - 1) / FC_WL * FC_WL; /* rows of V and M: whole lanes */
     const ptrdiff_t vs = SFX(xi_stride)(C * ld), ms = SFX(xi_stride)(K * ld);
-    const ptrdiff_t band_n = SFX(band_reals)(alpha, T, tiles_w, PW);
+    const ptrdiff_t band_n = SFX(band_alloc_reals)(alpha, T, tiles_w, PW);
     nthreads = fc_team(nthreads, nchunks);
     int failed = 0, nonfinite = 0;
 
@@ -790,9 +783,10 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
         SFX(lane_dst) *dls = (SFX(lane_dst) *)fc_aligned_alloc((size_t)(ld / FC_WL) * sizeof(SFX(lane_dst)));
         /* (bands past 2^31 values, far beyond any sane workspace: the bounds-checked gather) */
         const int use_bands = band_n < INT_MAX / 2;
-        REAL *band = use_bands ? (REAL *)fc_aligned_alloc((size_t)(band_n + FC_WL) * sizeof(REAL)) : NULL;
-        if (band) memset(band, 0, (size_t)(band_n + FC_WL) * sizeof(REAL));
+        REAL *band = use_bands ? (REAL *)fc_aligned_alloc((size_t)band_n * sizeof(REAL)) : NULL;
+        if (band) memset(band, 0, (size_t)band_n * sizeof(REAL));
         if (!V || !M || !ti || !dls || (use_bands && !band)) failed = 1;
+        const REAL *band_zeros = band ? band + SFX(band_reals)(alpha, T, tiles_w, PW) : NULL;
         ptrdiff_t chunk;
         /* Every thread reaches the loop (it is a worksharing construct), but one whose buffers
          * failed skips its chunks; the caller sees failed and raises MemoryError. */
@@ -802,7 +796,8 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
             const ptrdiff_t t_begin = chunk * T;
             const ptrdiff_t nt = total - t_begin < T ? total - t_begin : T;
             SFX(describe_tiles)(ti, t_begin, nt, mt, tiles_h, tiles_w, H, W, ph, pw);
-            SFX(band_ctx) bc = {band, t_begin / tiles_w, ti[nt - 1].band + 1, tiles_h, PW, ph, pw, mt};
+            SFX(band_ctx) bc = {band, band_zeros, t_begin / tiles_w, ti[nt - 1].band + 1, tiles_h, PW,
+                                ph, pw, mt};
             SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, ld, vs, V, 0, C, &bc);
             for (int xi = 0; xi < a2; xi++)
                 SFX(tile_gemm)(U + (ptrdiff_t)xi * Upanels * FC_WINO_MR * C, V + (ptrdiff_t)xi * vs,
@@ -886,12 +881,12 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
     nthreads = fc_budgeted_team(nthreads, P);
     const size_t per_tile = (size_t)a2 * (size_t)(C + K + 1 + P) * sizeof(REAL) +
                             sizeof(SFX(tile_info)) + sizeof(SFX(lane_dst)) / FC_WL;
-    const size_t fixed = acc_bytes + (size_t)P * (size_t)(2 * alpha * PW + 2 * FC_WL) * sizeof(REAL);
+    const size_t fixed = acc_bytes + (size_t)P * (size_t)(3 * alpha * PW + 2 * FC_WL) * sizeof(REAL);
     const ptrdiff_t T = SFX(chunk_tiles)(total, 1, workspace, per_tile, fixed, 4 * tile_cap);
     const ptrdiff_t nchunks = (total + T - 1) / T;
     const ptrdiff_t ld = (T + FC_WL - 1) / FC_WL * FC_WL; /* rows of V and D: whole lanes */
     const ptrdiff_t vs = SFX(xi_stride)(C * ld), ms = SFX(xi_stride)(K * ld);
-    const ptrdiff_t band_n = SFX(band_reals)(alpha, T, tiles_w, PW) + FC_WL; /* + load slack */
+    const ptrdiff_t band_n = SFX(band_alloc_reals)(alpha, T, tiles_w, PW);
     const int use_bands = band_n < INT_MAX / 2 / nthreads; /* as in the forward pass */
     REAL *V = (REAL *)fc_aligned_alloc((size_t)a2 * (size_t)vs * sizeof(REAL));
     REAL *D = (REAL *)fc_aligned_alloc((size_t)a2 * (size_t)ms * sizeof(REAL));
@@ -912,6 +907,7 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
 #else
         REAL *band = bands;
 #endif
+        const REAL *band_zeros = band ? band + SFX(band_reals)(alpha, T, tiles_w, PW) : NULL;
         for (ptrdiff_t chunk = 0; chunk < nchunks; chunk++) {
             const ptrdiff_t t_begin = chunk * T;
             const ptrdiff_t nt = total - t_begin < T ? total - t_begin : T;
@@ -923,7 +919,8 @@ int SFX(wino_bwd_weights)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptr
                                         (int)(nt - t0 < FC_WL ? nt - t0 : FC_WL), mt, K, Ho, Wo);
             }
             /* (implicit barrier: every thread sees the tile descriptions) */
-            SFX(band_ctx) bc = {band, t_begin / tiles_w, ti[nt - 1].band + 1, tiles_h, PW, ph, pw, mt};
+            SFX(band_ctx) bc = {band, band_zeros, t_begin / tiles_w, ti[nt - 1].band + 1, tiles_h, PW,
+                                ph, pw, mt};
             ptrdiff_t c, k;
 #pragma omp for schedule(static) nowait
             for (c = 0; c < C; c++) SFX(transform_inputs)(alpha, x, C, H, W, ti, nt, ld, vs, V, c, c + 1, &bc);

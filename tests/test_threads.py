@@ -157,6 +157,45 @@ def test_results_are_bit_identical_at_any_thread_count_under_any_workspace_limit
     assert out.stdout.strip() == "identical", out.stdout
 
 
+SMALL_WINOGRAD = """
+import numpy as np, fastconv
+from fastconv import functional as F
+rng = np.random.default_rng(0)
+# few tiles: the chunks are sized by the share of each thread, and a chunk's last lane group is
+# partial (found by fuzzing: 1 vs 2 threads differed by up to 1e-4 through "auto")
+layers = [((2, 16, 8, 8), (16, 16, 3, 3), 1, 1), ((1, 1, 8, 8), (1, 1, 3, 3), 1, 0),
+          ((1, 16, 12, 12), (16, 16, 3, 3), 1, 1), ((3, 5, 11, 9), (7, 5, 3, 3), 1, 2),
+          ((2, 6, 13, 13), (4, 6, 5, 5), 2, 2)]
+bad = []
+for xs, ws, stride, pad in layers:
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    dy = rng.standard_normal(F.conv2d(x, w, stride=stride, padding=pad).shape).astype(np.float32)
+    for algorithm in ("winograd2", "winograd4", "auto"):
+        results = []
+        for threads in (1, 2, 3, 8):
+            fastconv.set_num_threads(threads)
+            y = F.conv2d(x, w, stride=stride, padding=pad, algorithm=algorithm)
+            dx, dw, _ = F.conv2d_backward(dy, x, w, stride=stride, padding=pad, algorithm=algorithm)
+            results.append((y, dx, dw))
+        for t, other in zip((2, 3, 8), results[1:]):
+            for name, a, b in zip(("y", "dx", "dw"), results[0], other):
+                if not np.array_equal(a, b):
+                    bad.append(f"{xs} {ws} {algorithm} {name}: 1 vs {t} threads")
+        # nor on the other images of the batch
+        triple = F.conv2d(np.concatenate([x, x, x]), w, stride=stride, padding=pad, algorithm=algorithm)
+        if not np.array_equal(triple[len(x):2 * len(x)], results[-1][0]):
+            bad.append(f"{xs} {ws} {algorithm}: y within a larger batch")
+print("\\n".join(bad) or "identical")
+"""
+
+
+def test_winograd_on_a_few_tiles_is_bit_identical_at_any_thread_count_and_in_any_batch():
+    """Every lane group of a chunk, partial or whole, runs the same input transform, so a tile's
+    result depends neither on the thread count nor on the images around it."""
+    assert run(SMALL_WINOGRAD, OMP_NUM_THREADS="2") == ["identical"]
+
+
 OTHER_THREAD = """
 import threading, numpy as np, fastconv
 from fastconv import functional as F
