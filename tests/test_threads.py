@@ -41,15 +41,49 @@ def test_concurrent_calls_leave_blas_at_the_thread_count():
         assert threads == "2" and blas == "[2]"
 
 
-def test_an_oversized_omp_num_threads_is_capped_with_a_warning():
+@pytest.mark.parametrize("value", ["100000", "2147483648", "3000000000", "4294967297",
+                                   "2000000000000000000000,1"])
+def test_an_oversized_omp_num_threads_is_capped_with_a_warning(value):
+    # (found by fuzzing: OpenMP reports 2**31 and more as a negative int, or wrapped to 1, and the
+    # first kernel call ended the process inside libgomp)
     code = ("import warnings; warnings.simplefilter('always'); import fastconv, numpy as np; "
             "x = np.ones((1, 2, 5, 5), np.float32); w = np.ones((3, 2, 3, 3), np.float32); "
             "print(fastconv.get_num_threads(), float(fastconv.conv2d(x, w).sum()))")
-    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, OMP_NUM_THREADS="100000"),
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, OMP_NUM_THREADS=value),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1024", str(3 * 9 * 2 * 9.0)]
-    assert "OMP_NUM_THREADS asks for 100000 threads; using 1024" in out.stderr
+    assert f"OMP_NUM_THREADS asks for {value.split(',')[0]} threads; using 1024" in out.stderr
+
+
+BLAS_RACE = """
+import threading, numpy as np, fastconv
+from fastconv import functional as F
+from threadpoolctl import threadpool_info
+fastconv.set_num_threads(2)
+x = np.random.rand(256, 512).astype(np.float32)
+w = np.random.rand(512, 512).astype(np.float32)
+started, stop = threading.Event(), threading.Event()
+def worker():  # dense products hold BLAS at one thread while they run
+    while not stop.is_set():
+        F.linear(x, w)
+        started.set()
+t = threading.Thread(target=worker)
+t.start()
+started.wait()
+for n in (1, 2, 1):
+    fastconv.set_num_threads(n)
+stop.set()
+t.join()
+print(fastconv.get_num_threads(), sorted({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}))
+"""
+
+
+def test_a_thread_count_set_during_another_threads_dense_call_reaches_blas():
+    """The last caller out of blas_single_threaded restored the count BLAS had when the first
+    came in, undoing a set_num_threads made meanwhile (found by fuzzing)."""
+    for _ in range(3):
+        assert run(BLAS_RACE, OMP_NUM_THREADS="2") == ["1", "[1]"]
 
 
 def test_more_threads_than_work_gives_the_same_answers():

@@ -49,13 +49,9 @@ def set_num_threads(n):
     Raises ValueError when `n` is not an int in 1..MAX_THREADS. This is the one check of thread
     counts: every kernel gets its count from here (the C side only trims it to the tasks at hand).
     """
-    global _num_threads
+    global _num_threads, _single_saved
     if n is None:
-        n = _openmp.max_threads()
-        if n > MAX_THREADS:
-            warnings.warn(f"fastconv: OMP_NUM_THREADS asks for {n} threads; using {MAX_THREADS} "
-                          f"(fastconv.threads.MAX_THREADS)", RuntimeWarning, stacklevel=2)
-            n = MAX_THREADS
+        n = _default_threads()
     elif isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_THREADS:
         raise ValueError(f"set_num_threads: n must be an int from 1 to {MAX_THREADS} or None, "
                          f"got {n!r}")
@@ -69,8 +65,26 @@ def set_num_threads(n):
         n = 1
     with _lock:
         _num_threads = int(n)
-        _set_blas_threads([_num_threads] * len(_blas_libraries()))
+        counts = [_num_threads] * len(_blas_libraries())
+        if _single_users:  # BLAS stays at one thread until the last caller inside leaves
+            _single_saved = counts
+        else:
+            _set_blas_threads(counts)
     return _num_threads
+
+
+def _default_threads():
+    """OMP_NUM_THREADS (its first value) as the OpenMP runtime reads it, else the cores; capped
+    at MAX_THREADS with a warning. The runtime stores the variable as an unsigned long but
+    reports it as an int, so 2**31 and more came back negative (and the first kernel call ended
+    the process inside libgomp) or wrapped to a small count: such values are read here."""
+    text = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    n = int(text) if text.isdigit() else _openmp.max_threads()  # (else the runtime's reading)
+    if n > MAX_THREADS:
+        warnings.warn(f"fastconv: OMP_NUM_THREADS asks for {n} threads; using {MAX_THREADS} "
+                      f"(fastconv.threads.MAX_THREADS)", RuntimeWarning, stacklevel=3)
+        n = MAX_THREADS
+    return max(n, 1)
 
 
 def _blas_libraries():
