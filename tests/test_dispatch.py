@@ -97,6 +97,17 @@ def test_environment_switch_disables_winograd(value, enabled):
     assert out.stdout.strip() == str(enabled)
 
 
+@pytest.mark.parametrize("value", ["abc", "-1", "2", "nein"])
+def test_an_unknown_winograd_switch_is_refused_by_name(value):
+    # found by fuzzing: any unknown value (a typo) disabled Winograd silently
+    code = "import fastconv.config"
+    env = dict(os.environ, FASTCONV_DISABLE_WINOGRAD=value)
+    bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0
+    assert f"FASTCONV_DISABLE_WINOGRAD must be 1 / true / yes / on" in bad.stderr
+    assert repr(value) in bad.stderr
+
+
 def test_environment_sets_the_workspace_limit():
     code = "import fastconv.config as c; print(c.get_workspace_limit())"
     env = dict(os.environ, FASTCONV_WORKSPACE_MB="8")

@@ -7,7 +7,8 @@
   blocks for the next call (no page faults per call; src_c/fc_alloc.h), at most what one call of
   the largest layer so far needed per kernel module; `release_scratch()` frees them.
 - Winograd in "auto": on unless ``FASTCONV_DISABLE_WINOGRAD=1`` (or true / yes / on; unset, empty,
-  0, false, no and off leave it on) or `set_winograd_enabled(False)`;
+  0, false, no and off leave it on; any other value is refused at import, naming the variable)
+  or `set_winograd_enabled(False)`;
   explicit ``algorithm="winograd"`` works either way.
 """
 import math
@@ -40,8 +41,20 @@ def _env_workspace_bytes():
 
 
 _workspace_bytes = _env_workspace_bytes()
-_winograd_enabled = (os.environ.get("FASTCONV_DISABLE_WINOGRAD", "0").strip().lower()
-                     in ("", "0", "false", "no", "off"))
+
+
+def _env_winograd_enabled():
+    raw = os.environ.get("FASTCONV_DISABLE_WINOGRAD", "")
+    value = raw.strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return True
+    if value in ("1", "true", "yes", "on"):
+        return False
+    raise ValueError(f"FASTCONV_DISABLE_WINOGRAD must be 1 / true / yes / on (Winograd off) or "
+                     f"0 / false / no / off / empty (on), got {raw!r}")
+
+
+_winograd_enabled = _env_winograd_enabled()
 
 
 def get_workspace_limit():
