@@ -27,14 +27,22 @@ FC_INLINE int fc_team(int nthreads, ptrdiff_t tasks) {
     return tasks < (ptrdiff_t)nthreads ? (int)(tasks > 1 ? tasks : 1) : nthreads;
 }
 
-/* The threads a call's scratch memory is budgeted for: the cores this process may run on, fixed
- * for the process. How a kernel cuts its work into blocks, and so the order of every sum, depends
- * on the layer, the workspace and this count alone, never on the thread count asked for, so
- * results are bit-identical at any thread count (and any workspace limit gives the same answer at
- * every thread count). */
+/* The threads a call's scratch memory is budgeted for: the cores this process may run on, read
+ * once (at the first call in each source file: omp_get_num_procs() reads the calling thread's
+ * CPU affinity every time, so a Python thread pinned to one core got other chunks, and other
+ * bits, than the main thread; found by fuzzing). How a kernel cuts its work into blocks, and so
+ * the order of every sum, depends on the layer, the workspace and this count alone, never on the
+ * thread count asked for, so results are bit-identical at any thread count (and any workspace
+ * limit gives the same answer at every thread count). */
 FC_INLINE int fc_budget_threads(void) {
 #ifdef _OPENMP
-    return omp_get_num_procs();
+    static int budget; /* 0 until read */
+    int n = __atomic_load_n(&budget, __ATOMIC_RELAXED);
+    if (n == 0) {
+        n = omp_get_num_procs();
+        __atomic_store_n(&budget, n, __ATOMIC_RELAXED);
+    }
+    return n;
 #else
     return 1;
 #endif

@@ -771,7 +771,7 @@ int SFX(wino_conv)(int tile, const REAL *x, ptrdiff_t N, ptrdiff_t C, ptrdiff_t 
     const ptrdiff_t ld = (T + FC_WL - 1) / FC_WL * FC_WL; /* rows of V and M: whole lanes */
     const ptrdiff_t vs = SFX(xi_stride)(C * ld), ms = SFX(xi_stride)(K * ld);
     const ptrdiff_t band_n = SFX(band_alloc_reals)(alpha, T, tiles_w, PW);
-    nthreads = fc_team(nthreads, nchunks);
+    nthreads = fc_budgeted_team(nthreads, nchunks); /* (more threads than cores: no gain) */
     int failed = 0, nonfinite = 0;
 
 #pragma omp parallel num_threads(nthreads) reduction(| : failed, nonfinite)

@@ -230,6 +230,59 @@ def test_winograd_on_a_few_tiles_is_bit_identical_at_any_thread_count_and_in_any
     assert run(SMALL_WINOGRAD, OMP_NUM_THREADS="2") == ["identical"]
 
 
+DIRECT_MANY_THREADS = """
+import resource, numpy as np, fastconv
+fastconv.set_num_threads(64)
+x = np.ones((1, 1, 2048, 2048), np.float32)
+w = np.ones((1, 1, 3, 3), np.float32)
+peak = int(open("/proc/self/status").read().split("VmPeak:")[1].split()[0]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (peak + (640 << 20), resource.RLIM_INFINITY))
+y = fastconv.conv2d(x, w, padding=1, algorithm="direct")
+print(float(y[0, 0, 5, 5]))
+"""
+
+
+def test_direct_holds_scratch_for_the_cores_not_for_the_threads_asked_for():
+    """64 threads asked for on one 2048 x 2048 image made direct allocate scratch for 64 (and
+    1024 threads 4.3 GB); its team is now trimmed to the cores (found by fuzzing)."""
+    assert run(DIRECT_MANY_THREADS) == ["9.0"]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning changes nothing on one CPU")
+def test_a_python_thread_pinned_to_one_cpu_gets_the_same_bits():
+    """The core budget that sizes im2col's chunks was read from the calling thread's CPU
+    affinity on every call: a thread pinned to one CPU got other chunks and other bits (found by
+    fuzzing). It is read once."""
+    import threading
+
+    import numpy as np
+
+    import fastconv
+    from fastconv import functional as F
+    threads, limit = fastconv.get_num_threads(), fastconv.get_workspace_limit()
+    try:
+        fastconv.set_num_threads(1)
+        fastconv.set_workspace_limit(1 << 20)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((8, 64, 28, 28)).astype(np.float32)
+        dy = rng.standard_normal((8, 64, 28, 28)).astype(np.float32)
+        expected = F.conv2d_backward_weights(dy, x, (64, 64, 3, 3), padding=1, algorithm="im2col")
+        got = {}
+
+        def pinned():  # sched_setaffinity(0, ...) pins the calling thread only
+            os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+            got["dw"] = F.conv2d_backward_weights(dy, x, (64, 64, 3, 3), padding=1,
+                                                  algorithm="im2col")
+
+        t = threading.Thread(target=pinned)
+        t.start()
+        t.join()
+        np.testing.assert_array_equal(got["dw"], expected)
+    finally:
+        fastconv.set_num_threads(threads)
+        fastconv.set_workspace_limit(limit)
+
+
 OTHER_THREAD = """
 import threading, numpy as np, fastconv
 from fastconv import functional as F
