@@ -52,7 +52,7 @@ FC_INLINE VEC SFX(vand)(VEC v, VI m) { return (VEC)((VI)v & m); }
 FC_INLINE void SFX(fwd_tile)(const REAL *FC_RESTRICT panel, ptrdiff_t nq, ptrdiff_t np, ptrdiff_t qs,
                              const ptrdiff_t *FC_RESTRICT roff, const REAL *FC_RESTRICT wblk,
                              const int *FC_RESTRICT rr, ptrdiff_t R,
-                             ptrdiff_t S, const int *FC_RESTRICT off, REAL *FC_RESTRICT out0,
+                             ptrdiff_t S, const ptrdiff_t *FC_RESTRICT off, REAL *FC_RESTRICT out0,
                              ptrdiff_t plane, ptrdiff_t nvalid, const REAL *FC_RESTRICT bias, int load,
                              ptrdiff_t xstep, ptrdiff_t ostep, ptrdiff_t nstep, const int KB,
                              const int NV) {
@@ -88,7 +88,7 @@ FC_INLINE void SFX(fwd_tile)(const REAL *FC_RESTRICT panel, ptrdiff_t nq, ptrdif
  * rows != 0: vector v is output row h+v (a row at most VLEN wide), its source rows xstep
  * further on in the panel, its outputs OW further on; each stores nvalid = OW lanes. */
 static void SFX(fwd_tile_any)(const REAL *panel, ptrdiff_t nq, ptrdiff_t np, ptrdiff_t qs,
-                              const ptrdiff_t *roff, const REAL *wblk, const int *rr, ptrdiff_t R, ptrdiff_t S, const int *off,
+                              const ptrdiff_t *roff, const REAL *wblk, const int *rr, ptrdiff_t R, ptrdiff_t S, const ptrdiff_t *off,
                               REAL *out0, ptrdiff_t plane, ptrdiff_t nvalid, const REAL *bias, int load,
                               int rows, ptrdiff_t xstep, int KB, int NV) {
 #define FC_CASE(kb, nv)                                                                             \
@@ -139,8 +139,9 @@ void SFX(fc_dir_plan)(fc_dirplan *p, int mode, ptrdiff_t N, ptrdiff_t O, ptrdiff
     p->rs = p->nphase * p->L;
     size_t chan_bytes = (size_t)(IH * p->rs) * sizeof(REAL);
     p->qchunk = FC_MAX(1, FC_MIN(Q, (ptrdiff_t)(FC_PANEL_BYTES / chan_bytes)));
-    p->scratch_bytes = fc_round64((size_t)p->qchunk * chan_bytes) + fc_round64((size_t)R * sizeof(ptrdiff_t)) +
-                       fc_round64((size_t)(4 * R + S) * sizeof(int));
+    p->scratch_bytes = fc_round64((size_t)p->qchunk * chan_bytes) +
+                       fc_round64((size_t)(R + S) * sizeof(ptrdiff_t)) +
+                       fc_round64((size_t)(4 * R) * sizeof(int));
     p->wpack_elems = (size_t)(O * Q * R * S);
 }
 
@@ -238,10 +239,12 @@ void SFX(fc_dir_task)(const fc_dirplan *p, ptrdiff_t task, const REAL *src, cons
     const ptrdiff_t qs = p->IH * p->rs;
     REAL *panel = (REAL *)scratch;
     ptrdiff_t *roff = (ptrdiff_t *)((char *)scratch + fc_round64((size_t)(p->qchunk * qs) * sizeof(REAL)));
-    int *rr = (int *)((char *)roff + fc_round64((size_t)R * sizeof(ptrdiff_t)));
-    int *srow = rr + R, *off = srow + R, *rr2 = off + S, *srow2 = rr2 + R;
+    /* off: where kernel column s reads in a panel row, (s % sw) * L can pass 2**31 */
+    ptrdiff_t *off = roff + R;
+    int *rr = (int *)((char *)roff + fc_round64((size_t)(R + S) * sizeof(ptrdiff_t)));
+    int *srow = rr + R, *rr2 = srow + R, *srow2 = rr2 + R;
     for (ptrdiff_t s = 0; s < S; s++)
-        off[s] = (int)(p->mode == FC_DIR_FORWARD ? (s % p->sw) * p->L + s / p->sw : s);
+        off[s] = p->mode == FC_DIR_FORWARD ? (s % p->sw) * p->L + s / p->sw : s;
 
     for (ptrdiff_t q0 = 0; q0 < Q; q0 += p->qchunk) {
         const ptrdiff_t nq = FC_MIN(p->qchunk, Q - q0);
@@ -296,7 +299,7 @@ void SFX(fc_dir_task)(const fc_dirplan *p, ptrdiff_t task, const REAL *src, cons
  * per-lane sums are added to accv (VLEN lanes per dw element, elements accstride apart per
  * filter); their lanes are summed once, at the end of the task. */
 FC_INLINE void SFX(bw_tile)(const REAL *FC_RESTRICT dyk, ptrdiff_t dstride, const REAL *FC_RESTRICT xrow0,
-                            ptrdiff_t xstep, const int *FC_RESTRICT off, ptrdiff_t Ho, ptrdiff_t VW,
+                            ptrdiff_t xstep, const ptrdiff_t *FC_RESTRICT off, ptrdiff_t Ho, ptrdiff_t VW,
                             ptrdiff_t nfull, ptrdiff_t tail, REAL *FC_RESTRICT accv,
                             ptrdiff_t accstride, const int KB, const int SB) {
     VEC acc[FC_KBW_MAX][FC_SB_MAX];
@@ -333,7 +336,7 @@ FC_INLINE void SFX(bw_tile)(const REAL *FC_RESTRICT dyk, ptrdiff_t dstride, cons
 }
 
 static void SFX(bw_tile_any)(const REAL *dyk, ptrdiff_t dstride, const REAL *xrow0, ptrdiff_t xstep,
-                             const int *off, ptrdiff_t Ho, ptrdiff_t VW, ptrdiff_t nfull,
+                             const ptrdiff_t *off, ptrdiff_t Ho, ptrdiff_t VW, ptrdiff_t nfull,
                              ptrdiff_t tail, REAL *accv, ptrdiff_t accstride, int KB, int SB) {
 #define FC_CASE(kb, sb)                                                                             \
     case (kb) * 8 + (sb):                                                                           \
@@ -405,7 +408,7 @@ void SFX(fc_bw_plan)(fc_bwplan *p, ptrdiff_t N, ptrdiff_t K, ptrdiff_t C, ptrdif
         p->rs = sw * p->L;
         p->dyt_elems = (size_t)(N * Ho * Wo * p->KV);
         p->scratch_bytes = fc_round64((size_t)(N * p->HP * p->rs) * sizeof(REAL)) +
-                           fc_round64((size_t)S * sizeof(int));
+                           fc_round64((size_t)S * sizeof(ptrdiff_t));
         return;
     }
     /* x plane rows -ph .. (Ho-1)*sh + R-1-ph, each split into sw phases as in the forward pass */
@@ -415,7 +418,7 @@ void SFX(fc_bw_plan)(fc_bwplan *p, ptrdiff_t N, ptrdiff_t K, ptrdiff_t C, ptrdif
     p->scratch_bytes = fc_round64((size_t)(p->kgmax * Ho * p->VW) * sizeof(REAL)) +
                        fc_round64((size_t)(p->HP * p->rs) * sizeof(REAL)) +
                        fc_round64((size_t)(p->kgmax * p->cmax * R * S * VLEN) * sizeof(REAL)) +
-                       fc_round64((size_t)S * sizeof(int));
+                       fc_round64((size_t)S * sizeof(ptrdiff_t));
 }
 
 /* dy[n, k0..k0+nk) as rows VW wide with zeros after Wo. */
@@ -457,7 +460,7 @@ void SFX(fc_bw_prep)(const fc_bwplan *p, ptrdiff_t n, const REAL *dy, REAL *dyt)
  * image, row and column in that order (one lane per filter: no lane reduction). xall: the
  * channel's padded x planes (xplane apart), at kernel row r; out: [sb][KV] results. */
 FC_INLINE void SFX(bwk_tile)(const REAL *FC_RESTRICT dyt, ptrdiff_t KV, const REAL *FC_RESTRICT xall,
-                             ptrdiff_t xplane, ptrdiff_t xstep, const int *FC_RESTRICT off,
+                             ptrdiff_t xplane, ptrdiff_t xstep, const ptrdiff_t *FC_RESTRICT off,
                              ptrdiff_t N, ptrdiff_t Ho, ptrdiff_t Wo, REAL *FC_RESTRICT out,
                              const int KVB, const int SB) {
     VEC acc[2][FC_SB_MAX];
@@ -481,7 +484,7 @@ FC_INLINE void SFX(bwk_tile)(const REAL *FC_RESTRICT dyt, ptrdiff_t KV, const RE
 }
 
 static void SFX(bwk_tile_any)(const REAL *dyt, ptrdiff_t KV, const REAL *xall, ptrdiff_t xplane,
-                              ptrdiff_t xstep, const int *off, ptrdiff_t N, ptrdiff_t Ho,
+                              ptrdiff_t xstep, const ptrdiff_t *off, ptrdiff_t N, ptrdiff_t Ho,
                               ptrdiff_t Wo, REAL *out, int KVB, int SB) {
 #define FC_CASE(kv, sb)                                                                             \
     case (kv) * 8 + (sb):                                                                           \
@@ -500,8 +503,8 @@ static void SFX(bwk_task)(const fc_bwplan *p, ptrdiff_t c, const REAL *dyt, cons
                           void *scratch) {
     const ptrdiff_t R = p->R, S = p->S, C = p->C, KV = p->KV, xplane = p->HP * p->rs;
     REAL *xall = (REAL *)scratch;
-    int *off = (int *)((char *)xall + fc_round64((size_t)(p->N * xplane) * sizeof(REAL)));
-    for (ptrdiff_t s = 0; s < S; s++) off[s] = (int)((s % p->sw) * p->L + s / p->sw);
+    ptrdiff_t *off = (ptrdiff_t *)((char *)xall + fc_round64((size_t)(p->N * xplane) * sizeof(REAL)));
+    for (ptrdiff_t s = 0; s < S; s++) off[s] = (s % p->sw) * p->L + s / p->sw;
     for (ptrdiff_t n = 0; n < p->N; n++)
         SFX(pack_xplane)(p, x + (n * C + c) * p->H * p->W, xall + n * xplane);
     REAL res[FC_SB_MAX * 2 * VLEN];
@@ -530,8 +533,8 @@ void SFX(fc_bw_task)(const fc_bwplan *p, ptrdiff_t task, const REAL *dy, const R
     REAL *dyp = (REAL *)scratch;
     REAL *xp = (REAL *)((char *)dyp + fc_round64((size_t)(p->kgmax * Ho * p->VW) * sizeof(REAL)));
     REAL *accv = (REAL *)((char *)xp + fc_round64((size_t)(p->HP * p->rs) * sizeof(REAL)));
-    int *off = (int *)((char *)accv + fc_round64((size_t)(p->kgmax * p->cmax * RS * VLEN) * sizeof(REAL)));
-    for (ptrdiff_t s = 0; s < S; s++) off[s] = (int)((s % p->sw) * p->L + s / p->sw);
+    ptrdiff_t *off = (ptrdiff_t *)((char *)accv + fc_round64((size_t)(p->kgmax * p->cmax * RS * VLEN) * sizeof(REAL)));
+    for (ptrdiff_t s = 0; s < S; s++) off[s] = (s % p->sw) * p->L + s / p->sw;
     const ptrdiff_t cn = c1 - c0, nacc = (k1 - k0) * cn * RS; /* accv: [k - k0][c - c0][r][s][lane] */
     memset(accv, 0, (size_t)(nacc * VLEN) * sizeof(REAL));
     for (ptrdiff_t n = 0; n < p->N; n++) {
