@@ -198,10 +198,9 @@ FC_INLINE void SFX(max_bwd)(const REAL *FC_RESTRICT dy, const REAL *FC_RESTRICT 
             const ptrdiff_t ws = j * g->sw - g->pw;
             ptrdiff_t w0, w1;
             SFX(clip)(ws, g->kw, W, &w0, &w1);
-            /* The reference takes argmax over the window padded with -inf. A real element is the
-             * first max unless every real element is -inf too: then argmax is the window's first
-             * position, which gets the gradient only if it lies inside the input (else it is
-             * dropped with the padding). Starting from -inf with no index reproduces that. */
+            /* The first maximum (or NaN) among the window's input elements; when they are all
+             * -inf, the first of them (as PyTorch: the gradient once went to the window's first
+             * position and was lost when that was padding; found by fuzzing). */
             REAL best = (REAL)-INFINITY;
             ptrdiff_t at = -1;
             for (ptrdiff_t h = h0; h < h1; ++h) {
@@ -209,7 +208,7 @@ FC_INLINE void SFX(max_bwd)(const REAL *FC_RESTRICT dy, const REAL *FC_RESTRICT 
                 for (ptrdiff_t w = w0; w < w1; ++w)
                     if (SFX(beats)(row[w], best)) { best = row[w]; at = h * W + w; }
             }
-            if (at < 0 && hs >= 0 && ws >= 0) at = hs * W + ws;
+            if (at < 0) at = h0 * W + w0; /* (every window holds an input element) */
             if (at >= 0 && (!relu || best > 0)) dx[at] += dy[i * Wo + j];
         }
     }

@@ -254,11 +254,18 @@ def test_max_nan_propagates_and_takes_the_gradient(dtype, geom):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])
 def test_max_all_minus_inf_windows_match_reference(dtype):
-    # -inf ties with the reference's -inf padding: argmax then picks the window's first position,
-    # which is padding (gradient dropped) or a real element.
+    # -inf ties with the -inf the padding counts as: the gradient goes to the window's first
+    # input element, never to the padding (where it was lost: found by fuzzing against PyTorch,
+    # which gives it to the first input element too)
     x = np.full((1, 1, 3, 4), -np.inf, dtype)
-    for kernel, stride, padding in [(2, 2, 0), (2, 1, 1), (3, 2, 1)]:
+    for kernel, stride, padding in [(2, 2, 0), (2, 1, 1), (3, 2, 1), (3, 1, 2)]:
         check_against_reference("max", x, kernel, stride, padding)
+        for ops in (F, R):
+            y = ops.max_pool2d(x, kernel, stride, padding)
+            dx = ops.max_pool2d_backward(np.ones_like(y), x, kernel, stride, padding)
+            assert dx.sum() == y.size  # every window's gradient reached an input element
+    dx = F.max_pool2d_backward(np.ones((1, 1, 3, 4), dtype), x, 3, 1, 1)
+    np.testing.assert_array_equal(dx[0, 0], [[4, 2, 2, 0], [2, 1, 1, 0], [0, 0, 0, 0]])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f64", "f32"])

@@ -160,7 +160,8 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
 
 
 def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
-    """dx of `max_pool2d`: each dy goes to its window's first maximum (row-major order)."""
+    """dx of `max_pool2d`: each dy goes to its window's first maximum (row-major order), never
+    to the padding (a window of -inf values gives it to its first input element, as PyTorch)."""
     return _pool_backward("max", dy, x, kernel_size, stride, padding)
 
 

@@ -109,11 +109,19 @@ def max_pool2d(x, kernel_size, stride=None, padding=0):
 
 
 def max_pool2d_backward(dy, x, kernel_size, stride=None, padding=0):
-    """dx of `max_pool2d`: each dy goes to the first maximum of its window (row-major order)."""
+    """dx of `max_pool2d`: each dy goes to the first maximum of its window (row-major order),
+    never to the padding: in a window whose input values are all -inf, to its first input
+    element (as PyTorch does; every window holds one, since padding < kernel_size)."""
     a, dy = pool_backward_args(dy, x, kernel_size, stride, padding, "max_pool2d_backward")
-    win = _windows(_pad(a.x, a.padding, -np.inf), a.kernel, a.stride, a.out_hw)
     kh, kw = a.kernel
-    first_max = win.reshape(win.shape[:4] + (kh * kw,)).argmax(axis=4)
+
+    def window_values(padded):
+        view = _windows(padded, a.kernel, a.stride, a.out_hw)
+        return view.reshape(view.shape[:4] + (kh * kw,))
+
+    flat = window_values(_pad(a.x, a.padding, -np.inf))
+    inside = window_values(_pad(np.ones(a.x.shape[2:], bool)[None, None], a.padding, False))
+    first_max = np.where(flat.max(axis=4) == -np.inf, inside.argmax(axis=4), flat.argmax(axis=4))
     return np.ascontiguousarray(_scatter_windows(
         lambda r, s: np.where(first_max == r * kw + s, dy, 0),
         a.x.shape, a.kernel, a.stride, a.padding, a.out_hw, a.dtype))
