@@ -148,37 +148,46 @@ def test_pool_backward_bad_dy_and_dtype(op, kind):
         getattr(op, f"{kind}_pool2d")(np.zeros((2, 6, 6), np.float32), 2)
 
 
-def test_dense_and_loss_bad_input():
+@pytest.mark.parametrize("op", [F, R], ids=["functional", "reference"])
+def test_dense_and_loss_bad_input(op):
+    # the reference twins once checked none of it (found by fuzzing: a label of -1 took the last
+    # class, int arrays passed relu, linear_backward took any shapes)
     x = np.zeros((3, 4), np.float32)
     with pytest.raises(ValueError, match=r"w must have shape \(4, M\)"):
-        F.linear(x, np.zeros((5, 2), np.float32))
+        op.linear(x, np.zeros((5, 2), np.float32))
     with pytest.raises(ValueError, match=r"b must have shape \(2,\)"):
-        F.linear(x, np.zeros((4, 2), np.float32), np.zeros(3, np.float32))
+        op.linear(x, np.zeros((4, 2), np.float32), np.zeros(3, np.float32))
     with pytest.raises(ValueError, match="labels must lie in"):
-        F.softmax_cross_entropy(x, np.array([0, 1, 4]))
+        op.softmax_cross_entropy(x, np.array([0, 1, 4]))
+    with pytest.raises(ValueError, match="labels must lie in"):
+        op.softmax_cross_entropy(x, np.array([0, 1, -1]))
+    with pytest.raises(ValueError, match=r"dy must have shape \(3, 2\)"):
+        op.linear_backward(np.zeros((3, 3), np.float32), x, np.zeros((4, 2), np.float32))
     with pytest.raises(ValueError, match="labels must be 3 integer class indices"):
-        F.softmax_cross_entropy(x, np.array([0.0, 1.0, 2.0]))
+        op.softmax_cross_entropy(x, np.array([0.0, 1.0, 2.0]))
     with pytest.raises(ValueError, match="dy must have x's shape"):
-        F.relu_backward(np.zeros(3), np.zeros(4))
+        op.relu_backward(np.zeros(3), np.zeros(4))
 
 
 @pytest.mark.parametrize("dtype", [np.int64, bool, np.complex64, np.float16, ">f4", object])
-def test_relu_refuses_what_is_not_float32_or_float64(dtype):
+@pytest.mark.parametrize("op", [F, R], ids=["functional", "reference"])
+def test_relu_refuses_what_is_not_float32_or_float64(dtype, op):
     # relu took them all (complex compared by its real part, float16 computed as itself)
     bad = np.ones(5, dtype=dtype)
     good = np.ones(5, np.float32)
     with pytest.raises(TypeError, match=r"relu: x must have dtype float32 or float64, got"):
-        F.relu(bad)
+        op.relu(bad)
     with pytest.raises(TypeError, match=r"relu_backward: dy must have dtype float32 or float64"):
-        F.relu_backward(bad, good)
+        op.relu_backward(bad, good)
     with pytest.raises(TypeError, match=r"relu_backward: x must have dtype float32 or float64"):
-        F.relu_backward(good, bad)
+        op.relu_backward(good, bad)
 
 
-def test_relu_backward_refuses_mixed_dtypes():
+@pytest.mark.parametrize("op", [F, R], ids=["functional", "reference"])
+def test_relu_backward_refuses_mixed_dtypes(op):
     # float32 dy with a float64 x gave float32 silently
     with pytest.raises(TypeError, match="relu_backward: x has dtype float64 but the other"):
-        F.relu_backward(np.ones(3, np.float32), np.ones(3, np.float64))
+        op.relu_backward(np.ones(3, np.float32), np.ones(3, np.float64))
 
 
 @pytest.mark.parametrize("n", [0, -1, 1.5, "2", True, 1025, 100000])

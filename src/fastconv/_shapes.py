@@ -325,6 +325,43 @@ def pool_backward_args(dy, x, kernel_size, stride, padding, op):
     return args, dy
 
 
+def relu_backward_args(dy, x):
+    """dy and x of relu_backward: float arrays of one dtype and one shape, any layout."""
+    dy = float_array(dy, "relu_backward: dy")
+    x = float_array(x, "relu_backward: x", dy.dtype)
+    if dy.shape != x.shape:
+        raise ValueError(f"dy must have x's shape {x.shape}, got {dy.shape}")
+    return dy, x
+
+
+def linear_args(x, w, b=None):
+    """x (N, D), w (D, M) and b (M,) or None of a dense layer, checked."""
+    x = as_float_array(x, "x", 2)
+    w = as_float_array(w, "w", 2, x.dtype)
+    if w.shape[0] != x.shape[1]:
+        raise ValueError(f"w must have shape ({x.shape[1]}, M) to match x {x.shape}, got {w.shape}")
+    if b is not None:
+        b = as_float_array(b, "b", 1, x.dtype)
+        if b.shape != (w.shape[1],):
+            raise ValueError(f"b must have shape ({w.shape[1]},), got {b.shape}")
+    return x, w, b
+
+
+def linear_backward_args(dy, x, w):
+    """dy (N, M), x (N, D) and w (D, M) of a dense layer's backward pass, checked."""
+    x, w, _ = linear_args(x, w)
+    dy = as_float_array(dy, "dy", 2, x.dtype)
+    if dy.shape != (x.shape[0], w.shape[1]):
+        raise ValueError(f"dy must have shape {(x.shape[0], w.shape[1])}, got {dy.shape}")
+    return dy, x, w
+
+
+def softmax_args(logits, labels):
+    """logits (N, classes) and labels, N class indices in [0, classes), checked."""
+    logits = as_float_array(logits, "logits", 2)
+    return logits, class_labels(labels, *logits.shape)
+
+
 def summed_over_ranks(sum_over_ranks, values, op, least_count=None):
     """sum_over_ranks(values) as a float64 vector of values' shape: the batch-norm ops' user
     callable, checked. With least_count, values[0] is this share's number of values per channel

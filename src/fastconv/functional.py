@@ -9,9 +9,10 @@ import functools
 import numpy as np
 
 from . import _dispatch, _grouped, _isa, _polyphase, config
-from ._shapes import (BatchNormArgs, as_float_array, class_labels, conv_args,
-                      conv_backward_args, conv_backward_data_args, conv_backward_weights_args,
-                      empty, float_array, pool_args, pool_backward_args, summed_over_ranks)
+from ._shapes import (BatchNormArgs, as_float_array, conv_args, conv_backward_args,
+                      conv_backward_data_args, conv_backward_weights_args, empty, float_array,
+                      linear_args, linear_backward_args, pool_args, pool_backward_args,
+                      relu_backward_args, softmax_args, summed_over_ranks)
 from .threads import blas_single_threaded, get_num_threads
 
 # concrete algorithm -> (kernel module of the active ISA target, fixed keyword arguments)
@@ -252,10 +253,7 @@ def relu_backward(dy, x, out=None):
     """dy where x > 0, else 0 (a selection: an inf or NaN in dy where x <= 0 gives 0); x may
     also be relu's output (positive at the same places). A new array, or written into `out`
     (may be dy itself)."""
-    dy = float_array(dy, "relu_backward: dy")
-    x = float_array(x, "relu_backward: x", dy.dtype)
-    if dy.shape != x.shape:
-        raise ValueError(f"dy must have x's shape {x.shape}, got {dy.shape}")
+    dy, x = relu_backward_args(dy, x)
     out = _checked_out(out, dy, "dy")
     flat = _flat_floats(dy, x, out)
     if flat is None:
@@ -289,33 +287,22 @@ def _matmul(a, b, trans_a=False, trans_b=False):
 
 def linear(x, w, b=None):
     """y = x @ w + b with x (N, D), w (D, M), b (M,) (a dense layer, through BLAS)."""
-    x = as_float_array(x, "x", 2)
-    w = as_float_array(w, "w", 2, x.dtype)
-    if w.shape[0] != x.shape[1]:
-        raise ValueError(f"w must have shape ({x.shape[1]}, M) to match x {x.shape}, got {w.shape}")
+    x, w, b = linear_args(x, w, b)
     y = _matmul(x, w)
     if b is not None:
-        b = as_float_array(b, "b", 1, x.dtype)
-        if b.shape != (w.shape[1],):
-            raise ValueError(f"b must have shape ({w.shape[1]},), got {b.shape}")
         y += b
     return y
 
 
 def linear_backward(dy, x, w):
     """(dx, dw, db) of `linear`."""
-    x = as_float_array(x, "x", 2)
-    w = as_float_array(w, "w", 2, x.dtype)
-    dy = as_float_array(dy, "dy", 2, x.dtype)
-    if dy.shape != (x.shape[0], w.shape[1]):
-        raise ValueError(f"dy must have shape {(x.shape[0], w.shape[1])}, got {dy.shape}")
+    dy, x, w = linear_backward_args(dy, x, w)
     return _matmul(dy, w, trans_b=True), _matmul(x, dy, trans_a=True), dy.sum(axis=0)
 
 
 def softmax_cross_entropy(logits, labels):
     """(mean loss, dlogits) of softmax cross-entropy over logits (N, classes), labels (N,) ints."""
-    logits = as_float_array(logits, "logits", 2)
-    labels = class_labels(labels, *logits.shape)
+    logits, labels = softmax_args(logits, labels)
     n = logits.shape[0]
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)

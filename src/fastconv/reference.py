@@ -11,7 +11,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ._shapes import (BatchNormArgs, as_float_array, conv_args, conv_backward_args, conv_backward_data_args,
-                      conv_backward_weights_args, pool_args, pool_backward_args, summed_over_ranks)
+                      conv_backward_weights_args, float_array, linear_args, linear_backward_args,
+                      pool_args, pool_backward_args, relu_backward_args, softmax_args,
+                      summed_over_ranks)
 
 
 def _pad(x, padding, value=0.0):
@@ -189,33 +191,31 @@ def _into(out, y):
 
 def relu(x, out=None):
     """max(x, 0); NaN stays NaN (as NumPy's maximum and PyTorch's relu)."""
-    x = np.asarray(x)
+    x = float_array(x, "relu: x")
     return _into(out, np.where((x > 0) | np.isnan(x), x, np.zeros_like(x)))
 
 
 def relu_backward(dy, x, out=None):
-    dy = np.asarray(dy)
-    return _into(out, np.where(np.asarray(x) > 0, dy, np.zeros_like(dy)))
+    dy, x = relu_backward_args(dy, x)
+    return _into(out, np.where(x > 0, dy, np.zeros_like(dy)))
 
 
 def linear(x, w, b=None):
     """y = x @ w + b with x (N, D), w (D, M), b (M,)."""
-    x = as_float_array(x, "x", 2)
-    w = as_float_array(w, "w", 2, x.dtype)
+    x, w, b = linear_args(x, w, b)
     y = np.einsum("nd,dm->nm", x, w)
     return y if b is None else y + b
 
 
 def linear_backward(dy, x, w):
     """(dx, dw, db) of `linear`."""
-    dy, x, w = (np.asarray(a) for a in (dy, x, w))
+    dy, x, w = linear_backward_args(dy, x, w)
     return np.einsum("nm,dm->nd", dy, w), np.einsum("nd,nm->dm", x, dy), dy.sum(axis=0)
 
 
 def softmax_cross_entropy(logits, labels):
     """(mean loss, dlogits) of softmax cross-entropy; labels are class indices (N,)."""
-    logits = np.asarray(logits)
-    labels = np.asarray(labels)
+    logits, labels = softmax_args(logits, labels)
     n = logits.shape[0]
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
