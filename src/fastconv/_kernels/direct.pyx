@@ -71,7 +71,8 @@ def forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w, b,
             int nthreads, workspace_bytes=None):
     """y = conv(x, w) + b. b is None or a (K,) array of y's dtype; y is fully overwritten.
 
-    `workspace_bytes` is accepted for the contract; direct needs only ~100 KiB per thread.
+    `workspace_bytes` is accepted for the contract: direct's scratch is one or a few channels'
+    packed planes per thread (docs/architecture.md), for no more threads than cores.
     """
     cdef const floating[::1] bias_view
     cdef const floating *bias = NULL
