@@ -2,7 +2,10 @@
 
 - Workspace limit: the most extra memory one call's scratch buffers (im2col columns, Winograd
   tiles) may take; kernels work in chunks to stay under it. Default 256 MiB, or
-  ``FASTCONV_WORKSPACE_MB`` from the environment.
+  ``FASTCONV_WORKSPACE_MB`` from the environment. Not bounded by it: the direct kernel's packed
+  planes (docs/architecture.md), and the smallest chunk of a kernel that copies padded input
+  rows (im2col's backward-weights bands), which grows with the padding: a padding far beyond
+  the kernel (2**27 on a 1 x 4 input) takes gigabytes, or a MemoryError, whatever the limit.
 - Scratch memory kept between calls: the im2col and Winograd kernels keep their large scratch
   blocks for the next call (no page faults per call; src_c/fc_alloc.h), at most what one call of
   the largest layer so far needed per kernel module; `release_scratch()` frees them.
