@@ -23,6 +23,8 @@ def make_rng(seed):
 
 def check_dtype(dtype):
     """`dtype` as np.float32 or np.float64 (the two dtypes the kernels run), else a TypeError."""
+    if dtype is None:  # (np.dtype(None) is float64, not the float32 default)
+        raise TypeError("dtype must be float32 or float64, got None")
     try:
         dt = np.dtype(dtype)
     except TypeError:

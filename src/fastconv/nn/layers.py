@@ -84,6 +84,8 @@ class Layer:
     def astype(self, dtype):
         """Cast the parameters to float32 or float64 (float64 for gradient checks)."""
         dtype = check_dtype(dtype)
+        if self.dtype == dtype:  # (new arrays would reset an optimiser's state: found by fuzzing)
+            return self
         for key, value in self.params.items():
             self.params[key] = value.astype(dtype)
         for key, value in self.buffers.items():
@@ -273,7 +275,7 @@ class ReLU(Layer):
 
     def __init__(self, inplace=False):
         super().__init__()
-        self.inplace = bool(inplace)
+        self.inplace = flag(inplace, "ReLU: inplace")
         #: Set by `Sequential` when a neighbour applies this ReLU itself (its ``fuse_relu``: the
         #: MaxPool2D after it, or the BatchNorm before it): forward and backward then pass their
         #: argument through.

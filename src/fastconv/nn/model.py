@@ -7,10 +7,12 @@ import math
 import numbers
 import sys
 import time
+import weakref
 
 import numpy as np
 
 from .._files import atomic_write
+from .._shapes import bounded_number
 from .init import check_dtype, make_rng
 from .layers import LAYERS, Dense, Conv2D, Dropout, Flatten, Layer, MaxPool2D, ReLU, _BatchNorm
 from .losses import LOSSES, SoftmaxCrossEntropy
@@ -100,14 +102,35 @@ class Sequential:
         for i, layer in enumerate(layers):
             if not isinstance(layer, Layer):
                 raise TypeError(f"layers[{i}] must be a fastconv.nn layer, got {type(layer).__name__}")
+        seen = {}
+        for i, layer in enumerate(_leaf_layers(layers)):
+            if id(layer) in seen:
+                raise ValueError(f"Sequential: the same {type(layer).__name__} object is used twice "
+                                 f"(layers {seen[id(layer)]} and {i} of the model, Residual branches "
+                                 f"unfolded): a layer keeps its input or mask for backward; build "
+                                 f"another one")
+            seen[id(layer)] = i
         self.layers = layers
         self.loss = SoftmaxCrossEntropy() if loss is None else loss
         if not callable(self.loss):
             raise TypeError("loss must be callable as loss(logits, labels) -> (loss, dlogits)")
-        self.input_grad = bool(input_grad)
-        self.fuse = bool(fuse)
+        self._input_grad = bool(input_grad)
+        self._fuse = bool(fuse)
         self._plan_inplace()
         self.history = None
+
+    # The plan (_plan_inplace) lives on the layers: rebuilt when either flag changes, and when
+    # another model built over the same layers (a Residual's branch, a model extended) has
+    # planned them since (found by fuzzing: a model's ReLU became a no-op fused into another
+    # model's pooling, or wrote into the caller's x).
+    input_grad = property(lambda self: self._input_grad,
+                          lambda self, v: self._replan(_input_grad=bool(v)))
+    fuse = property(lambda self: self._fuse, lambda self, v: self._replan(_fuse=bool(v)))
+
+    def _replan(self, **flags):
+        for name, value in flags.items():
+            setattr(self, name, value)
+        self._plan_inplace()
 
     def _plan_inplace(self):
         """Mark which layers need dx, which ReLU -> MaxPool2D pairs run fused, and which
@@ -145,6 +168,12 @@ class Sequential:
         # whether forward's result is (a view of) an output a layer keeps for backward, which the
         # caller must then not write (Residual's sum, an in-place layer after this model)
         self.output_kept = kept
+        owner = weakref.ref(self)
+        for layer in self.layers:
+            layer._planned_by = owner
+
+    def _plan_is_mine(self):
+        return all(getattr(layer, "_planned_by", lambda: None)() is self for layer in self.layers)
 
     # ------------------------------------------------------------ passes
     @property
@@ -165,6 +194,10 @@ class Sequential:
 
     def _as_input(self, x):
         x = np.asarray(x)
+        if x.dtype.kind not in "biuf":  # (as fit's checks: complex would lose its imaginary part)
+            raise TypeError(f"x must hold real numbers, got dtype {x.dtype}")
+        if x.ndim < 1 or len(x) == 0:
+            raise ValueError(f"x must hold at least one example, got shape {x.shape}")
         if x.dtype != self.dtype:  # the one explicit cast: uint8 images, float64 data, ...
             x = x.astype(self.dtype)
         return x
@@ -175,6 +208,8 @@ class Sequential:
     def _run(self, x, training):
         """The layers' forward passes, x as it comes (a Residual's branches: the model around
         them has cast it already, and a branch without parameters has no dtype of its own)."""
+        if not self._plan_is_mine():
+            self._plan_inplace()
         for layer in self.layers:
             x = layer.forward(x, training)
         return x
@@ -208,6 +243,9 @@ class Sequential:
         grad_scale multiplies the gradients (fit's share of a global batch split over ranks).
         With a DistributedOptimizer, batch norms made with sync=True use the statistics of the
         batch over all ranks (every rank must then take the step, as fit's do)."""
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a fastconv.nn optimiser, got {type(optimizer).__name__}")
+        grad_scale = bounded_number(grad_scale, "grad_scale", 0, low_open=True)
         with self._summing_over_ranks(optimizer):
             logits = self.forward(x, training=True)
             loss, dlogits = self.loss(logits, y)
@@ -264,7 +302,7 @@ class Sequential:
     def predict(self, x, batch_size=256):
         """The last layer's outputs (class scores) for x, in evaluation mode."""
         batch_size = _positive_int(batch_size, "batch_size")
-        x = np.asarray(x)
+        x = self._as_input(x)
         outs = [self.forward(x[i:i + batch_size], training=False) for i in range(0, len(x), batch_size)]
         return np.concatenate(outs)
 
@@ -325,6 +363,11 @@ class Sequential:
             if not (isinstance(validation_data, (tuple, list)) and len(validation_data) == 2):
                 raise TypeError("validation_data must be a pair (x_val, y_val)")
             validation_data = _check_xy(*validation_data, what="validation_data x", classes=classes)
+            try:  # (it failed after the first epoch's training, in evaluate)
+                self.layer_shapes(validation_data[0].shape[1:])
+            except ValueError as exc:
+                raise ValueError(f"validation_data x: the model cannot take examples of shape "
+                                 f"{validation_data[0].shape[1:]}: {exc}") from None
         if lr_schedule is not None and not callable(lr_schedule):
             raise TypeError("lr_schedule must be callable as lr_schedule(epoch) -> lr")
         if augment is not None and not callable(augment):
@@ -524,6 +567,10 @@ class Sequential:
         for name, value in (extra or {}).items():
             if name in arrays:
                 raise ValueError(f"save: extra entry {name!r} would replace a model entry")
+            value = np.asarray(value)
+            if value.dtype.hasobject:  # np.savez would pickle it into a pickle-free file
+                raise TypeError(f"save: extra entry {name!r} must be an array of numbers or "
+                                f"strings, got {type(value.flat[0]).__name__ if value.size else 'object'}")
             arrays[name] = value
         with atomic_write(path) as f:  # a file object: np.savez would otherwise append ".npz"
             np.savez(f, **arrays)
@@ -563,8 +610,8 @@ class Sequential:
             layer.buffers = buffers
             layer.grads = {k: np.zeros_like(v) for k, v in arrays.items()}
             layers.append(layer)
-        loss = LOSSES.get(arch.get("loss"), SoftmaxCrossEntropy)()
-        return cls(layers, loss=loss, input_grad=bool(arch.get("input_grad", False)))
+        loss = LOSSES[arch["loss"]]() if arch.get("loss") is not None else SoftmaxCrossEntropy()
+        return cls(layers, loss=loss, input_grad=arch.get("input_grad", False))
 
 
 def _read_model(data):
@@ -583,6 +630,13 @@ def _read_model(data):
         raise ValueError(f"unsupported model format {arch.get('format')!r} version {arch.get('version')!r}")
     if not isinstance(arch.get("layers"), list) or not arch["layers"]:
         raise ValueError("the architecture has no list of layers")
+    loss = arch.get("loss")
+    if loss is not None and not (isinstance(loss, str) and loss in LOSSES):
+        raise ValueError(f"unknown loss {loss!r} (known: {', '.join(sorted(LOSSES))}); a model "
+                         f"trained with another loss is loaded with Sequential(load(...).layers, "
+                         f"loss=...)")
+    if not isinstance(arch.get("input_grad", False), bool):
+        raise ValueError(f"input_grad must be true or false, got {arch['input_grad']!r}")
     specs, params, dtypes = [], [], set()
     for i, spec in enumerate(arch["layers"]):
         layer_cls, config = _layer_spec(spec, f"layer {i}")
@@ -603,6 +657,11 @@ def _read_model(data):
                                  f"or float64")
             if value.shape != shape:
                 raise ValueError(f"layer {i} ({name}) {key}: shape {value.shape}, expected {shape}")
+            if not np.isfinite(value).all():  # (fit never leaves a model so; a file may)
+                raise ValueError(f"layer {i} ({name}) {key}: {np.count_nonzero(~np.isfinite(value))} "
+                                 f"value(s) not finite")
+            if key.rsplit(".", 1)[-1] == "running_var" and (value < 0).any():
+                raise ValueError(f"layer {i} ({name}) {key}: negative variance(s)")
             dtypes.add(value.dtype)
             arrays[key] = value
         specs.append((layer_cls, config))
@@ -624,7 +683,7 @@ def _layer_spec(spec, where):
     if not isinstance(spec, dict) or not isinstance(spec.get("config", {}), dict):
         raise ValueError(f"{where}: expected {{'class': ..., 'config': {{...}}}}, got {spec!r}")
     name = spec.get("class")
-    if name not in LAYER_CLASSES:
+    if not isinstance(name, str) or name not in LAYER_CLASSES:
         raise ValueError(f"{where}: unknown layer class {name!r}")
     return LAYER_CLASSES[name], spec.get("config", {})
 
