@@ -18,6 +18,7 @@ waits forever in a collective for one that is gone.
 """
 import hashlib
 import json
+import numbers
 import os
 import sys
 import time
@@ -121,7 +122,10 @@ def abort(status=1):
     printed output has reached the launcher: for a rank that must stop where the others may be
     waiting for it in a collective (a setup error on one rank only, or Ctrl-C reaching a rank
     outside a collective the others are in)."""
-    _flush_and_abort(_require(), status)
+    if isinstance(status, bool) or not isinstance(status, numbers.Integral) or not 0 <= status <= 255:
+        # (the system keeps status % 256: abort(256) ended the job with status 0)
+        raise ValueError(f"abort: status must be an int in [0, 255], got {status!r}")
+    _flush_and_abort(_require(), int(status))
 
 
 def allreduce(array, op="mean"):
@@ -132,6 +136,13 @@ def allreduce(array, op="mean"):
     comm = _require()
     scalar = np.ndim(array) == 0
     buf = np.array(array, dtype=np.result_type(np.asarray(array).dtype, np.float32), copy=True)
+    # Every rank must give the same layout: an empty array against a full one hung the job, and
+    # float32 against float64 summed bytes into wrong values (found by fuzzing). One small
+    # collective first, so that every rank raises the same error.
+    layouts = comm.allgather((buf.shape, buf.dtype.str))
+    if len(set(layouts)) > 1:
+        raise ValueError(f"allreduce: the ranks gave arrays of different shapes or dtypes "
+                         f"(rank: (shape, dtype) {dict(enumerate(layouts))})")
     _sum_in_place(buf, comm)
     if op == "mean":
         buf /= comm.Get_size()
@@ -182,22 +193,28 @@ def broadcast_parameters(model, root=0):
         _fused(params, lambda buf: comm.Bcast(buf, root=root))
 
 
-def check_models_agree(model, comm=None):
+def check_models_agree(model, comm=None, settings=None):
     """Raise RuntimeError on every rank unless all ranks hold the same architecture, parameter
-    shapes and dtypes and parameter values (a SHA-256 of them)."""
+    shapes and dtypes and parameter values (a SHA-256 of them), and the same `settings` (a
+    JSON-able dict: fit's epochs, batch size, data size, random state... ranks given other ones
+    hung, or trained on mixed orders; found by fuzzing). One collective."""
     comm = _require() if comm is None else comm
     arch = json.dumps(model.architecture(), sort_keys=True)
     digest = hashlib.sha256(arch.encode())
     for i, key, p in _parameters(model):
         digest.update(f"{i}.{key}{p.shape}{p.dtype}".encode())
         digest.update(np.ascontiguousarray(p).tobytes())
-    mine = digest.hexdigest()
+    mine = (digest.hexdigest(), json.dumps(settings, sort_keys=True, default=str))
     everyone = comm.allgather(mine)
-    if len(set(everyone)) > 1:
-        differ = [r for r, d in enumerate(everyone) if d != everyone[0]]
-        raise RuntimeError(f"fastconv.distributed: the models differ between ranks (rank 0 and "
-                           f"ranks {differ}): architecture, shapes or parameter values; call "
-                           f"broadcast_parameters(model) after building the same model everywhere")
+    for part, what, hint in ((0, "models", "architecture, shapes or parameter values; call "
+                              "broadcast_parameters(model) after building the same model "
+                              "everywhere"),
+                             (1, "training settings", f"this rank {comm.Get_rank()}: {mine[1]}; "
+                              f"give every rank the same arguments")):
+        differ = [r for r, e in enumerate(everyone) if e[part] != everyone[0][part]]
+        if differ:
+            raise RuntimeError(f"fastconv.distributed: the {what} differ between ranks (rank 0 "
+                               f"and ranks {differ}): {hint}")
 
 
 class DistributedOptimizer(Optimizer):
@@ -237,9 +254,16 @@ class DistributedOptimizer(Optimizer):
     def size(self):
         return self.comm.Get_size()
 
-    def check_models_agree(self, model):
-        """check_models_agree(model) over this optimiser's communicator (fit calls it)."""
-        check_models_agree(model, self.comm)
+    def check_models_agree(self, model, settings=None):
+        """check_models_agree(model, settings) over this optimiser's communicator (fit calls it)."""
+        check_models_agree(model, self.comm, settings)
+
+    def common_seed(self):
+        """A fresh seed drawn on rank 0, the same on every rank: fit's when none is given (each
+        rank drew its own, so the ranks shuffled differently and trained some examples twice
+        and others never; found by fuzzing)."""
+        seed = int(np.random.SeedSequence().entropy) if self.rank == 0 else None
+        return self.comm.bcast(seed, root=0)
 
     def sum_over_ranks(self, values):
         """The element-wise sum of a float64 vector over the ranks (fit's metrics)."""

@@ -377,8 +377,10 @@ class Sequential:
         if history is not None and not isinstance(history, dict):
             raise TypeError(f"history must be a dict of per-epoch lists (a previous fit's), got "
                             f"{type(history).__name__}")
-        rng = make_rng(seed)
         world = optimizer if hasattr(optimizer, "sum_over_ranks") else None
+        if world is not None and seed is None:
+            seed = world.common_seed()
+        rng = make_rng(seed)
         if augment_rng is not None and not isinstance(augment_rng, np.random.Generator):
             raise TypeError(f"augment_rng must be a numpy Generator, got {type(augment_rng).__name__}")
         if augment is not None:
@@ -391,8 +393,13 @@ class Sequential:
             raise ValueError(f"initial_epoch must be an int in [0, epochs], got {initial_epoch!r}")
         history = {k: list((history or {}).get(k, [])) for k in keys}
         self.history = history
-        if world is not None:
-            world.check_models_agree(self)  # every rank refuses to train replicas that differ
+        if world is not None:  # every rank refuses to train replicas, or on settings, that differ
+            world.check_models_agree(self, settings={
+                "examples": x.shape, "epochs": epochs, "initial_epoch": initial_epoch,
+                "batch_size": batch_size, "shuffle": bool(shuffle), "rng": rng.bit_generator.state,
+                "validation": None if validation_data is None else validation_data[0].shape,
+                "optimizer": type(getattr(optimizer, "optimizer", optimizer)).__name__,
+                "lr": optimizer.lr, "augment": augment is not None})
         snapshot = self._snapshot()
         try:
             for epoch in range(initial_epoch, epochs):
