@@ -79,7 +79,8 @@ def _default_threads():
     reports it as an int, so 2**31 and more came back negative (and the first kernel call ended
     the process inside libgomp) or wrapped to a small count: such values are read here."""
     text = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    n = int(text) if text.isdigit() else _openmp.max_threads()  # (else the runtime's reading)
+    # (0, text and the rest: the runtime's reading, which warns and takes its default)
+    n = int(text) if text.isdigit() and int(text) > 0 else _openmp.max_threads()
     if n > MAX_THREADS:
         warnings.warn(f"fastconv: OMP_NUM_THREADS asks for {n} threads; using {MAX_THREADS} "
                       f"(fastconv.threads.MAX_THREADS)", RuntimeWarning, stacklevel=3)
