@@ -53,14 +53,21 @@ def _checked_input_shape(input_shape):
     return tuple(int(d) for d in dims)
 
 
+def _real_array(x, what="x"):
+    """x as an array of real numbers (bool, int or float), else a TypeError: complex would lose
+    its imaginary part in the cast to the model's dtype, strings and objects be parsed."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"{what} must hold real numbers, got dtype {x.dtype}")
+    return x
+
+
 def _check_xy(x, y, what="x", classes=None):
     """x and y as arrays, checked: x real numbers with a batch axis, y one integer label per
     example, in [0, classes) where the number of classes is known (the default loss; a custom
     one may give labels other meanings)."""
-    x = np.asarray(x)
+    x = _real_array(x, what)
     y = np.asarray(y)
-    if x.dtype.kind not in "biuf":  # complex (its imaginary part would be dropped), str, object
-        raise TypeError(f"{what} must hold real numbers, got dtype {x.dtype}")
     if x.ndim < 2:
         raise ValueError(f"{what} must have a batch axis and at least one feature axis, got shape {x.shape}")
     if y.ndim != 1 or len(y) != len(x):
@@ -193,9 +200,7 @@ class Sequential:
         return self
 
     def _as_input(self, x):
-        x = np.asarray(x)
-        if x.dtype.kind not in "biuf":  # (as fit's checks: complex would lose its imaginary part)
-            raise TypeError(f"x must hold real numbers, got dtype {x.dtype}")
+        x = _real_array(x)
         if x.ndim < 1 or len(x) == 0:
             raise ValueError(f"x must hold at least one example, got shape {x.shape}")
         if x.dtype != self.dtype:  # the one explicit cast: uint8 images, float64 data, ...
